@@ -8,7 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
 
 say "building molting-node ($MOLTING_PROFILE profile)"
-cargo build --profile "$MOLTING_PROFILE" -p molting-node
+cargo build --profile "$MOLTING_PROFILE" --workspace
 
 for pair in development:dev local_testnet:local; do
 	name="${pair%%:*}"; chain="${pair##*:}"

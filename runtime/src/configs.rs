@@ -1,8 +1,8 @@
 //! Configuration of each pallet of the runtime.
 
 use crate::{
-	currency::{EXISTENTIAL_DEPOSIT, MICRO_MOLT, MILLI_MOLT},
-	time::{HOURS, SLOT_DURATION},
+	currency::{EXISTENTIAL_DEPOSIT, MICRO_MOLT, MILLI_MOLT, MOLT},
+	time::{DAYS, HOURS, SLOT_DURATION},
 	AccountId, Aura, Balance, Balances, Block, BlockNumber, CollatorSelection, Hash, Nonce,
 	PalletInfo, Runtime, RuntimeCall, RuntimeEvent, RuntimeFreezeReason,
 	RuntimeHoldReason, RuntimeOrigin, RuntimeTask, Session, SessionKeys, System, VERSION,
@@ -14,7 +14,7 @@ use frame_support::{
 	parameter_types,
 	traits::{
 		fungible::{Balanced, Credit},
-		ConstBool, ConstU32, ConstU64, ConstU8, HandleMessage, OnUnbalanced,
+		ConstBool, ConstU128, ConstU32, ConstU64, ConstU8, HandleMessage, OnUnbalanced,
 	},
 	weights::{
 		constants::{
@@ -287,6 +287,37 @@ impl pallet_utility::Config for Runtime {
 	type RuntimeCall = RuntimeCall;
 	type PalletsOrigin = crate::OriginCaller;
 	type WeightInfo = pallet_utility::weights::SubstrateWeight<Runtime>;
+}
+
+parameter_types! {
+	/// How long a job owner has to accept or reject a result; silence accepts.
+	pub const ResultReviewPeriod: BlockNumber = DAYS;
+	pub const JobsCollateralRatio: Perbill = Perbill::from_percent(10);
+	pub const JobsNoShowSlash: Perbill = Perbill::from_percent(50);
+	pub const JobsProtocolFee: Perbill = Perbill::from_percent(5);
+}
+
+impl pallet_jobs::Config for Runtime {
+	type RuntimeEvent = RuntimeEvent;
+	type Currency = Balances;
+	type RuntimeHoldReason = RuntimeHoldReason;
+	type Judge = pallet_jobs::OwnerReview<ResultReviewPeriod>;
+	// Root (sudo) on dev and test networks; a council or a court later.
+	type ArbiterOrigin = EnsureRoot<AccountId>;
+	type Treasury = TreasuryAccount;
+	// Slashed collateral is burned.
+	type OnSlash = ();
+	type MinerDeposit = ConstU128<{ 10 * MOLT }>;
+	type CollateralRatio = JobsCollateralRatio;
+	type MinCollateral = ConstU128<MOLT>;
+	type NoShowSlash = JobsNoShowSlash;
+	type ProtocolFee = JobsProtocolFee;
+	type MinReward = ConstU128<MOLT>;
+	type MaxJobDuration = ConstU32<{ 30 * DAYS }>;
+	type MaxReplication = ConstU32<8>;
+	type MaxActiveClaims = ConstU32<16>;
+	type MaxDuePerBlock = ConstU32<32>;
+	type WeightInfo = pallet_jobs::weights::SubstrateWeight<Runtime>;
 }
 
 impl pallet_sudo::Config for Runtime {

@@ -2,8 +2,8 @@
 //!
 //! The parachain runtime of Molting: the MOLT token (12 decimals), Aura block production by
 //! invulnerable and candidate collators, transaction fees paid to the treasury account, and
-//! sudo for development and test networks. The fine-tuning market pallets are added on top
-//! of this base.
+//! sudo for development and test networks, and the fine-tuning market: `pallet-jobs` (job
+//! escrow, claims, signed results, settlement).
 //!
 //! Layout: `configs` holds each pallet's configuration, `apis` the runtime APIs the node and
 //! clients call, `genesis_config_presets` the `development` and `local_testnet` presets.
@@ -18,6 +18,8 @@ include!(concat!(env!("OUT_DIR"), "/wasm_binary.rs"));
 extern crate alloc;
 
 mod apis;
+#[cfg(feature = "runtime-benchmarks")]
+mod benchmarks;
 pub mod configs;
 pub mod genesis_config_presets;
 
@@ -188,6 +190,10 @@ mod runtime {
 	pub type Utility = pallet_utility;
 	#[runtime::pallet_index(31)]
 	pub type Sudo = pallet_sudo;
+
+	// The fine-tuning market.
+	#[runtime::pallet_index(40)]
+	pub type Jobs = pallet_jobs;
 }
 
 cumulus_pallet_parachain_system::register_validate_block! {

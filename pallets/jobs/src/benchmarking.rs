@@ -1,0 +1,256 @@
+//! Benchmarks of every call, each at the worst case its bounds allow.
+
+use super::*;
+use crate::pallet::{BalanceOf, DueAt, Jobs as JobsMap, Miners, NextJobId};
+use alloc::vec;
+use frame_benchmarking::v2::*;
+use frame_support::{
+	traits::{fungible::Mutate, Get},
+	BoundedVec,
+};
+use frame_system::{pallet_prelude::BlockNumberFor, RawOrigin};
+use sp_core::{crypto::KeyTypeId, sr25519};
+use sp_runtime::traits::{Bounded, One, Saturating};
+
+/// Key type of the benchmark's worker keys in the host keystore.
+const WORKER: KeyTypeId = KeyTypeId(*b"mwrk");
+
+fn funded<T: Config>(name: &'static str, index: u32) -> T::AccountId {
+	let who: T::AccountId = account(name, index, 0);
+	let plenty = BalanceOf::<T>::max_value() / 1_000u32.into();
+	T::Currency::set_balance(&who, plenty);
+	who
+}
+
+fn uri(len: u32) -> Uri {
+	BoundedVec::try_from(vec![b'u'; len as usize]).expect("within MAX_URI_LEN")
+}
+
+fn worst_caps() -> Capabilities {
+	Capabilities {
+		backend: BoundedVec::try_from(vec![b'b'; MAX_BACKEND_LEN as usize]).unwrap(),
+		memory_mib: u32::MAX,
+	}
+}
+
+fn worst_spec<T: Config>() -> JobSpec {
+	let content = |tag| ContentRef { sha256: [tag; 32], uri: uri(MAX_URI_LEN) };
+	JobSpec {
+		base_model: content(1),
+		tokenizer: content(2),
+		training_set: content(3),
+		eval_commitment: [4; 32],
+		hyper: HyperParams {
+			steps: 1_000,
+			learning_rate_ppb: 200_000,
+			batch_size: 4,
+			seq_len: 256,
+			lora_rank: 16,
+			lora_alpha: 32,
+			seed: 1,
+			checkpoint_interval: 100,
+		},
+		requirements: Requirements {
+			backend: Some(worst_caps().backend),
+			min_memory_mib: 1,
+			min_completed_jobs: 0,
+		},
+		replication: T::MaxReplication::get().min(u8::MAX as u32) as u8,
+	}
+}
+
+/// A registered miner with a worker key in the host keystore.
+fn miner<T: Config>(index: u32) -> (T::AccountId, sr25519::Public) {
+	let who = funded::<T>("miner", index);
+	let key = sp_io::crypto::sr25519_generate(WORKER, None);
+	Pallet::<T>::do_register_miner(who.clone(), key.0, worst_caps()).expect("registers");
+	(who, key)
+}
+
+fn deadlines<T: Config>() -> Deadlines<BlockNumberFor<T>> {
+	let now = frame_system::Pallet::<T>::block_number();
+	Deadlines { claim_by: now + 10u32.into(), submit_by: now + 20u32.into() }
+}
+
+/// A job of the widest replication, posted by a fresh owner.
+fn job<T: Config>() -> (T::AccountId, JobId) {
+	let owner = funded::<T>("owner", 0);
+	let budget = T::MinReward::get().saturating_mul(1_000u32.into());
+	let id = Pallet::<T>::do_post_job(owner.clone(), worst_spec::<T>(), budget, deadlines::<T>())
+		.expect("posts");
+	(owner, id)
+}
+
+/// A job with `claims` miners on it; returns the owner, the job and the miners.
+fn claimed_job<T: Config>(claims: u32) -> (T::AccountId, JobId, alloc::vec::Vec<(T::AccountId, sr25519::Public)>) {
+	let (owner, id) = job::<T>();
+	let miners: alloc::vec::Vec<_> = (0..claims).map(miner::<T>).collect();
+	for (who, _) in &miners {
+		Pallet::<T>::do_claim_job(who.clone(), id).expect("claims");
+	}
+	(owner, id, miners)
+}
+
+fn signed_attestation<T: Config>(
+	id: JobId,
+	who: &T::AccountId,
+	key: &sr25519::Public,
+) -> (AttestationOf<T>, sr25519::Signature) {
+	let attestation = Attestation {
+		job_id: id,
+		genesis_hash: Pallet::<T>::genesis_hash(),
+		miner: who.clone(),
+		result_sha256: [9; 32],
+		result_uri: uri(MAX_URI_LEN),
+		checkpoint_root: [8; 32],
+		steps: 1_000,
+		final_train_loss_ppm: 1,
+	};
+	let message = Pallet::<T>::attestation_message(&attestation);
+	let signature = sp_io::crypto::sr25519_sign(WORKER, key, &message).expect("key in keystore");
+	(attestation, signature)
+}
+
+/// A job with `claims` miners that all delivered.
+fn delivered_job<T: Config>(claims: u32) -> (T::AccountId, JobId, alloc::vec::Vec<(T::AccountId, sr25519::Public)>) {
+	let (owner, id, miners) = claimed_job::<T>(claims);
+	for (who, key) in &miners {
+		let (att, sig) = signed_attestation::<T>(id, who, key);
+		Pallet::<T>::do_submit_result(who.clone(), id, att, sig).expect("delivers");
+	}
+	(owner, id, miners)
+}
+
+#[benchmarks]
+mod benches {
+	use super::*;
+
+	#[benchmark]
+	fn register_miner() {
+		let who = funded::<T>("miner", 0);
+		let key = sp_io::crypto::sr25519_generate(WORKER, None);
+		#[extrinsic_call]
+		_(RawOrigin::Signed(who.clone()), key, worst_caps());
+		assert!(Miners::<T>::contains_key(&who));
+	}
+
+	#[benchmark]
+	fn update_miner() {
+		let (who, _) = miner::<T>(0);
+		let new_key = sp_io::crypto::sr25519_generate(WORKER, None);
+		#[extrinsic_call]
+		_(RawOrigin::Signed(who.clone()), Some(new_key), Some(worst_caps()));
+		assert_eq!(Miners::<T>::get(&who).unwrap().worker_key, new_key.0);
+	}
+
+	#[benchmark]
+	fn unregister_miner() {
+		let (who, _) = miner::<T>(0);
+		#[extrinsic_call]
+		_(RawOrigin::Signed(who.clone()));
+		assert!(!Miners::<T>::contains_key(&who));
+	}
+
+	#[benchmark]
+	fn post_job() {
+		let owner = funded::<T>("owner", 0);
+		let d = deadlines::<T>();
+		// Worst case: the deadline's block and the next ones are full, all but the last
+		// block searched.
+		let mut at = d.submit_by.saturating_add(One::one());
+		let full: BoundedVec<JobId, T::MaxDuePerBlock> =
+			BoundedVec::try_from(vec![u64::MAX; T::MaxDuePerBlock::get() as usize]).unwrap();
+		for _ in 0..15 {
+			DueAt::<T>::insert(at, full.clone());
+			at = at.saturating_add(One::one());
+		}
+		let budget = T::MinReward::get().saturating_mul(1_000u32.into());
+		#[extrinsic_call]
+		_(RawOrigin::Signed(owner), worst_spec::<T>(), budget, d);
+		assert_eq!(NextJobId::<T>::get(), 1);
+		assert_eq!(DueAt::<T>::get(at).len(), 1);
+	}
+
+	#[benchmark]
+	fn cancel_job() {
+		let (owner, id) = job::<T>();
+		#[extrinsic_call]
+		_(RawOrigin::Signed(owner), id);
+		assert_eq!(JobsMap::<T>::get(id).unwrap().status, JobStatus::Cancelled);
+	}
+
+	#[benchmark]
+	fn claim_job(r: Linear<1, { T::MaxReplication::get() }>) {
+		let (_, id, _) = claimed_job::<T>(r - 1);
+		let (who, _) = miner::<T>(r);
+		#[extrinsic_call]
+		_(RawOrigin::Signed(who), id);
+		assert_eq!(JobsMap::<T>::get(id).unwrap().claims.len() as u32, r);
+	}
+
+	#[benchmark]
+	fn submit_result(r: Linear<1, { T::MaxReplication::get() }>) {
+		let (_, id, miners) = claimed_job::<T>(r);
+		let (who, key) = miners.last().cloned().unwrap();
+		let (att, sig) = signed_attestation::<T>(id, &who, &key);
+		#[extrinsic_call]
+		_(RawOrigin::Signed(who), id, att, sig);
+		let job = JobsMap::<T>::get(id).unwrap();
+		assert!(matches!(job.claims[r as usize - 1].state, ClaimState::Submitted { .. }));
+	}
+
+	#[benchmark]
+	fn accept_result(r: Linear<1, { T::MaxReplication::get() }>) {
+		let (owner, id, miners) = delivered_job::<T>(r);
+		// All other results already settled: accepting the last one finishes the job.
+		for (who, _) in miners.iter().take(r as usize - 1) {
+			Pallet::<T>::apply_verdict(id, who, Verdict::Accept).unwrap();
+		}
+		let (last, _) = miners.last().cloned().unwrap();
+		#[extrinsic_call]
+		_(RawOrigin::Signed(owner), id, last);
+		let job = JobsMap::<T>::get(id).unwrap();
+		assert!(matches!(job.claims[r as usize - 1].state, ClaimState::Paid { .. }));
+	}
+
+	#[benchmark]
+	fn reject_result(r: Linear<1, { T::MaxReplication::get() }>) {
+		let (owner, id, miners) = delivered_job::<T>(r);
+		let (last, _) = miners.last().cloned().unwrap();
+		#[extrinsic_call]
+		_(RawOrigin::Signed(owner), id, last);
+		let job = JobsMap::<T>::get(id).unwrap();
+		assert!(matches!(job.claims[r as usize - 1].state, ClaimState::Disputed { .. }));
+	}
+
+	#[benchmark]
+	fn resolve_dispute(r: Linear<1, { T::MaxReplication::get() }>) -> Result<(), BenchmarkError> {
+		let (owner, id, miners) = delivered_job::<T>(r);
+		for (who, _) in miners.iter().take(r as usize - 1) {
+			Pallet::<T>::apply_verdict(id, who, Verdict::Accept).unwrap();
+		}
+		let (last, _) = miners.last().cloned().unwrap();
+		Pallet::<T>::do_owner_review(owner, id, last.clone(), Verdict::Reject).unwrap();
+		let origin =
+			T::ArbiterOrigin::try_successful_origin().map_err(|_| BenchmarkError::Weightless)?;
+		#[extrinsic_call]
+		_(origin as T::RuntimeOrigin, id, last, Verdict::Accept);
+		assert_eq!(JobsMap::<T>::get(id).unwrap().status, JobStatus::Finished);
+		Ok(())
+	}
+
+	#[benchmark]
+	fn settle_expired(r: Linear<1, { T::MaxReplication::get() }>) {
+		// Every claimer failed to deliver: each claim is expired (refund, slash, release),
+		// then the job is finished.
+		let (_, id, _) = claimed_job::<T>(r);
+		let submit_by = JobsMap::<T>::get(id).unwrap().deadlines.submit_by;
+		frame_system::Pallet::<T>::set_block_number(submit_by.saturating_add(One::one()));
+		let caller = funded::<T>("caller", 0);
+		#[extrinsic_call]
+		_(RawOrigin::Signed(caller), id);
+		assert_eq!(JobsMap::<T>::get(id).unwrap().status, JobStatus::Finished);
+	}
+
+	impl_benchmark_test_suite!(Pallet, crate::mock::new_bench_ext(), crate::mock::Test);
+}

@@ -1,0 +1,234 @@
+//! A mock runtime: System, Balances, Jobs; accounts are `u64`, balances `u128`.
+
+use crate::{self as pallet_jobs, *};
+use codec::Encode;
+use frame_support::{
+	derive_impl, parameter_types,
+	traits::{ConstU128, ConstU32, Hooks},
+	weights::Weight,
+};
+use frame_system::EnsureRoot;
+use sp_core::{sr25519, Pair, H256};
+use sp_runtime::{BuildStorage, Perbill};
+
+type Block = frame_system::mocking::MockBlock<Test>;
+
+frame_support::construct_runtime!(
+	pub enum Test {
+		System: frame_system,
+		Balances: pallet_balances,
+		Jobs: pallet_jobs,
+	}
+);
+
+#[derive_impl(frame_system::config_preludes::TestDefaultConfig)]
+impl frame_system::Config for Test {
+	type Block = Block;
+	type AccountData = pallet_balances::AccountData<u128>;
+}
+
+#[derive_impl(pallet_balances::config_preludes::TestDefaultConfig)]
+impl pallet_balances::Config for Test {
+	type Balance = u128;
+	type ExistentialDeposit = ConstU128<1>;
+	type AccountStore = System;
+	type RuntimeHoldReason = RuntimeHoldReason;
+}
+
+/// Everyone's starting balance.
+pub const START: u128 = 1_000_000;
+/// The treasury account.
+pub const TREASURY: u64 = 999;
+/// An account with almost nothing.
+pub const POOR: u64 = 500;
+/// Blocks the owner has to review a result.
+pub const REVIEW: u64 = 10;
+
+parameter_types! {
+	pub const TreasuryAccount: u64 = TREASURY;
+	pub const CollateralRatio: Perbill = Perbill::from_percent(10);
+	pub const NoShowSlash: Perbill = Perbill::from_percent(50);
+	pub const ProtocolFee: Perbill = Perbill::from_percent(5);
+	pub const ReviewPeriod: u64 = REVIEW;
+	/// Whether the mock judge lets owners review (a judge like validators' would not).
+	pub static OwnerMayReview: bool = true;
+}
+
+/// The owner-review judge, with owner reviews switchable per test.
+pub struct MockJudge;
+impl ResultJudge<u64, u64> for MockJudge {
+	fn review(job_id: JobId, miner: &u64, now: u64) -> Review<u64> {
+		OwnerReview::<ReviewPeriod>::review(job_id, miner, now)
+	}
+	fn owner_reviews() -> bool {
+		OwnerMayReview::get()
+	}
+}
+
+impl pallet_jobs::Config for Test {
+	type RuntimeEvent = RuntimeEvent;
+	type Currency = Balances;
+	type RuntimeHoldReason = RuntimeHoldReason;
+	type Judge = MockJudge;
+	type ArbiterOrigin = EnsureRoot<u64>;
+	type Treasury = TreasuryAccount;
+	type OnSlash = ();
+	type MinerDeposit = ConstU128<100>;
+	type CollateralRatio = CollateralRatio;
+	type MinCollateral = ConstU128<10>;
+	type NoShowSlash = NoShowSlash;
+	type ProtocolFee = ProtocolFee;
+	type MinReward = ConstU128<100>;
+	type MaxJobDuration = frame_support::traits::ConstU64<1_000>;
+	type MaxReplication = ConstU32<3>;
+	type MaxActiveClaims = ConstU32<4>;
+	type MaxDuePerBlock = ConstU32<4>;
+	type WeightInfo = ();
+}
+
+/// Accounts 1..=20 and the treasury start with [`START`]; [`POOR`] with 50.
+pub fn new_test_ext() -> sp_io::TestExternalities {
+	let mut t = frame_system::GenesisConfig::<Test>::default().build_storage().unwrap();
+	let mut balances: Vec<(u64, u128)> = (1..=20).map(|a| (a, START)).collect();
+	balances.push((TREASURY, START));
+	balances.push((POOR, 50));
+	pallet_balances::GenesisConfig::<Test> { balances, ..Default::default() }
+		.assimilate_storage(&mut t)
+		.unwrap();
+	let mut ext = sp_io::TestExternalities::new(t);
+	ext.execute_with(|| {
+		System::set_block_number(1);
+		// What a real chain has from block 1 on: the genesis hash at number 0.
+		frame_system::BlockHash::<Test>::insert(0, H256::repeat_byte(0x42));
+	});
+	ext
+}
+
+/// Runs `test`, then checks the pallet's invariants.
+pub fn test(f: impl FnOnce()) {
+	new_test_ext().execute_with(|| {
+		f();
+		Jobs::do_try_state().expect("invariants hold");
+	});
+}
+
+/// Advances to block `n`, running `on_idle` with unlimited weight in each block.
+pub fn run_to_block(n: u64) {
+	while System::block_number() < n {
+		let b = System::block_number() + 1;
+		System::set_block_number(b);
+		Jobs::on_idle(b, Weight::MAX);
+	}
+}
+
+/// The worker key pair of miner `who` (a deterministic test key).
+pub fn worker(who: u64) -> sr25519::Pair {
+	sr25519::Pair::from_seed(&[who as u8; 32])
+}
+
+/// The capabilities every test miner has unless a test says otherwise.
+pub fn caps() -> Capabilities {
+	Capabilities { backend: b"cpu-x86_64-avx512".to_vec().try_into().unwrap(), memory_mib: 16_384 }
+}
+
+pub fn content(tag: u8) -> ContentRef {
+	ContentRef { sha256: [tag; 32], uri: b"https://example.org/blob".to_vec().try_into().unwrap() }
+}
+
+/// A valid spec with the given replication.
+pub fn spec(replication: u8) -> JobSpec {
+	JobSpec {
+		base_model: content(1),
+		tokenizer: content(2),
+		training_set: content(3),
+		eval_commitment: [4; 32],
+		hyper: HyperParams {
+			steps: 100,
+			learning_rate_ppb: 200_000,
+			batch_size: 4,
+			seq_len: 256,
+			lora_rank: 16,
+			lora_alpha: 32,
+			seed: 7,
+			checkpoint_interval: 10,
+		},
+		requirements: Requirements { backend: None, min_memory_mib: 0, min_completed_jobs: 0 },
+		replication,
+	}
+}
+
+/// Claim by block 20, submit by block 50.
+pub fn deadlines() -> Deadlines<u64> {
+	Deadlines { claim_by: 20, submit_by: 50 }
+}
+
+/// Registers `who` as a miner with its test worker key.
+pub fn register(who: u64) {
+	Jobs::register_miner(RuntimeOrigin::signed(who), worker(who).public(), caps()).unwrap();
+}
+
+/// Posts a job by `owner` and returns its id.
+pub fn post(owner: u64, replication: u8, budget: u128) -> JobId {
+	let id = NextJobId::<Test>::get();
+	Jobs::post_job(RuntimeOrigin::signed(owner), spec(replication), budget, deadlines()).unwrap();
+	id
+}
+
+/// A correct attestation of `miner` for job `job_id` (100 steps).
+pub fn attestation(job_id: JobId, miner: u64) -> Attestation<u64, H256> {
+	Attestation {
+		job_id,
+		genesis_hash: Jobs::genesis_hash(),
+		miner,
+		result_sha256: [9; 32],
+		result_uri: b"https://example.org/adapter".to_vec().try_into().unwrap(),
+		checkpoint_root: [8; 32],
+		steps: 100,
+		final_train_loss_ppm: 1_234_567,
+	}
+}
+
+/// Signs `att` with `key` the way a worker does.
+pub fn sign(att: &Attestation<u64, H256>, key: &sr25519::Pair) -> sr25519::Signature {
+	let mut message = ATTESTATION_CONTEXT.to_vec();
+	att.encode_to(&mut message);
+	key.sign(&message)
+}
+
+/// Submits a correctly signed result of `miner` for `job_id`.
+pub fn deliver(job_id: JobId, miner: u64) {
+	let att = attestation(job_id, miner);
+	let sig = sign(&att, &worker(miner));
+	Jobs::submit_result(RuntimeOrigin::signed(miner), job_id, att, sig).unwrap();
+}
+
+/// Free balance.
+pub fn free(who: u64) -> u128 {
+	Balances::free_balance(who)
+}
+
+/// Balance on hold for `reason`.
+pub fn held(reason: HoldReason, who: u64) -> u128 {
+	Jobs::held(reason, &who)
+}
+
+/// This pallet's events so far.
+pub fn events() -> Vec<pallet_jobs::Event<Test>> {
+	System::events()
+		.into_iter()
+		.filter_map(|r| match r.event {
+			RuntimeEvent::Jobs(e) => Some(e),
+			_ => None,
+		})
+		.collect()
+}
+
+/// The test externalities plus a keystore, where benchmarks keep their worker keys.
+#[cfg(feature = "runtime-benchmarks")]
+pub fn new_bench_ext() -> sp_io::TestExternalities {
+	let mut ext = new_test_ext();
+	ext.register_extension(sp_keystore::KeystoreExt::new(
+		sp_keystore::testing::MemoryKeystore::new(),
+	));
+	ext
+}
