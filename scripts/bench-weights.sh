@@ -4,8 +4,8 @@
 #
 #   scripts/bench-weights.sh [pallet_jobs ...]     (default: every Molting pallet)
 #
-# The benchmark runtime is built under its own cargo profile (`bench-runtime`), so its wasm
-# never replaces the one the node embeds.
+# The wasm builder writes every feature set of the runtime to one place, so the benchmark
+# runtime's wasm is copied away at once; the next normal build puts the normal one back.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
@@ -15,8 +15,14 @@ PALLETS=("$@")
 
 say "building molting-node and the runtime with runtime-benchmarks"
 cargo build --profile "$MOLTING_PROFILE" --workspace
-cargo build --profile bench-runtime -p molting-runtime --features runtime-benchmarks
-WASM="$CARGO_TARGET_DIR/bench-runtime/wbuild/molting-runtime/molting_runtime.compact.compressed.wasm"
+cargo build --profile "$MOLTING_PROFILE" -p molting-runtime --features runtime-benchmarks
+WBUILD="$CARGO_TARGET_DIR/$PROFILE_DIR/wbuild/molting-runtime"
+WASM="$(mktemp -d)/molting_runtime_benchmarks.wasm"
+if [ -f "$WBUILD/molting_runtime.compact.compressed.wasm" ]; then
+	cp "$WBUILD/molting_runtime.compact.compressed.wasm" "$WASM"
+else
+	cp "$WBUILD/molting_runtime.wasm" "$WASM"
+fi
 
 for pallet in "${PALLETS[@]}"; do
 	dir="pallets/${pallet#pallet_}"
@@ -27,3 +33,4 @@ for pallet in "${PALLETS[@]}"; do
 		--steps "${BENCH_STEPS:-20}" --repeat "${BENCH_REPEAT:-10}" \
 		--template scripts/bench/pallet-weights.hbs --output "$dir/src/weights.rs"
 done
+rm -f "$WASM"

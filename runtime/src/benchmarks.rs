@@ -15,7 +15,6 @@ frame_benchmarking::define_benchmarks!(
 
 /// The benchmarks this runtime has, and its storage layout.
 pub fn metadata(extra: bool) -> (Vec<BenchmarkList>, Vec<StorageInfo>) {
-	use frame_benchmarking::list_benchmark;
 	let mut list = Vec::<BenchmarkList>::new();
 	list_benchmarks!(list, extra);
 	(list, AllPalletsWithSystem::storage_info())
@@ -23,7 +22,6 @@ pub fn metadata(extra: bool) -> (Vec<BenchmarkList>, Vec<StorageInfo>) {
 
 /// Runs the benchmarks `config` selects.
 pub fn dispatch(config: BenchmarkConfig) -> Result<Vec<BenchmarkBatch>, alloc::string::String> {
-	use frame_benchmarking::add_benchmark;
 	let whitelist = AllPalletsWithSystem::whitelisted_storage_keys();
 	let mut batches = Vec::<BenchmarkBatch>::new();
 	let params = (&config, &whitelist);

@@ -5,7 +5,7 @@ use crate::pallet::{BalanceOf, DueAt, Jobs as JobsMap, Miners, NextJobId};
 use alloc::vec;
 use frame_benchmarking::v2::*;
 use frame_support::{
-	traits::{fungible::Mutate, Get},
+	traits::{fungible::Mutate, EnsureOrigin, Get},
 	BoundedVec,
 };
 use frame_system::{pallet_prelude::BlockNumberFor, RawOrigin};
@@ -235,7 +235,8 @@ mod benches {
 			T::ArbiterOrigin::try_successful_origin().map_err(|_| BenchmarkError::Weightless)?;
 		#[extrinsic_call]
 		_(origin as T::RuntimeOrigin, id, last, Verdict::Accept);
-		assert_eq!(JobsMap::<T>::get(id).unwrap().status, JobStatus::Finished);
+		let job = JobsMap::<T>::get(id).unwrap();
+		assert!(matches!(job.claims[r as usize - 1].state, ClaimState::Paid { .. }));
 		Ok(())
 	}
 
