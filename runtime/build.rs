@@ -1,9 +1,8 @@
 //! Builds the runtime to wasm (the on-chain code); the native build embeds it as
 //! `WASM_BINARY` so the node and the chain-spec tooling can use it.
 //!
-//! The wasm must not depend on where the repository or the target directory are: panic
-//! locations embed source paths, and the committed chain specs carry the wasm. So both are
-//! remapped to fixed names, and a clone anywhere builds the same bytes.
+//! Panic locations embed source paths: the repository and the target directory are
+//! remapped to fixed names, so no local path ends up in the on-chain code.
 
 #[cfg(feature = "std")]
 fn main() {

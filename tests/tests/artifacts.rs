@@ -97,13 +97,22 @@ fn runtime_identity(code: &[u8]) -> Vec<(String, Vec<u8>)> {
 			let mut p = at;
 			let name_len = leb(&wasm, &mut p);
 			let name = String::from_utf8_lossy(&wasm[p..p + name_len]).into_owned();
-			if name == "runtime_version" || name == "runtime_apis" {
-				sections.push((name, wasm[p + name_len..end].to_vec()));
+			let content = &wasm[p + name_len..end];
+			if name == "runtime_version" {
+				sections.push((name, content.to_vec()));
+			} else if name == "runtime_apis" {
+				// (API id: 8 bytes, version: 4 bytes) records, in an order the linker
+				// picks: compare them as a set.
+				let mut apis: Vec<&[u8]> = content.chunks(12).collect();
+				apis.sort();
+				sections.push((name, apis.concat()));
 			}
 		}
 		at = end;
 	}
 	assert_eq!(sections.len(), 2, "runtime code lacks its version sections");
+	// The sections' order is the linker's too.
+	sections.sort();
 	sections
 }
 
