@@ -1,0 +1,122 @@
+//! Matrix products through the `gemm` crate, split into fixed tiles.
+//!
+//! Each tile of the output is one single-threaded `gemm` call over the whole reduction
+//! dimension, so an output element is computed by the same instructions in the same order
+//! whatever the thread count; the tile grid depends only on the shape.
+
+use rayon::prelude::*;
+
+use super::SharedMut;
+
+/// Output tile: rows × columns. Large enough to amortise gemm's packing, small enough to
+/// give two cores several tiles each on a layer of a 135M model.
+const TILE_M: usize = 128;
+const TILE_N: usize = 1024;
+
+/// `c[m×n] (+)= A·B` where `A(i,p) = a[i*a_rs + p*a_cs]`, `B(p,j) = b[p*b_rs + j*b_cs]`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm_tiled(
+	c: &mut [f32],
+	m: usize,
+	n: usize,
+	k: usize,
+	a: &[f32],
+	(a_rs, a_cs): (usize, usize),
+	b: &[f32],
+	(b_rs, b_cs): (usize, usize),
+	accumulate: bool,
+) {
+	assert_eq!(c.len(), m * n, "matmul output is not m×n");
+	if m == 0 || n == 0 {
+		return;
+	}
+	if k == 0 {
+		if !accumulate {
+			c.fill(0.0);
+		}
+		return;
+	}
+	// The last element each operand's strides reach must be inside it.
+	assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len(), "matmul lhs too short");
+	assert!((k - 1) * b_rs + (n - 1) * b_cs < b.len(), "matmul rhs too short");
+	let tiles: Vec<(usize, usize)> =
+		(0..m).step_by(TILE_M).flat_map(|i| (0..n).step_by(TILE_N).map(move |j| (i, j))).collect();
+	let cp = SharedMut(c.as_mut_ptr());
+	let run = |&(i0, j0): &(usize, usize)| {
+		let cp = cp;
+		let (mi, nj) = (TILE_M.min(m - i0), TILE_N.min(n - j0));
+		// SAFETY: tiles are disjoint blocks of `c`; the bounds of `a`, `b` and `c` were checked
+		// above for the whole product, and a tile reads and writes a subset of it.
+		unsafe {
+			gemm::gemm(
+				mi,
+				nj,
+				k,
+				cp.0.add(i0 * n + j0),
+				1,
+				n as isize,
+				accumulate,
+				a.as_ptr().add(i0 * a_rs),
+				a_cs as isize,
+				a_rs as isize,
+				b.as_ptr().add(j0 * b_cs),
+				b_cs as isize,
+				b_rs as isize,
+				1.0,
+				1.0,
+				false,
+				false,
+				false,
+				gemm::Parallelism::None,
+			)
+		}
+	};
+	if tiles.len() == 1 {
+		run(&tiles[0]);
+	} else {
+		tiles.par_iter().for_each(run);
+	}
+}
+
+/// One single-threaded strided product, `dst (+)= beta · lhs · rhs`, for kernels that run
+/// many small products on their own (attention heads). Strides are (row, column).
+///
+/// # Safety
+/// Every element the strides reach from each pointer must be valid, and `dst`'s must not
+/// be written by anyone else meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm_single(
+	m: usize,
+	n: usize,
+	k: usize,
+	dst: *mut f32,
+	dst_rs: usize,
+	lhs: *const f32,
+	(lhs_rs, lhs_cs): (usize, usize),
+	rhs: *const f32,
+	(rhs_rs, rhs_cs): (usize, usize),
+	beta: f32,
+	accumulate: bool,
+) {
+	gemm::gemm(
+		m,
+		n,
+		k,
+		dst,
+		1,
+		dst_rs as isize,
+		accumulate,
+		lhs,
+		lhs_cs as isize,
+		lhs_rs as isize,
+		rhs,
+		rhs_cs as isize,
+		rhs_rs as isize,
+		1.0,
+		beta,
+		false,
+		false,
+		false,
+		gemm::Parallelism::None,
+	)
+}

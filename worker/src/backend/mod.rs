@@ -1,0 +1,76 @@
+//! The compute interface the engine runs on: a handful of kernels in the style of llm.c,
+//! each layer's forward beside its backward, on row-major f32 buffers.
+//!
+//! Every kernel is deterministic: a result depends only on its inputs, never on the number
+//! of threads or on scheduling. Work is split into fixed-size pieces whose reductions run
+//! in a fixed order, and nothing is reduced across threads. This is what lets a validator
+//! replay a miner's training and get the same bits (see `docs` in the README: the
+//! reproducibility class is the backend's [`Backend::class`]).
+//!
+//! The CPU backend is the reference. A GPU backend (cuBLAS and NVRTC through `cudarc`)
+//! implements the same trait with device buffers behind the slices and is tested against
+//! this one.
+
+pub mod cpu;
+
+/// Geometry of one attention call: `batch` sequences of `seq` tokens, `heads` query heads
+/// sharing `kv_heads` key/value heads, `head_dim` wide.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+	pub batch: usize,
+	pub seq: usize,
+	pub heads: usize,
+	pub kv_heads: usize,
+	pub head_dim: usize,
+}
+
+pub trait Backend: Send + Sync {
+	/// The reproducibility class: runs of the same class give the same bits.
+	fn class(&self) -> String;
+
+	/// `c[m×n] (+)= a[m×k] · b[n×k]ᵀ`: a linear layer, `x Wᵀ`.
+	fn matmul_nt(&self, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool);
+	/// `c[m×n] (+)= a[m×k] · b[k×n]`: an input gradient, `dY W`.
+	fn matmul_nn(&self, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool);
+	/// `c[m×n] (+)= a[k×m]ᵀ · b[k×n]`: a weight gradient, `dYᵀ X`.
+	fn matmul_tn(&self, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool);
+
+	/// `out = x / rms(x) * w` per row of `dim`; `rstd` keeps `1/rms` for the backward.
+	fn rmsnorm_forward(&self, out: &mut [f32], rstd: &mut [f32], x: &[f32], w: &[f32], dim: usize, eps: f32);
+	/// `dx += ∂/∂x` of the above (the weight is frozen).
+	fn rmsnorm_backward(&self, dx: &mut [f32], dout: &[f32], x: &[f32], w: &[f32], rstd: &[f32], dim: usize);
+
+	/// Rotates each head of each `width`-wide row in place (Hugging Face's rotate-half
+	/// layout); row `r` is at position `r % seq`. `cos`/`sin` are `[≥seq × head_dim/2]`.
+	/// `inverse` rotates back, which is the backward.
+	#[allow(clippy::too_many_arguments)]
+	fn rope(&self, x: &mut [f32], width: usize, cos: &[f32], sin: &[f32], seq: usize, head_dim: usize, inverse: bool);
+
+	/// Causal grouped-query attention. `q`/`out` are `[batch·seq × heads·head_dim]`, `k`/`v`
+	/// `[batch·seq × kv_heads·head_dim]`; `probs` keeps the softmax, `[batch × heads × seq × seq]`.
+	fn attention_forward(&self, out: &mut [f32], probs: &mut [f32], q: &[f32], k: &[f32], v: &[f32], s: AttnShape);
+	/// Gradients of the above; `dq`, `dk`, `dv` are overwritten.
+	#[allow(clippy::too_many_arguments)]
+	fn attention_backward(
+		&self,
+		dq: &mut [f32],
+		dk: &mut [f32],
+		dv: &mut [f32],
+		dout: &[f32],
+		probs: &[f32],
+		q: &[f32],
+		k: &[f32],
+		v: &[f32],
+		s: AttnShape,
+	);
+
+	/// `out = silu(gate) * up`.
+	fn swiglu_forward(&self, out: &mut [f32], gate: &[f32], up: &[f32]);
+	/// `dgate`, `dup` (overwritten) from `dout`.
+	fn swiglu_backward(&self, dgate: &mut [f32], dup: &mut [f32], dout: &[f32], gate: &[f32], up: &[f32]);
+
+	/// Cross-entropy of logits rows `[rows × vocab]` against `targets` (negative: ignored).
+	/// Overwrites the logits with `scale · ∂loss/∂logits` and returns the summed loss of the
+	/// counted rows (in f64, summed in row order).
+	fn cross_entropy(&self, logits: &mut [f32], targets: &[i32], vocab: usize, scale: f32) -> f64;
+}
