@@ -91,4 +91,7 @@ if [ -f "$REPO/tests/js/package-lock.json" ]; then
 	fi
 fi
 
+# --- 5. Models: SmolLM2-135M-Instruct for the worker's tests and demo --------------------
+"$REPO/scripts/fetch-models.sh"
+
 say "done"

@@ -6,10 +6,19 @@
 //! - [`engine`]: forward and backward of the decoder with LoRA.
 //! - [`lora`], [`rng`]: adapters and the protocol's randomness.
 
+pub mod adapter;
 pub mod backend;
+pub mod bench;
+pub mod checkpoint;
+pub mod data;
 pub mod engine;
+pub mod generate;
 pub mod gguf;
 pub mod lora;
 pub mod model;
+pub mod optim;
 pub mod rng;
+pub mod spec;
 pub mod testing;
+pub mod tokenizer;
+pub mod train;

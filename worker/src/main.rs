@@ -1,1 +1,289 @@
-fn main() {}
+//! `molt-worker`: train persona adapters, resume and replay runs, evaluate, chat, bench.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use molting_worker::backend::{cpu::Cpu, Backend};
+use molting_worker::generate::{Generator, Sampling};
+use molting_worker::gguf::GgufFile;
+use molting_worker::model::{load_model, Model, ModelSource};
+use molting_worker::spec::models_dir;
+use molting_worker::tokenizer::{ChatTokenizer, Message};
+use molting_worker::train::{self, Job, RunOptions, StepReport};
+
+#[derive(Parser)]
+#[command(name = "molt-worker", version, about = "Molting worker: persona LoRA fine-tuning, bit-reproducible on CPU")]
+struct Cli {
+	/// Worker threads (default: all cores). Results do not depend on it.
+	#[arg(long, global = true)]
+	threads: Option<usize>,
+	#[command(subcommand)]
+	command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+	/// Run a job spec into a fresh run directory.
+	Train {
+		#[arg(long)]
+		spec: PathBuf,
+		#[arg(long)]
+		out: PathBuf,
+		/// Stop after this step (and its checkpoint, if any), as if killed.
+		#[arg(long)]
+		stop_after: Option<u64>,
+	},
+	/// Continue a run from its last checkpoint.
+	Resume { run: PathBuf },
+	/// Recompute checkpoint K+1 from checkpoint K and compare its hash with the record.
+	Replay {
+		run: PathBuf,
+		#[arg(long)]
+		from: usize,
+	},
+	/// Eval loss of a run's adapter (or of the base model) on the job's eval split.
+	Eval {
+		#[arg(long)]
+		spec: PathBuf,
+		/// A PEFT adapter directory; without it, the base model.
+		#[arg(long)]
+		adapter: Option<PathBuf>,
+	},
+	/// Talk to a model, with or without an adapter.
+	Chat {
+		#[arg(long, default_value = "models:SmolLM2-135M-Instruct.Q4_1.gguf")]
+		model: String,
+		#[arg(long)]
+		adapter: Option<PathBuf>,
+		#[arg(long)]
+		system: Option<String>,
+		/// One prompt per flag; without any, read prompts from stdin line by line.
+		#[arg(long)]
+		prompt: Vec<String>,
+		#[arg(long, default_value_t = 120)]
+		max_tokens: usize,
+		/// 0 is greedy.
+		#[arg(long, default_value_t = 0.0)]
+		temperature: f32,
+		#[arg(long, default_value_t = 0.9)]
+		top_p: f32,
+		#[arg(long, default_value_t = 0)]
+		seed: u64,
+	},
+	/// Time LoRA training steps on a real model.
+	Bench {
+		#[arg(long, default_value = "models:SmolLM2-135M-Instruct.Q4_1.gguf")]
+		model: String,
+		#[arg(long, default_value_t = 4)]
+		batch: usize,
+		#[arg(long, default_value_t = 256)]
+		seq: usize,
+		#[arg(long, default_value_t = 16)]
+		rank: usize,
+		#[arg(long, default_value_t = 3)]
+		steps: usize,
+		#[arg(long, default_value_t = 1)]
+		warmup: usize,
+		/// Print the report as JSON.
+		#[arg(long)]
+		json: bool,
+	},
+	/// Describe a model: architecture, tensors, tokenizer, chat template.
+	Inspect { model: String },
+}
+
+fn model_path(s: &str) -> PathBuf {
+	match s.strip_prefix("models:") {
+		Some(name) => models_dir().join(name),
+		None => PathBuf::from(s),
+	}
+}
+
+fn load(s: &str) -> Result<(Model, ChatTokenizer, ModelSource)> {
+	let path = model_path(s);
+	let source = ModelSource::detect(&path)?;
+	let model = load_model(&source)?;
+	let tok = match &source {
+		ModelSource::Gguf(p) => ChatTokenizer::from_gguf(&GgufFile::open(p)?)?,
+		ModelSource::HfDir(d) => ChatTokenizer::from_hf_dir(d)?,
+	};
+	Ok((model, tok, source))
+}
+
+fn progress(total: u64, done: u64) -> ProgressBar {
+	let pb = ProgressBar::new(total).with_position(done);
+	pb.set_style(
+		ProgressStyle::with_template("{bar:30} step {pos}/{len}  {msg}  ETA {eta}").expect("valid template"),
+	);
+	pb
+}
+
+fn on_step(pb: &ProgressBar) -> impl FnMut(&StepReport) + '_ {
+	move |r: &StepReport| {
+		pb.set_position(r.step);
+		pb.set_message(format!("loss {:.4}  lr {:.2e}  {:.0} tok/s", r.loss, r.lr, r.tokens as f64 / r.seconds));
+		if pb.is_hidden() {
+			eprintln!("step {} loss {:.4} lr {:.2e} grad-norm {:.3} {:.0} tok/s", r.step, r.loss, r.lr, r.grad_norm, r.tokens as f64 / r.seconds);
+		}
+	}
+}
+
+fn print_summary(s: &train::Summary, run: &Path) {
+	println!("run:          {}", run.display());
+	println!("steps:        {}", s.steps);
+	println!("backend:      {}", s.backend);
+	if let (Some(b), Some(a)) = (s.eval_loss_before, s.eval_loss_after) {
+		println!("eval loss:    {b:.4} -> {a:.4}");
+	}
+	println!("final state:  {}", s.final_state_hash);
+	println!("merkle root:  {}", s.merkle_root);
+	println!("throughput:   {:.0} tokens/s", s.train_tokens_per_second);
+	println!("adapters:     {}, {}", run.join("adapter").display(), run.join("adapter.gguf").display());
+}
+
+fn main() -> Result<()> {
+	let cli = Cli::parse();
+	if let Some(n) = cli.threads {
+		rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("thread pool")?;
+	}
+	let backend = Cpu;
+	match cli.command {
+		Command::Train { spec, out, stop_after } => {
+			let job = Job::prepare(&spec)?;
+			eprintln!(
+				"{}: {} train rows, {} eval rows of {} tokens; {} steps on {}",
+				spec.display(),
+				job.train_rows.len(),
+				job.eval_rows.len(),
+				job.spec.train.seq_len,
+				job.spec.train.steps,
+				backend.class()
+			);
+			let pb = progress(job.spec.train.steps, 0);
+			let mut cb = on_step(&pb);
+			let summary = train::train(&job, &out, &backend, RunOptions { stop_after, on_step: Some(&mut cb) })?;
+			pb.finish_and_clear();
+			match summary {
+				Some(s) => print_summary(&s, &out),
+				None => println!("stopped after step {}; continue with `molt-worker resume {}`", stop_after.unwrap_or(0), out.display()),
+			}
+		},
+		Command::Resume { run } => {
+			let manifest = molting_worker::checkpoint::Manifest::load(&run)?;
+			let pb = progress(0, *manifest.steps.last().unwrap_or(&0));
+			let mut cb = on_step(&pb);
+			let (job, summary) = train::resume(&run, &backend, RunOptions { stop_after: None, on_step: Some(&mut cb) })?;
+			let _ = job;
+			pb.finish_and_clear();
+			if let Some(s) = summary {
+				print_summary(&s, &run);
+			}
+		},
+		Command::Replay { run, from } => {
+			let r = train::replay(&run, from, &backend)?;
+			println!("replayed steps {}..{} from checkpoint {}", r.from_step, r.to_step, r.from_index);
+			println!("recorded: {}", r.expected);
+			println!("computed: {}", r.found);
+			if r.matches {
+				println!("MATCH: checkpoint {} is confirmed", r.from_index + 1);
+			} else {
+				println!("MISMATCH: checkpoint {} is not what this training produces", r.from_index + 1);
+				std::process::exit(2);
+			}
+		},
+		Command::Eval { spec, adapter } => {
+			let job = Job::prepare(&spec)?;
+			if job.eval_rows.is_empty() {
+				bail!("{}: the spec has no eval split", spec.display());
+			}
+			let base = job.eval_loss(&backend, None);
+			println!("base model:   eval loss {:.4} over {} tokens", base.mean(), base.count);
+			if let Some(dir) = adapter {
+				let a = molting_worker::adapter::read_peft(&dir, &job.model.config).map_err(anyhow::Error::msg)?;
+				let l = job.eval_loss(&backend, Some(&a.params));
+				println!("with adapter: eval loss {:.4} over {} tokens", l.mean(), l.count);
+			}
+		},
+		Command::Chat { model, adapter, system, prompt, max_tokens, temperature, top_p, seed } => {
+			let (model, tok, _) = load(&model)?;
+			let adapter = match adapter {
+				Some(dir) => Some(molting_worker::adapter::read_peft(&dir, &model.config).map_err(anyhow::Error::msg)?),
+				None => None,
+			};
+			let mut generator = Generator::new(&backend, &model, adapter.as_ref(), model.config.max_position_embeddings.min(4096));
+			let sampling = Sampling { temperature, top_p, seed };
+			let mut answer = |user: &str| -> Result<()> {
+				let mut messages = Vec::new();
+				if let Some(s) = &system {
+					messages.push(Message { role: "system".into(), content: s.clone() });
+				}
+				messages.push(Message { role: "user".into(), content: user.into() });
+				let ids = tok.encode(&tok.render_chat(&messages, true)?)?;
+				let out = generator.generate(&ids, max_tokens, &tok.stop_ids, sampling, |_| {});
+				println!("> {user}\n{}\n", tok.decode(&out)?.trim());
+				Ok(())
+			};
+			if prompt.is_empty() {
+				for line in std::io::stdin().lock().lines() {
+					let line = line?;
+					if !line.trim().is_empty() {
+						answer(line.trim())?;
+						std::io::stdout().flush()?;
+					}
+				}
+			} else {
+				for p in &prompt {
+					answer(p)?;
+				}
+			}
+		},
+		Command::Bench { model, batch, seq, rank, steps, warmup, json } => {
+			let (model, _, source) = load(&model)?;
+			let r = molting_worker::bench::run(&backend, &model, batch, seq, rank, steps, warmup);
+			if json {
+				println!("{}", serde_json::to_string(&r)?);
+			} else {
+				println!("model:        {} ({:.1}M parameters)", source.path().display(), model.num_params() as f64 / 1e6);
+				println!("backend:      {} ({} threads)", r.backend, r.threads);
+				println!("workload:     batch {} x seq {}, LoRA r={} on q,k,v,o, {} timed steps", r.batch, r.seq, r.rank, r.steps);
+				println!("step time:    {:.3} s", r.step_seconds);
+				println!("throughput:   {:.1} tokens/s", r.tokens_per_second);
+				println!("compute:      {:.1} GFLOP/step, {:.1} GFLOP/s achieved", r.gflops_per_step, r.achieved_gflops);
+				println!("peak memory:  {:.0} MiB", r.peak_rss_mib);
+				println!("loss:         {:.4} -> {:.4}", r.loss_first, r.loss_last);
+			}
+		},
+		Command::Inspect { model } => {
+			let path = model_path(&model);
+			let source = ModelSource::detect(&path)?;
+			if let ModelSource::Gguf(p) = &source {
+				let g = GgufFile::open(p)?;
+				let mut types = std::collections::BTreeMap::<u32, usize>::new();
+				g.tensors.iter().for_each(|t| *types.entry(t.type_id).or_default() += 1);
+				println!("file:         {} (GGUF, {} tensors)", p.display(), g.tensors.len());
+				for (ty, n) in types {
+					println!("  {n:4} tensors of type {}", molting_worker::gguf::quant_type_name(ty));
+				}
+				for key in ["general.name", "general.architecture", "tokenizer.ggml.model", "tokenizer.ggml.pre"] {
+					if let Ok(v) = g.get_str(key) {
+						println!("  {key} = {v}");
+					}
+				}
+			}
+			let (m, tok, _) = load(&model)?;
+			println!("config:       {}", serde_json::to_string(&m.config)?);
+			println!("parameters:   {:.2}M", m.num_params() as f64 / 1e6);
+			println!("tokenizer:    {} tokens; stop tokens {:?}", tok.vocab_size(), tok.stop_ids);
+			let demo = [Message { role: "user".into(), content: "Hello!".into() }];
+			match tok.render_chat(&demo, true) {
+				Ok(text) => println!("chat prompt:  {text:?} -> {:?}", tok.encode(&text)?),
+				Err(e) => println!("chat prompt:  {e}"),
+			}
+		},
+	}
+	Ok(())
+}

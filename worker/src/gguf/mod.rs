@@ -8,7 +8,7 @@
 
 mod quant;
 
-pub use quant::{dequantize, quantize, GgmlType};
+pub use quant::{dequantize, quantize, type_name as quant_type_name, GgmlType};
 
 use std::collections::BTreeMap;
 use std::io::Write;

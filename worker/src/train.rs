@@ -1,0 +1,350 @@
+//! Running a job: preparing its inputs (every one checked against the spec's hashes),
+//! the training loop with checkpoints, `resume` after a crash, and `replay` of one
+//! checkpoint segment, which is what a validator does.
+//!
+//! A run directory holds `job.toml` (the spec's exact bytes), `run.json` (where the
+//! spec's relative paths point), `checkpoints/` and `checkpoints.json`, `metrics.jsonl`,
+//! and at the end `summary.json` and the adapters (`adapter/` for PEFT, `adapter.gguf`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::backend::Backend;
+use crate::checkpoint::{write_atomic, CheckpointError, Manifest, State};
+use crate::data::{self, Cursor, DataError, Loader};
+use crate::engine::{Batch, Engine, LossSum};
+use crate::lora::Adapter;
+use crate::model::{load_model, Model, ModelError, ModelSource};
+use crate::optim::{clip_grad_norm, learning_rate, AdamW};
+use crate::rng::stream_key;
+use crate::spec::{model_sha256, resolve, Spec, SpecError};
+use crate::tokenizer::{ChatTokenizer, TokenizerError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+	#[error(transparent)]
+	Spec(#[from] SpecError),
+	#[error(transparent)]
+	Model(#[from] ModelError),
+	#[error(transparent)]
+	Tokenizer(#[from] TokenizerError),
+	#[error(transparent)]
+	Data(#[from] DataError),
+	#[error(transparent)]
+	Checkpoint(#[from] CheckpointError),
+	#[error("{path}: model SHA-256 is {found}, but the spec says {expected}")]
+	ModelHashMismatch { path: PathBuf, expected: String, found: String },
+	#[error("{path}: the tokenizer has {tokenizer} tokens but the model only {model}")]
+	VocabMismatch { path: PathBuf, tokenizer: usize, model: usize },
+	#[error("{path}: packs into no rows of {seq} tokens")]
+	NoRows { path: PathBuf, seq: usize },
+	#[error("{path}: {what} already exists; use `resume` or another --out")]
+	RunExists { path: PathBuf, what: &'static str },
+	#[error("{0}")]
+	Io(String),
+}
+
+/// A job with its inputs loaded and checked.
+pub struct Job {
+	pub spec: Spec,
+	pub spec_hash: [u8; 32],
+	spec_text: String,
+	spec_dir: PathBuf,
+	pub model: Model,
+	pub model_source: ModelSource,
+	pub tokenizer: ChatTokenizer,
+	pub train_rows: Vec<(Vec<u32>, Vec<i32>)>,
+	pub eval_rows: Vec<(Vec<u32>, Vec<i32>)>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RunInfo {
+	spec_dir: PathBuf,
+}
+
+impl Job {
+	/// Loads `spec_path` and everything it names.
+	pub fn prepare(spec_path: &Path) -> Result<Job, TrainError> {
+		let text = std::fs::read_to_string(spec_path)
+			.map_err(|source| SpecError::Io { path: spec_path.into(), source })?;
+		let dir = spec_path.parent().map(Path::to_path_buf).unwrap_or_default();
+		Self::from_text(text, spec_path, dir)
+	}
+
+	fn from_text(text: String, spec_path: &Path, spec_dir: PathBuf) -> Result<Job, TrainError> {
+		let spec = Spec::parse(&text, spec_path)?;
+		let spec_hash = sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), text.as_bytes())).into();
+		let model_path = resolve(&spec_dir, &spec.model.path);
+		let source = ModelSource::detect(&model_path)?;
+		let found = model_sha256(&model_path)?;
+		if !found.eq_ignore_ascii_case(&spec.model.sha256) {
+			return Err(TrainError::ModelHashMismatch { path: model_path, expected: spec.model.sha256.clone(), found });
+		}
+		let model = load_model(&source)?;
+		let tokenizer = match &source {
+			ModelSource::Gguf(p) => ChatTokenizer::from_gguf(&crate::gguf::GgufFile::open(p).map_err(ModelError::from)?)?,
+			ModelSource::HfDir(d) => ChatTokenizer::from_hf_dir(d)?,
+		};
+		let vocab = model.config.vocab_size;
+		if tokenizer.vocab_size() > vocab {
+			return Err(TrainError::VocabMismatch { path: model_path, tokenizer: tokenizer.vocab_size(), model: vocab });
+		}
+		let pad = tokenizer.token_to_id(tokenizer.eos_token()).unwrap_or(0);
+		let seq = spec.train.seq_len;
+		let rows = |file: &str, hash: &str| -> Result<Vec<(Vec<u32>, Vec<i32>)>, TrainError> {
+			let path = resolve(&spec_dir, file);
+			let text = data::read_checked(&path, hash)?;
+			let examples = data::load(&path, &text, spec.data.format, &tokenizer, vocab)?;
+			let rows = data::pack(&examples, seq, pad);
+			if rows.is_empty() {
+				return Err(TrainError::NoRows { path, seq });
+			}
+			Ok(rows)
+		};
+		let train_rows = rows(&spec.data.train, &spec.data.train_sha256)?;
+		let eval_rows = match (&spec.data.eval, &spec.data.eval_sha256) {
+			(Some(f), Some(h)) => rows(f, h)?,
+			_ => Vec::new(),
+		};
+		Ok(Job { spec, spec_hash, spec_text: text, spec_dir, model, model_source: source, tokenizer, train_rows, eval_rows })
+	}
+
+	/// The job of an existing run directory.
+	pub fn from_run(run: &Path) -> Result<Job, TrainError> {
+		let spec_path = run.join("job.toml");
+		let text = std::fs::read_to_string(&spec_path).map_err(|source| SpecError::Io { path: spec_path.clone(), source })?;
+		let info: RunInfo = read_json(&run.join("run.json"))?;
+		Self::from_text(text, &spec_path, info.spec_dir)
+	}
+
+	/// The state before the first step: a fresh adapter, zero moments.
+	pub fn initial_state(&self) -> State {
+		let adapter = Adapter::init(&self.model.config, self.spec.lora_config(), self.spec.train.seed);
+		let n = adapter.params.len();
+		State {
+			spec_hash: self.spec_hash,
+			step: 0,
+			cursor: Cursor::default(),
+			seed: self.spec.train.seed,
+			params: adapter.params,
+			m: vec![0.0; n],
+			v: vec![0.0; n],
+		}
+	}
+
+	/// The adapter holding `params`.
+	pub fn adapter(&self, params: &[f32]) -> Adapter {
+		let mut a = Adapter::init(&self.model.config, self.spec.lora_config(), 0);
+		a.params.copy_from_slice(params);
+		a
+	}
+
+	/// Loss on the eval split (no dropout), with `params` or the base model.
+	pub fn eval_loss(&self, backend: &dyn Backend, params: Option<&[f32]>) -> LossSum {
+		let adapter = params.map(|p| self.adapter(p));
+		let engine = Engine::new(backend, &self.model, adapter.as_ref(), self.spec.train.seq_len);
+		let mut total = LossSum::default();
+		for chunk in self.eval_rows.chunks(self.spec.train.batch_size) {
+			let batch = Batch {
+				tokens: chunk.iter().flat_map(|r| r.0.iter().copied()).collect(),
+				targets: chunk.iter().flat_map(|r| r.1.iter().copied()).collect(),
+				batch: chunk.len(),
+				seq: self.spec.train.seq_len,
+			};
+			total.add(engine.step(&batch, None, None));
+		}
+		total
+	}
+
+	/// One optimizer step from `state`: `grad_accum` micro-batches, clipping, AdamW.
+	pub fn step(&self, backend: &dyn Backend, state: &mut State) -> StepReport {
+		let hp = &self.spec.train;
+		let started = Instant::now();
+		let adapter = self.adapter(&state.params);
+		let engine = Engine::new(backend, &self.model, Some(&adapter), hp.seq_len);
+		let mut loader = Loader::new(&self.train_rows, state.seed, state.cursor);
+		let mut grads = vec![0f32; state.params.len()];
+		let mut loss = LossSum::default();
+		for micro in 0..hp.grad_accum {
+			let batch = loader.next_batch(hp.batch_size, hp.seq_len);
+			let key = stream_key(state.seed, &[0xd209, state.step, micro as u64]);
+			let l = engine.step(&batch, Some(key), Some((&mut grads, 1.0 / hp.grad_accum as f32)));
+			loss.add(l);
+		}
+		let grad_norm = clip_grad_norm(&mut grads, hp.max_grad_norm);
+		let lr = learning_rate(state.step, hp);
+		let mut opt = AdamW { m: std::mem::take(&mut state.m), v: std::mem::take(&mut state.v) };
+		opt.update(&mut state.params, &grads, lr, state.step + 1, hp);
+		state.m = opt.m;
+		state.v = opt.v;
+		state.step += 1;
+		state.cursor = loader.cursor;
+		let tokens = hp.batch_size * hp.seq_len * hp.grad_accum;
+		StepReport { step: state.step, loss: loss.mean(), lr, grad_norm, tokens, seconds: started.elapsed().as_secs_f64() }
+	}
+}
+
+/// What one step did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepReport {
+	pub step: u64,
+	pub loss: f64,
+	pub lr: f32,
+	pub grad_norm: f32,
+	pub tokens: usize,
+	pub seconds: f64,
+}
+
+/// The end of a run.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Summary {
+	pub steps: u64,
+	pub final_state_hash: String,
+	pub merkle_root: String,
+	pub backend: String,
+	pub eval_loss_before: Option<f64>,
+	pub eval_loss_after: Option<f64>,
+	pub train_tokens_per_second: f64,
+}
+
+/// Options of `train`/`resume`.
+#[derive(Default)]
+pub struct RunOptions<'a> {
+	/// Stop (as if killed) once this step is done and checkpointed, without finishing.
+	pub stop_after: Option<u64>,
+	/// Called after each step.
+	pub on_step: Option<&'a mut dyn FnMut(&StepReport)>,
+}
+
+/// Starts a fresh run of `job` in `run`.
+pub fn train(job: &Job, run: &Path, backend: &dyn Backend, opts: RunOptions) -> Result<Option<Summary>, TrainError> {
+	if Manifest::path(run).exists() {
+		return Err(TrainError::RunExists { path: run.into(), what: "a run" });
+	}
+	std::fs::create_dir_all(run).map_err(|e| TrainError::Io(format!("{}: {e}", run.display())))?;
+	write_atomic(&run.join("job.toml"), job.spec_text.as_bytes())?;
+	let spec_dir = std::path::absolute(&job.spec_dir).unwrap_or_else(|_| job.spec_dir.clone());
+	write_atomic(&run.join("run.json"), &serde_json::to_vec_pretty(&RunInfo { spec_dir }).expect("serialises"))?;
+	let mut manifest = Manifest { checkpoint_every: job.spec.train.checkpoint_every, ..Default::default() };
+	let state = job.initial_state();
+	manifest.append(run, &state)?;
+	continue_run(job, run, backend, manifest, state, opts)
+}
+
+/// Continues the run in `run` from its last checkpoint.
+pub fn resume(run: &Path, backend: &dyn Backend, opts: RunOptions) -> Result<(Job, Option<Summary>), TrainError> {
+	let job = Job::from_run(run)?;
+	let manifest = Manifest::load(run)?;
+	let last = manifest.hashes.len().checked_sub(1).ok_or_else(|| CheckpointError::Manifest {
+		path: Manifest::path(run),
+		reason: "no checkpoints".into(),
+	})?;
+	let state = manifest.read_checked(run, last)?;
+	if state.spec_hash != job.spec_hash {
+		return Err(CheckpointError::OtherSpec { path: Manifest::checkpoint_path(run, last) }.into());
+	}
+	let summary = continue_run(&job, run, backend, manifest, state, opts)?;
+	Ok((job, summary))
+}
+
+fn continue_run(
+	job: &Job,
+	run: &Path,
+	backend: &dyn Backend,
+	mut manifest: Manifest,
+	mut state: State,
+	mut opts: RunOptions,
+) -> Result<Option<Summary>, TrainError> {
+	let hp = &job.spec.train;
+	let started = Instant::now();
+	let first_step = state.step;
+	let mut metrics = std::fs::OpenOptions::new()
+		.create(true)
+		.append(true)
+		.open(run.join("metrics.jsonl"))
+		.map_err(|e| TrainError::Io(format!("{}: {e}", run.join("metrics.jsonl").display())))?;
+	while state.step < hp.steps {
+		let report = job.step(backend, &mut state);
+		let _ = writeln!(metrics, "{}", serde_json::to_string(&report).expect("serialises"));
+		if state.step % hp.checkpoint_every == 0 || state.step == hp.steps {
+			manifest.append(run, &state)?;
+		}
+		if let Some(cb) = opts.on_step.as_mut() {
+			cb(&report);
+		}
+		if opts.stop_after == Some(state.step) && state.step < hp.steps {
+			return Ok(None);
+		}
+	}
+	let trained = (state.step - first_step) as f64 * (hp.batch_size * hp.seq_len * hp.grad_accum) as f64;
+	let has_eval = !job.eval_rows.is_empty();
+	let summary = Summary {
+		steps: state.step,
+		final_state_hash: manifest.hashes.last().cloned().unwrap_or_default(),
+		merkle_root: manifest.merkle_root.clone(),
+		backend: backend.class(),
+		eval_loss_before: has_eval.then(|| job.eval_loss(backend, None).mean()),
+		eval_loss_after: has_eval.then(|| job.eval_loss(backend, Some(&state.params)).mean()),
+		train_tokens_per_second: trained / started.elapsed().as_secs_f64().max(1e-9),
+	};
+	let adapter = job.adapter(&state.params);
+	crate::adapter::write_peft(&adapter, &job.model.config, &run.join("adapter"), &job.model_source)
+		.map_err(|e| TrainError::Io(e.to_string()))?;
+	crate::adapter::write_gguf(&adapter, &job.model.config, &run.join("adapter.gguf"), &job.model_source)
+		.map_err(|e| TrainError::Io(e.to_string()))?;
+	write_atomic(&run.join("summary.json"), &serde_json::to_vec_pretty(&summary).expect("serialises"))?;
+	Ok(Some(summary))
+}
+
+/// What a replay found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReplayReport {
+	pub from_index: usize,
+	pub from_step: u64,
+	pub to_step: u64,
+	pub expected: String,
+	pub found: String,
+	/// Whether the stored checkpoint file hashes to the recorded hash.
+	pub stored_matches: bool,
+	pub matches: bool,
+}
+
+/// Recomputes checkpoint `from + 1` from checkpoint `from` (whose file must match its
+/// recorded hash) and compares the state hash with the recorded one.
+pub fn replay(run: &Path, from: usize, backend: &dyn Backend) -> Result<ReplayReport, TrainError> {
+	let job = Job::from_run(run)?;
+	let manifest = Manifest::load(run)?;
+	let mut state = manifest.read_checked(run, from)?;
+	if state.spec_hash != job.spec_hash {
+		return Err(CheckpointError::OtherSpec { path: Manifest::checkpoint_path(run, from) }.into());
+	}
+	let (Some(&to_step), Some(expected)) = (manifest.steps.get(from + 1), manifest.hashes.get(from + 1)) else {
+		return Err(CheckpointError::Manifest {
+			path: Manifest::path(run),
+			reason: format!("checkpoint {from} is the last one; there is nothing after it to replay"),
+		}
+		.into());
+	};
+	let from_step = state.step;
+	while state.step < to_step {
+		job.step(backend, &mut state);
+	}
+	let found = hex::encode(state.hash());
+	// The stored file must be what the manifest (and so the attested root) says, too.
+	let stored_matches = manifest.read_checked(run, from + 1).is_ok();
+	Ok(ReplayReport {
+		from_index: from,
+		from_step,
+		to_step,
+		matches: &found == expected && stored_matches,
+		stored_matches,
+		expected: expected.clone(),
+		found,
+	})
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, TrainError> {
+	let text = std::fs::read_to_string(path).map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
+	serde_json::from_str(&text).map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))
+}

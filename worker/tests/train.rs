@@ -1,0 +1,232 @@
+//! Whole runs on a tiny random model: loss falls, hashes are reproducible (twice, and with
+//! 1 vs 2 threads), kill-and-resume ends at the same hash, replay confirms a checkpoint and
+//! catches a fabricated one, and bad inputs get their named errors.
+
+use std::path::{Path, PathBuf};
+
+use molting_worker::backend::cpu::Cpu;
+use molting_worker::checkpoint::{CheckpointError, Manifest, State};
+use molting_worker::data::{sha256_file, DataError};
+use molting_worker::model::ModelError;
+use molting_worker::spec::{model_sha256, SpecError};
+use molting_worker::testing::{random_model, tiny_config, write_hf_dir};
+use molting_worker::train::{replay, resume, train, Job, RunOptions, Summary, TrainError};
+
+const TEMPLATE: &str = include_str!("fixtures/tiny-job.toml");
+const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+struct Fixture {
+	dir: tempfile::TempDir,
+}
+
+impl Fixture {
+	/// A tiny model, the shipped tiny persona set and a spec with their real hashes;
+	/// `edit` may change the spec text.
+	fn new(edit: impl Fn(String) -> String) -> Self {
+		let dir = tempfile::tempdir().unwrap();
+		write_hf_dir(&random_model(tiny_config(272), 11), &dir.path().join("tiny-model")).unwrap();
+		let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/persona/tiny.jsonl");
+		std::fs::copy(data, dir.path().join("tiny.jsonl")).unwrap();
+		let f = Fixture { dir };
+		f.write_spec(edit);
+		f
+	}
+
+	fn write_spec(&self, edit: impl Fn(String) -> String) {
+		let model_hash = model_sha256(&self.path("tiny-model")).unwrap();
+		let data_hash = sha256_file(&self.path("tiny.jsonl")).unwrap();
+		let text = TEMPLATE
+			.replacen(ZERO, &model_hash, 1)
+			.replacen(ZERO, &data_hash, 1)
+			.replacen(ZERO, &data_hash, 1);
+		std::fs::write(self.spec(), edit(text)).unwrap();
+	}
+
+	fn path(&self, p: &str) -> PathBuf {
+		self.dir.path().join(p)
+	}
+
+	fn spec(&self) -> PathBuf {
+		self.path("job.toml")
+	}
+
+	fn prepare(&self) -> Result<Job, TrainError> {
+		Job::prepare(&self.spec())
+	}
+}
+
+fn with_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T {
+	rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap().install(f)
+}
+
+fn run(job: &Job, out: &Path, threads: usize) -> Summary {
+	with_threads(threads, || train(job, out, &Cpu, RunOptions::default())).unwrap().expect("ran to the end")
+}
+
+#[test]
+fn loss_falls_on_a_tiny_random_model() {
+	let f = Fixture::new(|s| s.replace("steps = 12", "steps = 40").replace("lr = 1e-2", "lr = 3e-2"));
+	let job = f.prepare().unwrap();
+	let mut losses = Vec::new();
+	let mut record = |r: &molting_worker::train::StepReport| losses.push(r.loss);
+	let summary = train(&job, &f.path("run"), &Cpu, RunOptions { stop_after: None, on_step: Some(&mut record) })
+		.unwrap()
+		.unwrap();
+	// A batch of only system/user tokens counts nothing (loss 0); leave those out.
+	losses.retain(|&l| l > 0.0);
+	let first: f64 = losses[..4].iter().sum::<f64>() / 4.0;
+	let last: f64 = losses[losses.len() - 4..].iter().sum::<f64>() / 4.0;
+	assert!(last < 0.8 * first, "training loss {first:.3} -> {last:.3}");
+	let (before, after) = (summary.eval_loss_before.unwrap(), summary.eval_loss_after.unwrap());
+	assert!(after < before, "eval loss {before:.3} -> {after:.3}");
+	// The adapters were written in both formats.
+	assert!(f.path("run/adapter/adapter_model.safetensors").is_file());
+	assert!(f.path("run/adapter/adapter_config.json").is_file());
+	assert!(f.path("run/adapter.gguf").is_file());
+}
+
+#[test]
+fn the_same_spec_gives_identical_hashes_twice_and_for_one_or_two_threads() {
+	let f = Fixture::new(|s| s);
+	let job = f.prepare().unwrap();
+	let a = run(&job, &f.path("a"), 1);
+	let b = run(&job, &f.path("b"), 2);
+	let c = run(&job, &f.path("c"), 1);
+	let (ma, mb, mc) = (Manifest::load(&f.path("a")).unwrap(), Manifest::load(&f.path("b")).unwrap(), Manifest::load(&f.path("c")).unwrap());
+	assert_eq!(ma.steps, vec![0, 4, 8, 12]);
+	assert_eq!(ma.hashes, mb.hashes, "1 vs 2 threads");
+	assert_eq!(ma.hashes, mc.hashes, "twice");
+	assert_eq!((a.merkle_root.clone(), a.final_state_hash.clone()), (b.merkle_root, b.final_state_hash));
+	assert_eq!(a.merkle_root, c.merkle_root);
+	// And the hashes do depend on the inputs: another seed, another history.
+	let g = Fixture::new(|s| s.replace("seed = 1234", "seed = 1235"));
+	let other = run(&g.prepare().unwrap(), &g.path("a"), 2);
+	assert_ne!(other.final_state_hash, a.final_state_hash);
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_final_hash() {
+	let f = Fixture::new(|s| s);
+	let job = f.prepare().unwrap();
+	let whole = run(&job, &f.path("whole"), 2);
+	// Killed after step 6: the last checkpoint is step 4, so steps 5 and 6 are redone.
+	let stopped = train(&job, &f.path("killed"), &Cpu, RunOptions { stop_after: Some(6), on_step: None }).unwrap();
+	assert!(stopped.is_none());
+	assert_eq!(Manifest::load(&f.path("killed")).unwrap().steps, vec![0, 4]);
+	let (_, resumed) = resume(&f.path("killed"), &Cpu, RunOptions::default()).unwrap();
+	let resumed = resumed.unwrap();
+	assert_eq!(resumed.final_state_hash, whole.final_state_hash);
+	assert_eq!(resumed.merkle_root, whole.merkle_root);
+	// A finished or fresh run refuses to start over an existing one.
+	assert!(matches!(train(&job, &f.path("whole"), &Cpu, RunOptions::default()), Err(TrainError::RunExists { .. })));
+}
+
+#[test]
+fn replay_confirms_a_checkpoint_and_catches_a_fabricated_one() {
+	let f = Fixture::new(|s| s);
+	let job = f.prepare().unwrap();
+	run(&job, &f.path("run"), 2);
+	let run_dir = f.path("run");
+	let ok = replay(&run_dir, 1, &Cpu).unwrap();
+	assert!(ok.matches && ok.stored_matches, "{ok:?}");
+	assert_eq!((ok.from_step, ok.to_step), (4, 8));
+
+	// A lazy miner fabricates checkpoint 2 and records its hash consistently.
+	let mut manifest = Manifest::load(&run_dir).unwrap();
+	let mut fake: State = manifest.read_checked(&run_dir, 2).unwrap();
+	fake.params[0] += 1e-3;
+	let path = Manifest::checkpoint_path(&run_dir, 2);
+	std::fs::write(&path, fake.encode()).unwrap();
+	manifest.hashes[2] = hex::encode(fake.hash());
+	std::fs::write(Manifest::path(&run_dir), serde_json::to_vec(&manifest).unwrap()).unwrap();
+	let caught = replay(&run_dir, 1, &Cpu).unwrap();
+	assert!(!caught.matches, "the replayed state differs from the fabricated one");
+	assert_eq!(caught.found, ok.found, "the honest recomputation is unchanged");
+
+	// A checkpoint file that no longer matches its recorded hash is refused outright.
+	let mut bytes = std::fs::read(&path).unwrap();
+	bytes[100] ^= 1;
+	std::fs::write(&path, bytes).unwrap();
+	assert!(matches!(replay(&run_dir, 2, &Cpu), Err(TrainError::Checkpoint(CheckpointError::Tampered { .. }))));
+	// Nothing follows the last checkpoint.
+	assert!(matches!(replay(&run_dir, 3, &Cpu), Err(TrainError::Checkpoint(CheckpointError::Manifest { .. }))));
+}
+
+#[test]
+fn bad_specs_get_named_errors() {
+	let f = Fixture::new(|s| s);
+	let cases: Vec<(&str, String, fn(&TrainError) -> bool)> = vec![
+		("unknown key", TEMPLATE.replace("[lora]", "[lora]\nrnak = 3"), |e| matches!(e, TrainError::Spec(SpecError::Parse { .. }))),
+		("rank 0", TEMPLATE.replace("rank = 4", "rank = 0"), |e| matches!(e, TrainError::Spec(SpecError::Invalid { field: "lora.rank", .. }))),
+		("bad target", TEMPLATE.replace("\"gate\"]", "\"gait\"]"), |e| {
+			matches!(e, TrainError::Spec(SpecError::Invalid { field: "lora.targets", reason, .. }) if reason.contains("gait"))
+		}),
+		("bad hash", TEMPLATE.replacen(ZERO, "abc", 1), |e| matches!(e, TrainError::Spec(SpecError::Invalid { field: "model.sha256", .. }))),
+		("dropout 1", TEMPLATE.replace("dropout = 0.1", "dropout = 1.0"), |e| matches!(e, TrainError::Spec(SpecError::Invalid { field: "lora.dropout", .. }))),
+		("steps 0", TEMPLATE.replace("steps = 12", "steps = 0"), |e| matches!(e, TrainError::Spec(SpecError::Invalid { field: "train.steps", .. }))),
+	];
+	for (what, text, check) in cases {
+		std::fs::write(f.spec(), text).unwrap();
+		let err = f.prepare().err().unwrap_or_else(|| panic!("{what}: accepted"));
+		assert!(check(&err), "{what}: {err}");
+		assert!(err.to_string().contains("job.toml"), "{what}: the message names the file: {err}");
+	}
+}
+
+#[test]
+fn inputs_that_do_not_match_their_hashes_or_are_malformed_get_named_errors() {
+	let f = Fixture::new(|s| s);
+	// The data changes after the spec was written.
+	std::fs::write(f.path("tiny.jsonl"), "{}\n").unwrap();
+	let err = f.prepare().err().unwrap();
+	assert!(matches!(err, TrainError::Data(DataError::HashMismatch { .. })), "{err}");
+
+	// Malformed lines name the file and line.
+	let good = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/persona/tiny.jsonl")).unwrap();
+	let first = good.lines().next().unwrap();
+	for (bad_line, needle) in [
+		("{\"messages\": [", "not a"),
+		("{\"messages\": [{\"role\": \"robot\", \"content\": \"hi\"}]}", "unknown role `robot`"),
+		("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}", "no assistant message"),
+		("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"system\", \"content\": \"x\"}, {\"role\": \"assistant\", \"content\": \"y\"}]}", "system message may only come first"),
+	] {
+		std::fs::write(f.path("tiny.jsonl"), format!("{first}\n\n{bad_line}\n")).unwrap();
+		f.write_spec(|s| s);
+		let err = f.prepare().err().unwrap();
+		assert!(matches!(&err, TrainError::Data(DataError::MalformedLine { line: 3, .. })), "{err}");
+		assert!(err.to_string().contains("tiny.jsonl:3:") && err.to_string().contains(needle), "{err}");
+	}
+
+	// The model changes after the spec was written.
+	std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/persona/tiny.jsonl"), f.path("tiny.jsonl")).unwrap();
+	f.write_spec(|s| s);
+	write_hf_dir(&random_model(tiny_config(272), 12), &f.path("tiny-model")).unwrap();
+	assert!(matches!(f.prepare().err().unwrap(), TrainError::ModelHashMismatch { .. }));
+}
+
+#[test]
+fn bad_models_get_named_errors() {
+	let f = Fixture::new(|s| s);
+	let cfg_path = f.path("tiny-model/config.json");
+	let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+	let check = |edited: String, want: &dyn Fn(&ModelError) -> bool, needle: &str| {
+		std::fs::write(&cfg_path, edited).unwrap();
+		f.write_spec(|s| s);
+		match f.prepare() {
+			Err(TrainError::Model(e)) => {
+				assert!(want(&e), "{e}");
+				assert!(e.to_string().contains(needle), "`{needle}` not in: {e}");
+			},
+			Err(e) => panic!("wrong error: {e}"),
+			Ok(_) => panic!("accepted"),
+		}
+	};
+	check(cfg.replace("\"llama\"", "\"gpt_neox\""), &|e| matches!(e, ModelError::UnsupportedArchitecture(_)), "gpt_neox");
+	check(cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"), &|e| matches!(e, ModelError::MissingTensor { .. }), "model.layers.2.input_layernorm.weight");
+	check(cfg.replace("\"intermediate_size\": 64", "\"intermediate_size\": 48"), &|e| matches!(e, ModelError::ShapeMismatch { .. }), "mlp.gate_proj.weight");
+	check(cfg.replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3"), &|e| matches!(e, ModelError::BadConfig(_)), "key/value heads");
+	std::fs::write(&cfg_path, &cfg).unwrap();
+	std::fs::write(f.path("not-a-model.bin"), b"hello").unwrap();
+	let err = molting_worker::model::ModelSource::detect(&f.path("not-a-model.bin")).unwrap_err();
+	assert!(matches!(err, ModelError::NotAModel { .. }), "{err}");
+}
