@@ -118,3 +118,33 @@ pub fn run(backend: &dyn Backend, model: &Model, batch: usize, seq: usize, rank:
 		loss_last: *losses.last().unwrap_or(&0.0),
 	}
 }
+
+/// GFLOP/s of the matmul shapes a step of `c` runs (`x Wᵀ`, `dY W`, the LM head), for
+/// tuning the kernels.
+pub fn matmul_gflops(backend: &dyn Backend, c: &ModelConfig, rows: usize) -> Vec<(String, f64)> {
+	let mut rng = Rng::new(5);
+	let mut out = Vec::new();
+	let shapes = [
+		("x·Wqᵀ", rows, c.hidden_size, c.q_dim(), 0),
+		("x·Wgateᵀ", rows, c.hidden_size, c.intermediate_size, 0),
+		("dY·Wgate", rows, c.intermediate_size, c.hidden_size, 1),
+		("lm head", 256, c.hidden_size, c.vocab_size, 0),
+		("lm head dX", 256, c.vocab_size, c.hidden_size, 1),
+	];
+	for (name, m, k, n, kind) in shapes {
+		let a: Vec<f32> = (0..m * k).map(|_| rng.uniform()).collect();
+		let b: Vec<f32> = (0..k * n).map(|_| rng.uniform()).collect();
+		let mut cbuf = vec![0f32; m * n];
+		let reps = 3;
+		let started = Instant::now();
+		for _ in 0..reps {
+			match kind {
+				0 => backend.matmul_nt(&mut cbuf, &a, &b, m, k, n, false),
+				_ => backend.matmul_nn(&mut cbuf, &a, &b, m, k, n, false),
+			}
+		}
+		let secs = started.elapsed().as_secs_f64() / reps as f64;
+		out.push((format!("{name} {m}x{k}x{n}"), 2.0 * (m * k * n) as f64 / secs / 1e9));
+	}
+	out
+}

@@ -91,6 +91,9 @@ enum Command {
 		/// Print the report as JSON.
 		#[arg(long)]
 		json: bool,
+		/// Only time the matmul shapes of a step.
+		#[arg(long)]
+		kernels: bool,
 	},
 	/// Describe a model: architecture, tensors, tokenizer, chat template.
 	Inspect { model: String },
@@ -145,7 +148,20 @@ fn print_summary(s: &train::Summary, run: &Path) {
 	println!("adapters:     {}, {}", run.join("adapter").display(), run.join("adapter.gguf").display());
 }
 
+/// Keeps freed memory in the process: a training step allocates and frees the same
+/// gigabyte of activations every time, and glibc's default of returning large blocks to
+/// the kernel costs a page fault per 4 KiB on every step.
+fn keep_freed_memory() {
+	#[cfg(all(target_os = "linux", target_env = "gnu"))]
+	// SAFETY: mallopt only tunes the allocator; called before any threads start.
+	unsafe {
+		libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+		libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+	}
+}
+
 fn main() -> Result<()> {
+	keep_freed_memory();
 	let cli = Cli::parse();
 	if let Some(n) = cli.threads {
 		rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("thread pool")?;
@@ -241,8 +257,14 @@ fn main() -> Result<()> {
 				}
 			}
 		},
-		Command::Bench { model, batch, seq, rank, steps, warmup, json } => {
+		Command::Bench { model, batch, seq, rank, steps, warmup, json, kernels } => {
 			let (model, _, source) = load(&model)?;
+			if kernels {
+				for (name, gflops) in molting_worker::bench::matmul_gflops(&backend, &model.config, batch * seq) {
+					println!("{name:32} {gflops:8.1} GFLOP/s");
+				}
+				return Ok(());
+			}
 			let r = molting_worker::bench::run(&backend, &model, batch, seq, rank, steps, warmup);
 			if json {
 				println!("{}", serde_json::to_string(&r)?);

@@ -1,4 +1,5 @@
-//! Matrix products through the `gemm` crate, split into fixed tiles.
+//! Matrix products split into fixed tiles, each computed by our AVX-512 kernel where the
+//! CPU has it and by the `gemm` crate otherwise.
 //!
 //! Each tile of the output is one single-threaded `gemm` call over the whole reduction
 //! dimension, so an output element is computed by the same instructions in the same order
@@ -8,10 +9,13 @@ use rayon::prelude::*;
 
 use super::SharedMut;
 
-/// Output tile: rows × columns. Large enough to amortise gemm's packing, small enough to
-/// give two cores several tiles each on a layer of a 135M model.
-const TILE_M: usize = 128;
+/// Output tile: at most rows × columns. Large enough that each packed panel of the right
+/// operand is reused by many rows, small enough to share a layer among threads.
+const TILE_M: usize = 512;
 const TILE_N: usize = 1024;
+const MIN_TILES: usize = 4;
+/// Row tiles are multiples of the microkernel's row count.
+const ROW_QUANTUM: usize = 12;
 
 /// `c[m×n] (+)= A·B` where `A(i,p) = a[i*a_rs + p*a_cs]`, `B(p,j) = b[p*b_rs + j*b_cs]`.
 #[allow(clippy::too_many_arguments)]
@@ -39,36 +43,21 @@ pub(super) fn gemm_tiled(
 	// The last element each operand's strides reach must be inside it.
 	assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len(), "matmul lhs too short");
 	assert!((k - 1) * b_rs + (n - 1) * b_cs < b.len(), "matmul rhs too short");
+	// The grid is a function of the shape only: at most TILE_M × TILE_N per tile, and rows
+	// split further until there are at least MIN_TILES tiles to share out.
+	let col_tiles = n.div_ceil(TILE_N);
+	let row_tiles = MIN_TILES.div_ceil(col_tiles).max(m.div_ceil(TILE_M));
+	let tile_m = m.div_ceil(row_tiles).next_multiple_of(ROW_QUANTUM).min(TILE_M).max(1);
 	let tiles: Vec<(usize, usize)> =
-		(0..m).step_by(TILE_M).flat_map(|i| (0..n).step_by(TILE_N).map(move |j| (i, j))).collect();
+		(0..m).step_by(tile_m).flat_map(|i| (0..n).step_by(TILE_N).map(move |j| (i, j))).collect();
 	let cp = SharedMut(c.as_mut_ptr());
 	let run = |&(i0, j0): &(usize, usize)| {
 		let cp = cp;
-		let (mi, nj) = (TILE_M.min(m - i0), TILE_N.min(n - j0));
+		let (mi, nj) = (tile_m.min(m - i0), TILE_N.min(n - j0));
 		// SAFETY: tiles are disjoint blocks of `c`; the bounds of `a`, `b` and `c` were checked
 		// above for the whole product, and a tile reads and writes a subset of it.
 		unsafe {
-			gemm::gemm(
-				mi,
-				nj,
-				k,
-				cp.0.add(i0 * n + j0),
-				1,
-				n as isize,
-				accumulate,
-				a.as_ptr().add(i0 * a_rs),
-				a_cs as isize,
-				a_rs as isize,
-				b.as_ptr().add(j0 * b_cs),
-				b_cs as isize,
-				b_rs as isize,
-				1.0,
-				1.0,
-				false,
-				false,
-				false,
-				gemm::Parallelism::None,
-			)
+			gemm_single(mi, nj, k, cp.0.add(i0 * n + j0), n, a.as_ptr().add(i0 * a_rs), (a_rs, a_cs), b.as_ptr().add(j0 * b_cs), (b_rs, b_cs), 1.0, accumulate)
 		}
 	};
 	if tiles.len() == 1 {
@@ -78,8 +67,8 @@ pub(super) fn gemm_tiled(
 	}
 }
 
-/// One single-threaded strided product, `dst (+)= beta · lhs · rhs`, for kernels that run
-/// many small products on their own (attention heads). Strides are (row, column).
+/// One single-threaded strided product, `dst (+)= beta · lhs · rhs`: a matmul tile, or one
+/// of the many small products of attention heads. Strides are (row, column).
 ///
 /// # Safety
 /// Every element the strides reach from each pointer must be valid, and `dst`'s must not
@@ -98,6 +87,10 @@ pub(super) unsafe fn gemm_single(
 	beta: f32,
 	accumulate: bool,
 ) {
+	#[cfg(target_arch = "x86_64")]
+	if std::arch::is_x86_feature_detected!("avx512f") {
+		return super::sgemm_avx512::sgemm(m, n, k, dst, dst_rs, lhs, (lhs_rs, lhs_cs), rhs, (rhs_rs, rhs_cs), beta, accumulate);
+	}
 	gemm::gemm(
 		m,
 		n,

@@ -9,6 +9,8 @@ mod attention;
 mod matmul;
 mod rmsnorm;
 mod rope;
+#[cfg(target_arch = "x86_64")]
+mod sgemm_avx512;
 mod swiglu;
 mod xent;
 
