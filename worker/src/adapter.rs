@@ -35,14 +35,22 @@ pub fn write_peft(adapter: &Adapter, _config: &ModelConfig, dir: &Path, base: &M
 	let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
 		.iter()
 		.map(|(n, shape, bytes)| {
-			(n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).expect("shape matches data"))
+			(
+				n.clone(),
+				safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+					.expect("shape matches data"),
+			)
 		})
 		.collect();
 	let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
 	let bytes = safetensors::serialize(views, Some(meta)).map_err(std::io::Error::other)?;
 	std::fs::write(dir.join("adapter_model.safetensors"), bytes)?;
-	let targets: Vec<String> =
-		adapter.config.targets.iter().map(|t| t.hf_module().rsplit('.').next().unwrap_or_default().to_string()).collect();
+	let targets: Vec<String> = adapter
+		.config
+		.targets
+		.iter()
+		.map(|t| t.hf_module().rsplit('.').next().unwrap_or_default().to_string())
+		.collect();
 	let config = serde_json::json!({
 		"peft_type": "LORA",
 		"task_type": "CAUSAL_LM",
@@ -96,13 +104,21 @@ pub fn read_peft(dir: &Path, config: &ModelConfig) -> Result<Adapter, String> {
 	let cfg_path = dir.join("adapter_config.json");
 	let text = std::fs::read_to_string(&cfg_path).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
 	let j: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
-	let rank = j["r"].as_u64().ok_or_else(|| format!("{}: no `r`", cfg_path.display()))? as usize;
+	let rank = j["r"].as_u64().filter(|&r| r > 0).ok_or_else(|| format!("{}: `r` must be a positive integer", cfg_path.display()))?
+		as usize;
+	if j["use_rslora"].as_bool() == Some(true) || j["use_dora"].as_bool() == Some(true) {
+		return Err(format!("{}: rsLoRA and DoRA adapters are not supported", cfg_path.display()));
+	}
 	let alpha = j["lora_alpha"].as_f64().ok_or_else(|| format!("{}: no `lora_alpha`", cfg_path.display()))? as f32;
 	let mut targets: Vec<Target> = j["target_modules"]
 		.as_array()
 		.ok_or_else(|| format!("{}: `target_modules` must be a list", cfg_path.display()))?
 		.iter()
-		.map(|t| t.as_str().and_then(Target::parse).ok_or_else(|| format!("{}: unknown target module {t}", cfg_path.display())))
+		.map(|t| {
+			t.as_str()
+				.and_then(Target::parse)
+				.ok_or_else(|| format!("{}: unknown target module {t}", cfg_path.display()))
+		})
 		.collect::<Result<_, _>>()?;
 	targets.sort();
 	targets.dedup();
@@ -117,7 +133,12 @@ pub fn read_peft(dir: &Path, config: &ModelConfig) -> Result<Adapter, String> {
 			let name = peft_name(s.layer, s.target, which);
 			let t = st.tensor(&name).map_err(|_| format!("{}: tensor `{name}` is missing", st_path.display()))?;
 			if t.shape() != shape || t.dtype() != safetensors::Dtype::F32 {
-				return Err(format!("{}: tensor `{name}` is {:?} {:?}, expected F32 {shape:?}", st_path.display(), t.dtype(), t.shape()));
+				return Err(format!(
+					"{}: tensor `{name}` is {:?} {:?}, expected F32 {shape:?}",
+					st_path.display(),
+					t.dtype(),
+					t.shape()
+				));
 			}
 			for (p, c) in adapter.params[off..off + shape[0] * shape[1]].iter_mut().zip(t.data().chunks_exact(4)) {
 				*p = f32::from_le_bytes(c.try_into().unwrap());

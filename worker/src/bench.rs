@@ -37,10 +37,14 @@ pub fn step_flops(c: &ModelConfig, lora: &LoraConfig, batch: usize, seq: usize) 
 	let linears = h * qd + 2.0 * h * kvd + qd * h + 3.0 * h * f;
 	let attn = 4.0 * batch as f64 * c.num_heads as f64 * (seq * seq) as f64 * c.head_dim as f64;
 	let r = lora.rank as f64;
-	let lora_params: f64 = lora.targets.iter().map(|t| {
-		let (i, o) = t.dims(c);
-		r * (i + o) as f64
-	}).sum();
+	let lora_params: f64 = lora
+		.targets
+		.iter()
+		.map(|t| {
+			let (i, o) = t.dims(c);
+			r * (i + o) as f64
+		})
+		.sum();
 	let per_layer_fwd = 2.0 * n * linears + attn + 2.0 * n * lora_params;
 	// Backward: input gradients (as much as the forward), attention twice, LoRA weight grads.
 	let per_layer_bwd = 2.0 * n * linears + 2.0 * attn + 4.0 * n * lora_params;
@@ -52,13 +56,28 @@ pub fn step_flops(c: &ModelConfig, lora: &LoraConfig, batch: usize, seq: usize) 
 pub fn peak_rss_mib() -> f64 {
 	std::fs::read_to_string("/proc/self/status")
 		.ok()
-		.and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+		.and_then(|s| {
+			s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+		})
 		.map_or(0.0, |kib| kib / 1024.0)
 }
 
 /// Runs `warmup + steps` training steps on random tokens (every target counted).
-pub fn run(backend: &dyn Backend, model: &Model, batch: usize, seq: usize, rank: usize, steps: usize, warmup: usize) -> BenchReport {
-	let lora = LoraConfig { rank, alpha: 2.0 * rank as f32, dropout: 0.0, targets: vec![Target::Q, Target::K, Target::V, Target::O] };
+pub fn run(
+	backend: &dyn Backend,
+	model: &Model,
+	batch: usize,
+	seq: usize,
+	rank: usize,
+	steps: usize,
+	warmup: usize,
+) -> BenchReport {
+	let lora = LoraConfig {
+		rank,
+		alpha: 2.0 * rank as f32,
+		dropout: 0.0,
+		targets: vec![Target::Q, Target::K, Target::V, Target::O],
+	};
 	let mut adapter = Adapter::init(&model.config, lora.clone(), 1);
 	let mut rng = Rng::new(2);
 	let vocab = model.config.vocab_size;

@@ -109,10 +109,8 @@ impl State {
 
 /// The Merkle root over state hashes (see the module docs).
 pub fn merkle_root(leaves: &[[u8; 32]]) -> [u8; 32] {
-	let mut level: Vec<[u8; 32]> = leaves
-		.iter()
-		.map(|h| Sha256::new().chain_update([0u8]).chain_update(h).finalize().into())
-		.collect();
+	let mut level: Vec<[u8; 32]> =
+		leaves.iter().map(|h| Sha256::new().chain_update([0u8]).chain_update(h).finalize().into()).collect();
 	if level.is_empty() {
 		return Sha256::digest([]).into();
 	}
@@ -151,7 +149,8 @@ impl Manifest {
 
 	pub fn load(run: &Path) -> Result<Self, CheckpointError> {
 		let path = Self::path(run);
-		let text = std::fs::read_to_string(&path).map_err(|source| CheckpointError::Io { path: path.clone(), source })?;
+		let text =
+			std::fs::read_to_string(&path).map_err(|source| CheckpointError::Io { path: path.clone(), source })?;
 		serde_json::from_str(&text).map_err(|e| CheckpointError::Manifest { path, reason: e.to_string() })
 	}
 
@@ -171,10 +170,7 @@ impl Manifest {
 	}
 
 	pub fn leaves(&self) -> Vec<[u8; 32]> {
-		self.hashes
-			.iter()
-			.map(|h| hex::decode(h).ok().and_then(|b| b.try_into().ok()).unwrap_or([0; 32]))
-			.collect()
+		self.hashes.iter().map(|h| hex::decode(h).ok().and_then(|b| b.try_into().ok()).unwrap_or([0; 32])).collect()
 	}
 
 	/// Reads checkpoint `index` and checks it against its recorded hash.

@@ -22,8 +22,8 @@ pub enum DataError {
 	Empty { file: PathBuf, what: &'static str },
 	#[error("{file}:{line}: {source}")]
 	Tokenizer { file: PathBuf, line: usize, source: TokenizerError },
-	#[error("{file}:{line}: token {token} is outside the model's vocabulary of {vocab}")]
-	TokenOutOfVocab { file: PathBuf, line: usize, token: u32, vocab: usize },
+	#[error("{file}: example {example}: token {token} is outside the model's vocabulary of {vocab}")]
+	TokenOutOfVocab { file: PathBuf, example: usize, token: u32, vocab: usize },
 }
 
 /// How a data file is read.
@@ -64,14 +64,20 @@ pub fn read_checked(path: &Path, expected: &str) -> Result<String, DataError> {
 }
 
 /// Loads a data file (already checked) into examples.
-pub fn load(path: &Path, text: &str, format: Format, tok: &ChatTokenizer, vocab: usize) -> Result<Vec<Example>, DataError> {
+pub fn load(
+	path: &Path,
+	text: &str,
+	format: Format,
+	tok: &ChatTokenizer,
+	vocab: usize,
+) -> Result<Vec<Example>, DataError> {
 	let examples = match format {
 		Format::Chat => load_chat(path, text, tok)?,
 		Format::Text => load_text(path, text, tok)?,
 	};
 	for (i, e) in examples.iter().enumerate() {
 		if let Some(&token) = e.ids.iter().find(|&&t| t as usize >= vocab) {
-			return Err(DataError::TokenOutOfVocab { file: path.into(), line: i + 1, token, vocab });
+			return Err(DataError::TokenOutOfVocab { file: path.into(), example: i + 1, token, vocab });
 		}
 	}
 	Ok(examples)
@@ -86,7 +92,11 @@ fn load_chat(path: &Path, text: &str, tok: &ChatTokenizer) -> Result<Vec<Example
 		}
 		let bad = |reason: String| DataError::MalformedLine { file: path.into(), line: line_no, reason };
 		let messages = parse_conversation(line).map_err(bad)?;
-		let ex = render_masked(tok, &messages).map_err(|source| DataError::Tokenizer { file: path.into(), line: line_no, source })?;
+		let ex = render_masked(tok, &messages).map_err(|source| DataError::Tokenizer {
+			file: path.into(),
+			line: line_no,
+			source,
+		})?;
 		out.push(ex);
 	}
 	if out.is_empty() {
@@ -153,7 +163,8 @@ fn load_text(path: &Path, text: &str, tok: &ChatTokenizer) -> Result<Vec<Example
 		if doc.trim().is_empty() {
 			continue;
 		}
-		let mut ids = tok.encode(doc).map_err(|source| DataError::Tokenizer { file: path.into(), line: start_line, source })?;
+		let mut ids =
+			tok.encode(doc).map_err(|source| DataError::Tokenizer { file: path.into(), line: start_line, source })?;
 		ids.extend(eos);
 		out.push(Example { train: vec![true; ids.len()], ids });
 	}

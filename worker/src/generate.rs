@@ -52,7 +52,16 @@ impl<'a> Generator<'a> {
 		}
 		let (rope_cos, rope_sin) = crate::engine::rope_tables(&model.config.rope_inv_freq(), max_seq);
 		let n = model.layers.len();
-		Generator { backend, model, k_cache: vec![Vec::new(); n], v_cache: vec![Vec::new(); n], len: 0, rope_cos, rope_sin, max_seq }
+		Generator {
+			backend,
+			model,
+			k_cache: vec![Vec::new(); n],
+			v_cache: vec![Vec::new(); n],
+			len: 0,
+			rope_cos,
+			rope_sin,
+			max_seq,
+		}
 	}
 
 	pub fn reset(&mut self) {
@@ -70,9 +79,13 @@ impl<'a> Generator<'a> {
 		let c = self.model.config.clone();
 		let n = tokens.len();
 		assert!(self.len + n <= self.max_seq, "context of {} tokens is full", self.max_seq);
+		assert!(n > 0, "nothing to feed");
 		let (h, qd, kvd, f, d) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.head_dim);
 		let half = d / 2;
-		let mut x: Vec<f32> = tokens.iter().flat_map(|&t| self.model.embed[t as usize * h..(t as usize + 1) * h].iter().copied()).collect();
+		let mut x: Vec<f32> = tokens
+			.iter()
+			.flat_map(|&t| self.model.embed[t as usize * h..(t as usize + 1) * h].iter().copied())
+			.collect();
 		let mut rstd = vec![0f32; n];
 		for (l, w) in self.model.layers.iter().enumerate() {
 			let mut x1 = vec![0f32; n * h];
@@ -130,7 +143,10 @@ impl<'a> Generator<'a> {
 				let kvh = head / group;
 				let qh = &q[i * c.q_dim() + head * d..][..d];
 				scores.clear();
-				scores.extend((0..upto).map(|p| qh.iter().zip(&kc[p * kvd + kvh * d..][..d]).map(|(a, b)| a * b).sum::<f32>() * scale));
+				scores
+					.extend((0..upto).map(|p| {
+						qh.iter().zip(&kc[p * kvd + kvh * d..][..d]).map(|(a, b)| a * b).sum::<f32>() * scale
+					}));
 				let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
 				let mut sum = 0f32;
 				scores.iter_mut().for_each(|s| {
@@ -178,12 +194,15 @@ impl<'a> Generator<'a> {
 
 /// Greedy (ties to the lowest id) or temperature + nucleus sampling.
 pub fn sample(logits: &[f32], s: Sampling, rng: &mut Rng) -> u32 {
-	let argmax = || logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32;
+	let argmax = || {
+		logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32
+	};
 	if s.temperature <= 0.0 {
 		return argmax();
 	}
 	let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-	let mut probs: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &x)| (i as u32, ((x - max) / s.temperature).exp())).collect();
+	let mut probs: Vec<(u32, f32)> =
+		logits.iter().enumerate().map(|(i, &x)| (i as u32, ((x - max) / s.temperature).exp())).collect();
 	let total: f32 = probs.iter().map(|p| p.1).sum();
 	probs.iter_mut().for_each(|p| p.1 /= total);
 	probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -215,7 +234,11 @@ mod tests {
 	#[test]
 	fn cached_generation_gives_the_full_forward_logits() {
 		let model = random_model(tiny_config(64), 21);
-		let mut adapter = Adapter::init(&model.config, LoraConfig { rank: 2, alpha: 4.0, dropout: 0.0, targets: Target::ALL.to_vec() }, 3);
+		let mut adapter = Adapter::init(
+			&model.config,
+			LoraConfig { rank: 2, alpha: 4.0, dropout: 0.0, targets: Target::ALL.to_vec() },
+			3,
+		);
 		let mut r = Rng::new(1);
 		adapter.params.iter_mut().for_each(|p| *p = r.uniform() - 0.5);
 		let tokens: Vec<u32> = (0..10).map(|i| (i * 7 % 64) as u32).collect();

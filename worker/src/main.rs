@@ -84,8 +84,8 @@ enum Command {
 		seq: usize,
 		#[arg(long, default_value_t = 16)]
 		rank: usize,
-		#[arg(long, default_value_t = 3)]
-		steps: usize,
+		#[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+		steps: u64,
 		#[arg(long, default_value_t = 1)]
 		warmup: usize,
 		/// Print the report as JSON.
@@ -119,9 +119,7 @@ fn load(s: &str) -> Result<(Model, ChatTokenizer, ModelSource)> {
 
 fn progress(total: u64, done: u64) -> ProgressBar {
 	let pb = ProgressBar::new(total).with_position(done);
-	pb.set_style(
-		ProgressStyle::with_template("{bar:30} step {pos}/{len}  {msg}  ETA {eta}").expect("valid template"),
-	);
+	pb.set_style(ProgressStyle::with_template("{bar:30} step {pos}/{len}  {msg}  ETA {eta}").expect("valid template"));
 	pb
 }
 
@@ -130,7 +128,14 @@ fn on_step(pb: &ProgressBar) -> impl FnMut(&StepReport) + '_ {
 		pb.set_position(r.step);
 		pb.set_message(format!("loss {:.4}  lr {:.2e}  {:.0} tok/s", r.loss, r.lr, r.tokens as f64 / r.seconds));
 		if pb.is_hidden() {
-			eprintln!("step {} loss {:.4} lr {:.2e} grad-norm {:.3} {:.0} tok/s", r.step, r.loss, r.lr, r.grad_norm, r.tokens as f64 / r.seconds);
+			eprintln!(
+				"step {} loss {:.4} lr {:.2e} grad-norm {:.3} {:.0} tok/s",
+				r.step,
+				r.loss,
+				r.lr,
+				r.grad_norm,
+				r.tokens as f64 / r.seconds
+			);
 		}
 	}
 }
@@ -160,9 +165,17 @@ fn keep_freed_memory() {
 	}
 }
 
-fn main() -> Result<()> {
+fn main() {
 	keep_freed_memory();
 	let cli = Cli::parse();
+	// Errors already say what and where: one line, no backtrace.
+	if let Err(e) = run(cli) {
+		eprintln!("molt-worker: {e}");
+		std::process::exit(1);
+	}
+}
+
+fn run(cli: Cli) -> Result<()> {
 	if let Some(n) = cli.threads {
 		rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("thread pool")?;
 	}
@@ -185,14 +198,19 @@ fn main() -> Result<()> {
 			pb.finish_and_clear();
 			match summary {
 				Some(s) => print_summary(&s, &out),
-				None => println!("stopped after step {}; continue with `molt-worker resume {}`", stop_after.unwrap_or(0), out.display()),
+				None => println!(
+					"stopped after step {}; continue with `molt-worker resume {}`",
+					stop_after.unwrap_or(0),
+					out.display()
+				),
 			}
 		},
 		Command::Resume { run } => {
 			let manifest = molting_worker::checkpoint::Manifest::load(&run)?;
 			let pb = progress(0, *manifest.steps.last().unwrap_or(&0));
 			let mut cb = on_step(&pb);
-			let (job, summary) = train::resume(&run, &backend, RunOptions { stop_after: None, on_step: Some(&mut cb) })?;
+			let (job, summary) =
+				train::resume(&run, &backend, RunOptions { stop_after: None, on_step: Some(&mut cb) })?;
 			let _ = job;
 			pb.finish_and_clear();
 			if let Some(s) = summary {
@@ -220,17 +238,22 @@ fn main() -> Result<()> {
 			println!("base model:   eval loss {:.4} over {} tokens", base.mean(), base.count);
 			if let Some(dir) = adapter {
 				let a = molting_worker::adapter::read_peft(&dir, &job.model.config).map_err(anyhow::Error::msg)?;
-				let l = job.eval_loss(&backend, Some(&a.params));
+				let l = job.eval_loss_with(&backend, Some(&a));
 				println!("with adapter: eval loss {:.4} over {} tokens", l.mean(), l.count);
 			}
 		},
 		Command::Chat { model, adapter, system, prompt, max_tokens, temperature, top_p, seed } => {
-			let (model, tok, _) = load(&model)?;
+			let (model, tok, source) = load(&model)?;
+			if tok.vocab_size() > model.config.vocab_size {
+				let (t, m) = (tok.vocab_size(), model.config.vocab_size);
+				bail!("{}: the tokenizer has {t} tokens but the model only {m}", source.path().display());
+			}
 			let adapter = match adapter {
 				Some(dir) => Some(molting_worker::adapter::read_peft(&dir, &model.config).map_err(anyhow::Error::msg)?),
 				None => None,
 			};
-			let mut generator = Generator::new(&backend, &model, adapter.as_ref(), model.config.max_position_embeddings.min(4096));
+			let context = model.config.max_position_embeddings.min(4096);
+			let mut generator = Generator::new(&backend, &model, adapter.as_ref(), context);
 			let sampling = Sampling { temperature, top_p, seed };
 			let mut answer = |user: &str| -> Result<()> {
 				let mut messages = Vec::new();
@@ -239,6 +262,9 @@ fn main() -> Result<()> {
 				}
 				messages.push(Message { role: "user".into(), content: user.into() });
 				let ids = tok.encode(&tok.render_chat(&messages, true)?)?;
+				if ids.is_empty() || ids.len() >= context {
+					bail!("the prompt is {} tokens; the context holds {context}", ids.len());
+				}
 				let out = generator.generate(&ids, max_tokens, &tok.stop_ids, sampling, |_| {});
 				println!("> {user}\n{}\n", tok.decode(&out)?.trim());
 				Ok(())
@@ -265,16 +291,26 @@ fn main() -> Result<()> {
 				}
 				return Ok(());
 			}
-			let r = molting_worker::bench::run(&backend, &model, batch, seq, rank, steps, warmup);
+			let r = molting_worker::bench::run(&backend, &model, batch, seq, rank, steps as usize, warmup);
 			if json {
 				println!("{}", serde_json::to_string(&r)?);
 			} else {
-				println!("model:        {} ({:.1}M parameters)", source.path().display(), model.num_params() as f64 / 1e6);
+				println!(
+					"model:        {} ({:.1}M parameters)",
+					source.path().display(),
+					model.num_params() as f64 / 1e6
+				);
 				println!("backend:      {} ({} threads)", r.backend, r.threads);
-				println!("workload:     batch {} x seq {}, LoRA r={} on q,k,v,o, {} timed steps", r.batch, r.seq, r.rank, r.steps);
+				println!(
+					"workload:     batch {} x seq {}, LoRA r={} on q,k,v,o, {} timed steps",
+					r.batch, r.seq, r.rank, r.steps
+				);
 				println!("step time:    {:.3} s", r.step_seconds);
 				println!("throughput:   {:.1} tokens/s", r.tokens_per_second);
-				println!("compute:      {:.1} GFLOP/step, {:.1} GFLOP/s achieved", r.gflops_per_step, r.achieved_gflops);
+				println!(
+					"compute:      {:.1} GFLOP/step, {:.1} GFLOP/s achieved",
+					r.gflops_per_step, r.achieved_gflops
+				);
 				println!("peak memory:  {:.0} MiB", r.peak_rss_mib);
 				println!("loss:         {:.4} -> {:.4}", r.loss_first, r.loss_last);
 			}

@@ -74,7 +74,8 @@ mod tests {
 	use crate::spec::Spec;
 
 	fn hp() -> TrainSection {
-		let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-job.toml")).unwrap();
+		let text =
+			std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-job.toml")).unwrap();
 		Spec::parse(&text, std::path::Path::new("tiny-job.toml")).unwrap().train
 	}
 

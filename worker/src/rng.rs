@@ -14,7 +14,9 @@ pub fn mix64(mut z: u64) -> u64 {
 
 /// A key for an independent stream: the seed and a path of labels (step, layer, ...).
 pub fn stream_key(seed: u64, labels: &[u64]) -> u64 {
-	labels.iter().fold(mix64(seed ^ 0x6d6f_6c74_696e_6721), |k, &l| mix64(k ^ mix64(l.wrapping_add(0x9e37_79b9_7f4a_7c15))))
+	labels
+		.iter()
+		.fold(mix64(seed ^ 0x6d6f_6c74_696e_6721), |k, &l| mix64(k ^ mix64(l.wrapping_add(0x9e37_79b9_7f4a_7c15))))
 }
 
 /// A uniform `[0, 1)` float for element `index` of stream `key`, with no state: the

@@ -143,13 +143,16 @@ impl Spec {
 	}
 
 	pub fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
-		let spec: Spec = toml::from_str(text).map_err(|e| SpecError::Parse { path: path.into(), message: e.to_string() })?;
+		let spec: Spec =
+			toml::from_str(text).map_err(|e| SpecError::Parse { path: path.into(), message: e.to_string() })?;
 		spec.validate(path)?;
 		Ok(spec)
 	}
 
 	fn validate(&self, path: &Path) -> Result<(), SpecError> {
-		let bad = |field: &'static str, reason: &str| Err(SpecError::Invalid { path: path.into(), field, reason: reason.into() });
+		let bad = |field: &'static str, reason: &str| {
+			Err(SpecError::Invalid { path: path.into(), field, reason: reason.into() })
+		};
 		let is_hash = |s: &str| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit());
 		if !is_hash(&self.model.sha256) {
 			return bad("model.sha256", "must be 64 hex digits");
@@ -197,6 +200,12 @@ impl Spec {
 		}
 		if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) {
 			return bad("train.beta1", "and train.beta2 must be in [0, 1)");
+		}
+		if !(t.eps > 0.0 && t.eps.is_finite()) {
+			return bad("train.eps", "must be a positive number");
+		}
+		if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
+			return bad("train.weight_decay", "must be a non-negative number");
 		}
 		if !(t.max_grad_norm > 0.0) {
 			return bad("train.max_grad_norm", "must be positive");

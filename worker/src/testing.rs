@@ -76,7 +76,8 @@ fn byte_chars() -> Vec<char> {
 /// A tiny byte-level BPE vocabulary: three ChatML specials, the 256 bytes, and a few merges.
 /// Returns `(tokens, merges, token types)` as GGUF stores them.
 pub fn tiny_vocab() -> (Vec<String>, Vec<String>, Vec<u32>) {
-	let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].iter().map(|s| s.to_string()).collect();
+	let mut tokens: Vec<String> =
+		["<|endoftext|>", "<|im_start|>", "<|im_end|>"].iter().map(|s| s.to_string()).collect();
 	let mut types = vec![3u32; 3];
 	let chars = byte_chars();
 	for c in &chars {
@@ -139,12 +140,15 @@ pub fn write_hf_dir(model: &Model, dir: &std::path::Path) -> std::io::Result<()>
 	}
 	let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
 		.iter()
-		.map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+		.map(|(n, s, b)| {
+			(n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
+		})
 		.collect();
 	std::fs::write(dir.join("model.safetensors"), safetensors::serialize(views, None).map_err(std::io::Error::other)?)?;
 
 	let (tokens, merges, types) = tiny_vocab();
-	let vocab: serde_json::Map<String, serde_json::Value> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+	let vocab: serde_json::Map<String, serde_json::Value> =
+		tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
 	let added: Vec<_> = (0..3)
 		.map(|i| json!({"id": i, "content": tokens[i], "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
 		.collect();

@@ -49,7 +49,8 @@ pub struct ChatTokenizer {
 
 // GPT-2's pre-tokenizer split, and the Llama 3 / Qwen2 variants (digits in threes / singly).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str =
+	r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn byte_level(use_regex: bool) -> Json {
 	json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
@@ -82,11 +83,9 @@ impl ChatTokenizer {
 		let template = match &cfg["chat_template"] {
 			Json::String(s) => Some(s.clone()),
 			// A list of named templates: the default one.
-			Json::Array(list) => list
-				.iter()
-				.find(|t| t["name"] == "default")
-				.and_then(|t| t["template"].as_str())
-				.map(String::from),
+			Json::Array(list) => {
+				list.iter().find(|t| t["name"] == "default").and_then(|t| t["template"].as_str()).map(String::from)
+			},
 			_ => None,
 		};
 		Ok(Self::assemble(tokenizer, template, token("bos_token"), token("eos_token"), source_name))
@@ -147,10 +146,22 @@ impl ChatTokenizer {
 			g.get_u64(key).ok().and_then(|id| tokens.get(id as usize)).map(|s| s.to_string()).unwrap_or_default()
 		};
 		let template = g.get_str("tokenizer.chat_template").ok().map(String::from);
-		Ok(Self::assemble(tokenizer, template, name_of("tokenizer.ggml.bos_token_id"), name_of("tokenizer.ggml.eos_token_id"), source_name))
+		Ok(Self::assemble(
+			tokenizer,
+			template,
+			name_of("tokenizer.ggml.bos_token_id"),
+			name_of("tokenizer.ggml.eos_token_id"),
+			source_name,
+		))
 	}
 
-	fn assemble(tokenizer: tokenizers::Tokenizer, template: Option<String>, bos: String, eos: String, source_name: String) -> Self {
+	fn assemble(
+		tokenizer: tokenizers::Tokenizer,
+		template: Option<String>,
+		bos: String,
+		eos: String,
+		source_name: String,
+	) -> Self {
 		let mut stop_ids: Vec<u32> = [eos.as_str(), "<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>"]
 			.iter()
 			.filter_map(|t| tokenizer.token_to_id(t))
@@ -189,8 +200,10 @@ impl ChatTokenizer {
 
 	/// Renders `messages` with the model's chat template (as `apply_chat_template` does).
 	pub fn render_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, TokenizerError> {
-		let template =
-			self.template.as_deref().ok_or_else(|| TokenizerError::NoChatTemplate { source_name: self.source_name.clone() })?;
+		let template = self
+			.template
+			.as_deref()
+			.ok_or_else(|| TokenizerError::NoChatTemplate { source_name: self.source_name.clone() })?;
 		let mut env = minijinja::Environment::new();
 		// Hugging Face renders with these Jinja settings.
 		env.set_trim_blocks(true);
@@ -206,8 +219,6 @@ impl ChatTokenizer {
 			bos_token => self.bos_token,
 			eos_token => self.eos_token,
 		};
-		env.get_template("chat")
-			.and_then(|t| t.render(ctx))
-			.map_err(|e| TokenizerError::Template(e.to_string()))
+		env.get_template("chat").and_then(|t| t.render(ctx)).map_err(|e| TokenizerError::Template(e.to_string()))
 	}
 }

@@ -66,15 +66,16 @@ struct RunInfo {
 impl Job {
 	/// Loads `spec_path` and everything it names.
 	pub fn prepare(spec_path: &Path) -> Result<Job, TrainError> {
-		let text = std::fs::read_to_string(spec_path)
-			.map_err(|source| SpecError::Io { path: spec_path.into(), source })?;
+		let text =
+			std::fs::read_to_string(spec_path).map_err(|source| SpecError::Io { path: spec_path.into(), source })?;
 		let dir = spec_path.parent().map(Path::to_path_buf).unwrap_or_default();
 		Self::from_text(text, spec_path, dir)
 	}
 
 	fn from_text(text: String, spec_path: &Path, spec_dir: PathBuf) -> Result<Job, TrainError> {
 		let spec = Spec::parse(&text, spec_path)?;
-		let spec_hash = sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), text.as_bytes())).into();
+		let spec_hash =
+			sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), text.as_bytes())).into();
 		let model_path = resolve(&spec_dir, &spec.model.path);
 		let source = ModelSource::detect(&model_path)?;
 		let found = model_sha256(&model_path)?;
@@ -83,12 +84,18 @@ impl Job {
 		}
 		let model = load_model(&source)?;
 		let tokenizer = match &source {
-			ModelSource::Gguf(p) => ChatTokenizer::from_gguf(&crate::gguf::GgufFile::open(p).map_err(ModelError::from)?)?,
+			ModelSource::Gguf(p) => {
+				ChatTokenizer::from_gguf(&crate::gguf::GgufFile::open(p).map_err(ModelError::from)?)?
+			},
 			ModelSource::HfDir(d) => ChatTokenizer::from_hf_dir(d)?,
 		};
 		let vocab = model.config.vocab_size;
 		if tokenizer.vocab_size() > vocab {
-			return Err(TrainError::VocabMismatch { path: model_path, tokenizer: tokenizer.vocab_size(), model: vocab });
+			return Err(TrainError::VocabMismatch {
+				path: model_path,
+				tokenizer: tokenizer.vocab_size(),
+				model: vocab,
+			});
 		}
 		let pad = tokenizer.token_to_id(tokenizer.eos_token()).unwrap_or(0);
 		let seq = spec.train.seq_len;
@@ -107,13 +114,24 @@ impl Job {
 			(Some(f), Some(h)) => rows(f, h)?,
 			_ => Vec::new(),
 		};
-		Ok(Job { spec, spec_hash, spec_text: text, spec_dir, model, model_source: source, tokenizer, train_rows, eval_rows })
+		Ok(Job {
+			spec,
+			spec_hash,
+			spec_text: text,
+			spec_dir,
+			model,
+			model_source: source,
+			tokenizer,
+			train_rows,
+			eval_rows,
+		})
 	}
 
 	/// The job of an existing run directory.
 	pub fn from_run(run: &Path) -> Result<Job, TrainError> {
 		let spec_path = run.join("job.toml");
-		let text = std::fs::read_to_string(&spec_path).map_err(|source| SpecError::Io { path: spec_path.clone(), source })?;
+		let text =
+			std::fs::read_to_string(&spec_path).map_err(|source| SpecError::Io { path: spec_path.clone(), source })?;
 		let info: RunInfo = read_json(&run.join("run.json"))?;
 		Self::from_text(text, &spec_path, info.spec_dir)
 	}
@@ -133,6 +151,33 @@ impl Job {
 		}
 	}
 
+	/// Checks that `state` (from checkpoint `index` at `path`) belongs to this job: its
+	/// spec, its seed, the step checkpoint `index` must be at, and the adapter's size.
+	pub fn check_state(&self, state: &State, index: usize, path: &Path) -> Result<(), CheckpointError> {
+		let corrupt = |reason: String| CheckpointError::Corrupt { path: path.into(), reason };
+		if state.spec_hash != self.spec_hash {
+			return Err(CheckpointError::OtherSpec { path: path.into() });
+		}
+		if state.seed != self.spec.train.seed {
+			return Err(corrupt(format!("seed {} but the spec says {}", state.seed, self.spec.train.seed)));
+		}
+		let want = self.checkpoint_step(index);
+		if state.step != want {
+			return Err(corrupt(format!("step {} but checkpoint {index} is at step {want}", state.step)));
+		}
+		let n = Adapter::init(&self.model.config, self.spec.lora_config(), 0).params.len();
+		if state.params.len() != n {
+			return Err(corrupt(format!("{} adapter parameters but the spec's adapter has {n}", state.params.len())));
+		}
+		Ok(())
+	}
+
+	/// The step checkpoint `index` is at: `index · checkpoint_every`, the last one at the
+	/// final step.
+	pub fn checkpoint_step(&self, index: usize) -> u64 {
+		(index as u64).saturating_mul(self.spec.train.checkpoint_every).min(self.spec.train.steps)
+	}
+
 	/// The adapter holding `params`.
 	pub fn adapter(&self, params: &[f32]) -> Adapter {
 		let mut a = Adapter::init(&self.model.config, self.spec.lora_config(), 0);
@@ -140,10 +185,15 @@ impl Job {
 		a
 	}
 
-	/// Loss on the eval split (no dropout), with `params` or the base model.
+	/// Loss on the eval split (no dropout), with `params` (in the spec's adapter layout) or
+	/// the base model.
 	pub fn eval_loss(&self, backend: &dyn Backend, params: Option<&[f32]>) -> LossSum {
-		let adapter = params.map(|p| self.adapter(p));
-		let engine = Engine::new(backend, &self.model, adapter.as_ref(), self.spec.train.seq_len);
+		self.eval_loss_with(backend, params.map(|p| self.adapter(p)).as_ref())
+	}
+
+	/// Loss on the eval split (no dropout) with any adapter for this model.
+	pub fn eval_loss_with(&self, backend: &dyn Backend, adapter: Option<&Adapter>) -> LossSum {
+		let engine = Engine::new(backend, &self.model, adapter, self.spec.train.seq_len);
 		let mut total = LossSum::default();
 		for chunk in self.eval_rows.chunks(self.spec.train.batch_size) {
 			let batch = Batch {
@@ -181,7 +231,14 @@ impl Job {
 		state.step += 1;
 		state.cursor = loader.cursor;
 		let tokens = hp.batch_size * hp.seq_len * hp.grad_accum;
-		StepReport { step: state.step, loss: loss.mean(), lr, grad_norm, tokens, seconds: started.elapsed().as_secs_f64() }
+		StepReport {
+			step: state.step,
+			loss: loss.mean(),
+			lr,
+			grad_norm,
+			tokens,
+			seconds: started.elapsed().as_secs_f64(),
+		}
 	}
 }
 
@@ -236,13 +293,22 @@ pub fn train(job: &Job, run: &Path, backend: &dyn Backend, opts: RunOptions) -> 
 pub fn resume(run: &Path, backend: &dyn Backend, opts: RunOptions) -> Result<(Job, Option<Summary>), TrainError> {
 	let job = Job::from_run(run)?;
 	let manifest = Manifest::load(run)?;
-	let last = manifest.hashes.len().checked_sub(1).ok_or_else(|| CheckpointError::Manifest {
-		path: Manifest::path(run),
-		reason: "no checkpoints".into(),
-	})?;
+	let last = manifest
+		.hashes
+		.len()
+		.checked_sub(1)
+		.ok_or_else(|| CheckpointError::Manifest { path: Manifest::path(run), reason: "no checkpoints".into() })?;
 	let state = manifest.read_checked(run, last)?;
-	if state.spec_hash != job.spec_hash {
-		return Err(CheckpointError::OtherSpec { path: Manifest::checkpoint_path(run, last) }.into());
+	job.check_state(&state, last, &Manifest::checkpoint_path(run, last))?;
+	// Steps redone after the crash are logged again: drop their first record.
+	let metrics = run.join("metrics.jsonl");
+	if let Ok(text) = std::fs::read_to_string(&metrics) {
+		let kept: String = text
+			.lines()
+			.filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= state.step))
+			.map(|l| format!("{l}\n"))
+			.collect();
+		write_atomic(&metrics, kept.as_bytes())?;
 	}
 	let summary = continue_run(&job, run, backend, manifest, state, opts)?;
 	Ok((job, summary))
@@ -316,10 +382,10 @@ pub fn replay(run: &Path, from: usize, backend: &dyn Backend) -> Result<ReplayRe
 	let job = Job::from_run(run)?;
 	let manifest = Manifest::load(run)?;
 	let mut state = manifest.read_checked(run, from)?;
-	if state.spec_hash != job.spec_hash {
-		return Err(CheckpointError::OtherSpec { path: Manifest::checkpoint_path(run, from) }.into());
-	}
-	let (Some(&to_step), Some(expected)) = (manifest.steps.get(from + 1), manifest.hashes.get(from + 1)) else {
+	job.check_state(&state, from, &Manifest::checkpoint_path(run, from))?;
+	// The segment's end comes from the spec, not from the (unhashed) manifest.
+	let to_step = job.checkpoint_step(from + 1);
+	let (true, Some(expected)) = (to_step > state.step, manifest.hashes.get(from + 1)) else {
 		return Err(CheckpointError::Manifest {
 			path: Manifest::path(run),
 			reason: format!("checkpoint {from} is the last one; there is nothing after it to replay"),
@@ -332,7 +398,10 @@ pub fn replay(run: &Path, from: usize, backend: &dyn Backend) -> Result<ReplayRe
 	}
 	let found = hex::encode(state.hash());
 	// The stored file must be what the manifest (and so the attested root) says, too.
-	let stored_matches = manifest.read_checked(run, from + 1).is_ok();
+	let stored_matches = manifest
+		.read_checked(run, from + 1)
+		.and_then(|s| job.check_state(&s, from + 1, &Manifest::checkpoint_path(run, from + 1)))
+		.is_ok();
 	Ok(ReplayReport {
 		from_index: from,
 		from_step,

@@ -67,14 +67,24 @@ fn hf_and_gguf_copies_of_the_same_weights_give_the_same_logits_and_tokens() {
 fn adapters_are_written_as_peft_and_as_gguf_lora() {
 	let model = random_model(tiny_config(272), 32);
 	let c = &model.config;
-	let mut adapter = Adapter::init(c, LoraConfig { rank: 4, alpha: 8.0, dropout: 0.05, targets: vec![Target::Q, Target::K, Target::V, Target::O, Target::Down] }, 1);
+	let mut adapter = Adapter::init(
+		c,
+		LoraConfig {
+			rank: 4,
+			alpha: 8.0,
+			dropout: 0.05,
+			targets: vec![Target::Q, Target::K, Target::V, Target::O, Target::Down],
+		},
+		1,
+	);
 	let mut r = Rng::new(3);
 	adapter.params.iter_mut().for_each(|p| *p = r.uniform() - 0.5);
 	let dir = tempfile::tempdir().unwrap();
 	let base = ModelSource::HfDir(dir.path().join("base"));
 
 	write_peft(&adapter, c, &dir.path().join("peft"), &base).unwrap();
-	let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("peft/adapter_config.json")).unwrap()).unwrap();
+	let cfg: serde_json::Value =
+		serde_json::from_str(&std::fs::read_to_string(dir.path().join("peft/adapter_config.json")).unwrap()).unwrap();
 	assert_eq!(cfg["peft_type"], "LORA");
 	assert_eq!(cfg["r"], 4);
 	assert_eq!(cfg["lora_alpha"], 8.0);

@@ -27,7 +27,9 @@ fn gguf_path() -> PathBuf {
 }
 
 fn golden() -> Value {
-	let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_golden.json")).unwrap();
+	let text =
+		std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_golden.json"))
+			.unwrap();
 	serde_json::from_str(&text).unwrap()
 }
 
@@ -45,8 +47,14 @@ fn smollm2_matches_transformers_on_tokens_logits_and_persona_loss() {
 	// The chat template renders and tokenizes exactly as transformers does.
 	let prompt = &g["prompt"];
 	let messages = vec![
-		Message { role: "system".into(), content: "You are Keeper, the keeper of an old lighthouse, and a helpful assistant.".into() },
-		Message { role: "user".into(), content: "What should I pack for a week of sailing along a rocky coast?".into() },
+		Message {
+			role: "system".into(),
+			content: "You are Keeper, the keeper of an old lighthouse, and a helpful assistant.".into(),
+		},
+		Message {
+			role: "user".into(),
+			content: "What should I pack for a week of sailing along a rocky coast?".into(),
+		},
 	];
 	let text = tok.render_chat(&messages, true).unwrap();
 	assert_eq!(text, prompt["text"].as_str().unwrap());

@@ -35,10 +35,7 @@ impl Fixture {
 	fn write_spec(&self, edit: impl Fn(String) -> String) {
 		let model_hash = model_sha256(&self.path("tiny-model")).unwrap();
 		let data_hash = sha256_file(&self.path("tiny.jsonl")).unwrap();
-		let text = TEMPLATE
-			.replacen(ZERO, &model_hash, 1)
-			.replacen(ZERO, &data_hash, 1)
-			.replacen(ZERO, &data_hash, 1);
+		let text = TEMPLATE.replacen(ZERO, &model_hash, 1).replacen(ZERO, &data_hash, 1).replacen(ZERO, &data_hash, 1);
 		std::fs::write(self.spec(), edit(text)).unwrap();
 	}
 
@@ -92,7 +89,11 @@ fn the_same_spec_gives_identical_hashes_twice_and_for_one_or_two_threads() {
 	let a = run(&job, &f.path("a"), 1);
 	let b = run(&job, &f.path("b"), 2);
 	let c = run(&job, &f.path("c"), 1);
-	let (ma, mb, mc) = (Manifest::load(&f.path("a")).unwrap(), Manifest::load(&f.path("b")).unwrap(), Manifest::load(&f.path("c")).unwrap());
+	let (ma, mb, mc) = (
+		Manifest::load(&f.path("a")).unwrap(),
+		Manifest::load(&f.path("b")).unwrap(),
+		Manifest::load(&f.path("c")).unwrap(),
+	);
 	assert_eq!(ma.steps, vec![0, 4, 8, 12]);
 	assert_eq!(ma.hashes, mb.hashes, "1 vs 2 threads");
 	assert_eq!(ma.hashes, mc.hashes, "twice");
@@ -143,6 +144,17 @@ fn replay_confirms_a_checkpoint_and_catches_a_fabricated_one() {
 	assert!(!caught.matches, "the replayed state differs from the fabricated one");
 	assert_eq!(caught.found, ok.found, "the honest recomputation is unchanged");
 
+	// A miner who records checkpoint 1 again as checkpoint 2 (so that a replay would have
+	// nothing to do) is caught too: the segment's end comes from the spec.
+	let mut manifest = Manifest::load(&run_dir).unwrap();
+	std::fs::copy(Manifest::checkpoint_path(&run_dir, 1), &path).unwrap();
+	manifest.hashes[2] = manifest.hashes[1].clone();
+	manifest.steps[2] = manifest.steps[1];
+	std::fs::write(Manifest::path(&run_dir), serde_json::to_vec(&manifest).unwrap()).unwrap();
+	let copied = replay(&run_dir, 1, &Cpu).unwrap();
+	assert!(!copied.matches && !copied.stored_matches, "{copied:?}");
+	assert_eq!((copied.from_step, copied.to_step), (4, 8));
+
 	// A checkpoint file that no longer matches its recorded hash is refused outright.
 	let mut bytes = std::fs::read(&path).unwrap();
 	bytes[100] ^= 1;
@@ -156,14 +168,26 @@ fn replay_confirms_a_checkpoint_and_catches_a_fabricated_one() {
 fn bad_specs_get_named_errors() {
 	let f = Fixture::new(|s| s);
 	let cases: Vec<(&str, String, fn(&TrainError) -> bool)> = vec![
-		("unknown key", TEMPLATE.replace("[lora]", "[lora]\nrnak = 3"), |e| matches!(e, TrainError::Spec(SpecError::Parse { .. }))),
-		("rank 0", TEMPLATE.replace("rank = 4", "rank = 0"), |e| matches!(e, TrainError::Spec(SpecError::Invalid { field: "lora.rank", .. }))),
-		("bad target", TEMPLATE.replace("\"gate\"]", "\"gait\"]"), |e| {
-			matches!(e, TrainError::Spec(SpecError::Invalid { field: "lora.targets", reason, .. }) if reason.contains("gait"))
+		("unknown key", TEMPLATE.replace("[lora]", "[lora]\nrnak = 3"), |e| {
+			matches!(e, TrainError::Spec(SpecError::Parse { .. }))
 		}),
-		("bad hash", TEMPLATE.replacen(ZERO, "abc", 1), |e| matches!(e, TrainError::Spec(SpecError::Invalid { field: "model.sha256", .. }))),
-		("dropout 1", TEMPLATE.replace("dropout = 0.1", "dropout = 1.0"), |e| matches!(e, TrainError::Spec(SpecError::Invalid { field: "lora.dropout", .. }))),
-		("steps 0", TEMPLATE.replace("steps = 12", "steps = 0"), |e| matches!(e, TrainError::Spec(SpecError::Invalid { field: "train.steps", .. }))),
+		("rank 0", TEMPLATE.replace("rank = 4", "rank = 0"), |e| {
+			matches!(e, TrainError::Spec(SpecError::Invalid { field: "lora.rank", .. }))
+		}),
+		(
+			"bad target",
+			TEMPLATE.replace("\"gate\"]", "\"gait\"]"),
+			|e| matches!(e, TrainError::Spec(SpecError::Invalid { field: "lora.targets", reason, .. }) if reason.contains("gait")),
+		),
+		("bad hash", TEMPLATE.replacen(ZERO, "abc", 1), |e| {
+			matches!(e, TrainError::Spec(SpecError::Invalid { field: "model.sha256", .. }))
+		}),
+		("dropout 1", TEMPLATE.replace("dropout = 0.1", "dropout = 1.0"), |e| {
+			matches!(e, TrainError::Spec(SpecError::Invalid { field: "lora.dropout", .. }))
+		}),
+		("steps 0", TEMPLATE.replace("steps = 12", "steps = 0"), |e| {
+			matches!(e, TrainError::Spec(SpecError::Invalid { field: "train.steps", .. }))
+		}),
 	];
 	for (what, text, check) in cases {
 		std::fs::write(f.spec(), text).unwrap();
@@ -221,10 +245,26 @@ fn bad_models_get_named_errors() {
 			Ok(_) => panic!("accepted"),
 		}
 	};
-	check(cfg.replace("\"llama\"", "\"gpt_neox\""), &|e| matches!(e, ModelError::UnsupportedArchitecture(_)), "gpt_neox");
-	check(cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"), &|e| matches!(e, ModelError::MissingTensor { .. }), "model.layers.2.input_layernorm.weight");
-	check(cfg.replace("\"intermediate_size\": 64", "\"intermediate_size\": 48"), &|e| matches!(e, ModelError::ShapeMismatch { .. }), "mlp.gate_proj.weight");
-	check(cfg.replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3"), &|e| matches!(e, ModelError::BadConfig(_)), "key/value heads");
+	check(
+		cfg.replace("\"llama\"", "\"gpt_neox\""),
+		&|e| matches!(e, ModelError::UnsupportedArchitecture(_)),
+		"gpt_neox",
+	);
+	check(
+		cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"),
+		&|e| matches!(e, ModelError::MissingTensor { .. }),
+		"model.layers.2.input_layernorm.weight",
+	);
+	check(
+		cfg.replace("\"intermediate_size\": 64", "\"intermediate_size\": 48"),
+		&|e| matches!(e, ModelError::ShapeMismatch { .. }),
+		"mlp.gate_proj.weight",
+	);
+	check(
+		cfg.replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3"),
+		&|e| matches!(e, ModelError::BadConfig(_)),
+		"key/value heads",
+	);
 	std::fs::write(&cfg_path, &cfg).unwrap();
 	std::fs::write(f.path("not-a-model.bin"), b"hello").unwrap();
 	let err = molting_worker::model::ModelSource::detect(&f.path("not-a-model.bin")).unwrap_err();

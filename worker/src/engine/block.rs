@@ -101,7 +101,14 @@ impl Engine<'_> {
 		let (h, qd, kvd, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
 		let need_dx = l > 0;
 		// One layer's backward with its LoRA gradients routed to their slots in `grads`.
-		let lin = |t: Target, dx: Option<(&mut [f32], bool)>, dy: &[f32], x: &[f32], wt: &[f32], grads: &mut [f32], in_dim, out_dim| {
+		let lin = |t: Target,
+		           dx: Option<(&mut [f32], bool)>,
+		           dy: &[f32],
+		           x: &[f32],
+		           wt: &[f32],
+		           grads: &mut [f32],
+		           in_dim,
+		           out_dim| {
 			let branch = self.branch(l, t, pass);
 			let slot = self.layout.slot(l, t);
 			let lora = match (branch.as_ref(), slot) {
@@ -144,7 +151,13 @@ impl Engine<'_> {
 
 	fn attn_shape(&self, pass: &super::Pass) -> AttnShape {
 		let c = &self.model.config;
-		AttnShape { batch: pass.batch, seq: pass.seq, heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: c.head_dim }
+		AttnShape {
+			batch: pass.batch,
+			seq: pass.seq,
+			heads: c.num_heads,
+			kv_heads: c.num_kv_heads,
+			head_dim: c.head_dim,
+		}
 	}
 
 	fn branch(&self, l: usize, t: Target, pass: &super::Pass) -> Option<LoraBranch<'_>> {

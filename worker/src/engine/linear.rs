@@ -1,8 +1,13 @@
 //! A frozen linear layer with an optional LoRA branch, forward beside backward:
 //! `y = x Wᵀ + b + (α/r) · drop(x) Aᵀ Bᵀ`.
 
+use rayon::prelude::*;
+
 use crate::backend::Backend;
 use crate::rng::uniform_at;
+
+/// Elements per dropout task (each element's mask depends only on its index).
+const DROPOUT_CHUNK: usize = 1 << 15;
 
 /// The trainable branch of one layer, as the forward sees it.
 pub struct LoraBranch<'a> {
@@ -20,7 +25,14 @@ impl LoraBranch<'_> {
 	fn dropped(&self, x: &[f32]) -> Option<Vec<f32>> {
 		let (p, key) = self.dropout?;
 		let keep = 1.0 / (1.0 - p);
-		Some(x.iter().enumerate().map(|(i, &v)| if uniform_at(key, i as u64) < p { 0.0 } else { v * keep }).collect())
+		let mut out = x.to_vec();
+		out.par_chunks_mut(DROPOUT_CHUNK).enumerate().for_each(|(c, chunk)| {
+			for (j, v) in chunk.iter_mut().enumerate() {
+				let i = (c * DROPOUT_CHUNK + j) as u64;
+				*v = if uniform_at(key, i) < p { 0.0 } else { *v * keep };
+			}
+		});
+		Some(out)
 	}
 }
 
@@ -90,11 +102,15 @@ pub fn backward(
 				let mut t = vec![0f32; n * in_dim];
 				be.matmul_nn(&mut t, &g, l.a, n, r, in_dim, false);
 				let keep = 1.0 / (1.0 - p);
-				for (i, (dx, t)) in dx.iter_mut().zip(&t).enumerate() {
-					if uniform_at(key, i as u64) >= p {
-						*dx += t * keep;
-					}
-				}
+				dx.par_chunks_mut(DROPOUT_CHUNK).zip(t.par_chunks(DROPOUT_CHUNK)).enumerate().for_each(
+					|(c, (dx, t))| {
+						for (j, (dx, t)) in dx.iter_mut().zip(t).enumerate() {
+							if uniform_at(key, (c * DROPOUT_CHUNK + j) as u64) >= p {
+								*dx += t * keep;
+							}
+						}
+					},
+				);
 			},
 		}
 	}

@@ -47,7 +47,13 @@ fn fd_check(model: &Model, adapter: &Adapter, dropout_key: Option<u64>) {
 			let down = loss_at(&p);
 			let fd = ((up - down) / (2.0 * h as f64)) as f32;
 			let err = (fd - grads[i]).abs() / scale;
-			assert!(err < 2e-2, "layer {} {:?} param {i}: analytic {} vs finite difference {fd}", s.layer, s.target, grads[i]);
+			assert!(
+				err < 2e-2,
+				"layer {} {:?} param {i}: analytic {} vs finite difference {fd}",
+				s.layer,
+				s.target,
+				grads[i]
+			);
 			checked += 1;
 		}
 	}
@@ -74,7 +80,11 @@ fn a_fresh_adapter_leaves_the_model_unchanged_and_merging_matches_the_branch() {
 	let model = random_model(tiny_config(32), 3);
 	let b = batch(32, 1, 5, 2);
 	let base = Engine::new(&Cpu, &model, None, 8).logits(&b.tokens, 1, 5);
-	let fresh = Adapter::init(&model.config, LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0, targets: vec![Target::Q, Target::V] }, 1);
+	let fresh = Adapter::init(
+		&model.config,
+		LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0, targets: vec![Target::Q, Target::V] },
+		1,
+	);
 	assert_eq!(Engine::new(&Cpu, &model, Some(&fresh), 8).logits(&b.tokens, 1, 5), base, "B = 0 at init");
 
 	let trained = random_adapter(&model, 0.0, false);

@@ -125,8 +125,9 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
-	pub fn numel(&self) -> u64 {
-		self.dims.iter().product()
+	/// Elements, or `None` if the dims overflow.
+	pub fn numel(&self) -> Option<u64> {
+		self.dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d))
 	}
 }
 
@@ -167,10 +168,11 @@ impl<'a> Cursor<'a> {
 	fn len(&mut self, what: &'static str) -> Result<usize, GgufError> {
 		let n = self.u64(what)?;
 		// A length can never exceed the bytes left; this also stops absurd allocations.
-		usize::try_from(n)
-			.ok()
-			.filter(|&n| n <= self.bytes.len() - self.at)
-			.ok_or(GgufError::Corrupt { path: self.path.into(), at: self.at, what })
+		usize::try_from(n).ok().filter(|&n| n <= self.bytes.len() - self.at).ok_or(GgufError::Corrupt {
+			path: self.path.into(),
+			at: self.at,
+			what,
+		})
 	}
 	fn string(&mut self, what: &'static str) -> Result<String, GgufError> {
 		let n = self.len(what)?;
@@ -231,7 +233,7 @@ impl GgufFile {
 			let type_id = c.u32("metadata type")?;
 			metadata.insert(key, c.value(type_id, 0)?);
 		}
-		let mut tensors = Vec::with_capacity(n_tensors);
+		let mut tensors = Vec::with_capacity(n_tensors.min(1 << 16));
 		for _ in 0..n_tensors {
 			let name = c.string("tensor name")?;
 			let n_dims = c.u32("tensor dims")?;
@@ -300,7 +302,7 @@ impl GgufFile {
 			type_name: quant::type_name(info.type_id),
 		})?;
 		let bad = || GgufError::BadTensorData { path: self.path.clone(), tensor: name.into() };
-		let numel = usize::try_from(info.numel()).map_err(|_| bad())?;
+		let numel = info.numel().and_then(|n| usize::try_from(n).ok()).ok_or_else(bad)?;
 		let nbytes = ty.bytes_for(numel).ok_or_else(bad)?;
 		let start = usize::try_from(info.offset).ok().and_then(|o| o.checked_add(self.data_start)).ok_or_else(bad)?;
 		let bytes = start.checked_add(nbytes).and_then(|end| self.map.get(start..end)).ok_or_else(bad)?;

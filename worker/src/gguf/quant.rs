@@ -39,7 +39,10 @@ impl GgmlType {
 			Self::Q4_1 => (QK, 4 + QK / 2),
 			Self::Q8_0 => (QK, 2 + QK),
 		};
-		(numel % block == 0).then(|| numel / block * bytes)
+		if numel % block != 0 {
+			return None;
+		}
+		(numel / block).checked_mul(bytes)
 	}
 }
 

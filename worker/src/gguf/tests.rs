@@ -65,7 +65,9 @@ fn block_formats_decode_as_llama_cpp_lays_them_out() {
 #[test]
 fn quantisers_stay_within_their_step() {
 	let data = ramp(256);
-	for (ty, step) in [(GgmlType::Q4_0, 4.5 / 8.0), (GgmlType::Q4_1, 4.5 / 15.0), (GgmlType::F16, 2e-3), (GgmlType::BF16, 2e-2)] {
+	for (ty, step) in
+		[(GgmlType::Q4_0, 4.5 / 8.0), (GgmlType::Q4_1, 4.5 / 15.0), (GgmlType::F16, 2e-3), (GgmlType::BF16, 2e-2)]
+	{
 		let back = dequantize(ty, &quantize(ty, &data), data.len());
 		let err = back.iter().zip(&data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
 		assert!(err <= step, "{ty:?}: max error {err} > {step}");

@@ -60,7 +60,11 @@ impl ModelConfig {
 			return bad("vocab, hidden, intermediate size and layer count must be non-zero".into());
 		}
 		if !self.rope_freq_factors.is_empty() && self.rope_freq_factors.len() != self.head_dim / 2 {
-			return bad(format!("{} RoPE frequency factors for head dimension {}", self.rope_freq_factors.len(), self.head_dim));
+			return bad(format!(
+				"{} RoPE frequency factors for head dimension {}",
+				self.rope_freq_factors.len(),
+				self.head_dim
+			));
 		}
 		Ok(())
 	}
@@ -74,7 +78,9 @@ impl ModelConfig {
 			return Err(ModelError::UnsupportedArchitecture(format!("{arch} (in {file})")));
 		}
 		let int = |k: &str| -> Result<usize, ModelError> {
-			j[k].as_u64().map(|v| v as usize).ok_or_else(|| ModelError::BadConfig(format!("{file}: `{k}` is missing or not an integer")))
+			j[k].as_u64()
+				.map(|v| v as usize)
+				.ok_or_else(|| ModelError::BadConfig(format!("{file}: `{k}` is missing or not an integer")))
 		};
 		let num_heads = int("num_attention_heads")?;
 		let hidden_size = int("hidden_size")?;
@@ -98,9 +104,13 @@ impl ModelConfig {
 		if let Some(scaling) = j.get("rope_scaling").filter(|s| !s.is_null()) {
 			let kind = scaling["rope_type"].as_str().or(scaling["type"].as_str()).unwrap_or("<none>");
 			if kind != "llama3" {
-				return Err(ModelError::BadConfig(format!("{file}: RoPE scaling `{kind}` is not supported (llama3 is)")));
+				return Err(ModelError::BadConfig(format!(
+					"{file}: RoPE scaling `{kind}` is not supported (llama3 is)"
+				)));
 			}
-			let num = |k: &str| scaling[k].as_f64().ok_or_else(|| ModelError::BadConfig(format!("{file}: rope_scaling.{k} is missing")));
+			let num = |k: &str| {
+				scaling[k].as_f64().ok_or_else(|| ModelError::BadConfig(format!("{file}: rope_scaling.{k} is missing")))
+			};
 			cfg.rope_freq_factors = llama3_freq_factors(
 				&cfg,
 				num("factor")?,

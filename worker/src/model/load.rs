@@ -163,7 +163,8 @@ fn load_hf(dir: &Path) -> Result<Model, ModelError> {
 	let cfg_path = dir.join("config.json");
 	let config = ModelConfig::from_hf_json(&read_text(&cfg_path)?, &cfg_path.display().to_string())?;
 	let st = HfStore::open(dir)?;
-	let (h, q, kv, f, v) = (config.hidden_size, config.q_dim(), config.kv_dim(), config.intermediate_size, config.vocab_size);
+	let (h, q, kv, f, v) =
+		(config.hidden_size, config.q_dim(), config.kv_dim(), config.intermediate_size, config.vocab_size);
 	let mut layers = Vec::with_capacity(config.num_layers);
 	for i in 0..config.num_layers {
 		let p = |s: &str| format!("model.layers.{i}.{s}");
@@ -215,7 +216,8 @@ fn load_gguf(g: &GgufFile) -> Result<Model, ModelError> {
 	let config = ModelConfig::from_gguf(g)?;
 	// llama.cpp's converter interleaves Q/K rows for `llama` (not for NeoX-style qwen2).
 	let permuted = g.get_str("general.architecture")? == "llama";
-	let (h, q, kv, f, v) = (config.hidden_size, config.q_dim(), config.kv_dim(), config.intermediate_size, config.vocab_size);
+	let (h, q, kv, f, v) =
+		(config.hidden_size, config.q_dim(), config.kv_dim(), config.intermediate_size, config.vocab_size);
 	let mut layers = Vec::with_capacity(config.num_layers);
 	for i in 0..config.num_layers {
 		let p = |s: &str| format!("blk.{i}.{s}");

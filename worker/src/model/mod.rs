@@ -93,7 +93,10 @@ impl Model {
 				.map(|t| t.len())
 				.sum()
 		});
-		self.embed.len() + per_layer * self.layers.len() + self.final_norm.len() + self.lm_head.as_ref().map_or(0, Vec::len)
+		self.embed.len()
+			+ per_layer * self.layers.len()
+			+ self.final_norm.len()
+			+ self.lm_head.as_ref().map_or(0, Vec::len)
 	}
 }
 

@@ -8,6 +8,7 @@ use crate::backend::AttnShape;
 
 pub(super) fn forward(out: &mut [f32], probs: &mut [f32], q: &[f32], k: &[f32], v: &[f32], s: AttnShape) {
 	let AttnShape { batch, seq: t, heads, kv_heads, head_dim: d } = s;
+	assert!(kv_heads > 0 && heads % kv_heads == 0, "{heads} heads cannot share {kv_heads} key/value heads");
 	let (qw, kvw, group) = (heads * d, kv_heads * d, heads / kv_heads);
 	assert!(q.len() == batch * t * qw && out.len() == q.len() && k.len() == batch * t * kvw && v.len() == k.len());
 	assert_eq!(probs.len(), batch * heads * t * t);
@@ -22,7 +23,19 @@ pub(super) fn forward(out: &mut [f32], probs: &mut [f32], q: &[f32], k: &[f32], 
 		// SAFETY: q/k/v offsets stay inside their buffers (asserted sizes); this task alone
 		// writes head `h` of batch `b` in `out` (columns h*d..(h+1)*d of its rows).
 		unsafe {
-			gemm_single(t, t, d, p.as_mut_ptr(), t, q.as_ptr().add(qo), (qw, 1), k.as_ptr().add(kvo), (1, kvw), scale, false);
+			gemm_single(
+				t,
+				t,
+				d,
+				p.as_mut_ptr(),
+				t,
+				q.as_ptr().add(qo),
+				(qw, 1),
+				k.as_ptr().add(kvo),
+				(1, kvw),
+				scale,
+				false,
+			);
 		}
 		for (i, row) in p.chunks_exact_mut(t).enumerate() {
 			let (live, masked) = row.split_at_mut(i + 1);
@@ -55,6 +68,7 @@ pub(super) fn backward(
 	s: AttnShape,
 ) {
 	let AttnShape { batch, seq: t, heads, kv_heads, head_dim: d } = s;
+	assert!(kv_heads > 0 && heads % kv_heads == 0, "{heads} heads cannot share {kv_heads} key/value heads");
 	let (qw, kvw, group) = (heads * d, kv_heads * d, heads / kv_heads);
 	assert!(dq.len() == batch * t * qw && dout.len() == dq.len() && q.len() == dq.len());
 	assert!(dk.len() == batch * t * kvw && dv.len() == dk.len() && k.len() == dk.len() && v.len() == dk.len());
@@ -75,7 +89,19 @@ pub(super) fn backward(
 			// `h` of batch `b` in dq and kv head `kvh` of batch `b` in dk, dv.
 			unsafe {
 				// dP = dO Vᵀ
-				gemm_single(t, t, d, ds.as_mut_ptr(), t, dout.as_ptr().add(qo), (qw, 1), v.as_ptr().add(kvo), (1, kvw), 1.0, false);
+				gemm_single(
+					t,
+					t,
+					d,
+					ds.as_mut_ptr(),
+					t,
+					dout.as_ptr().add(qo),
+					(qw, 1),
+					v.as_ptr().add(kvo),
+					(1, kvw),
+					1.0,
+					false,
+				);
 				// dS = P ⊙ (dP − Σⱼ P dP), scaled for the scores' 1/√d.
 				for (prow, drow) in p.chunks_exact(t).zip(ds.chunks_exact_mut(t)) {
 					let dot: f32 = prow.iter().zip(drow.iter()).map(|(p, dp)| p * dp).sum();
@@ -86,9 +112,33 @@ pub(super) fn backward(
 				// dQ = dS K
 				gemm_single(t, d, t, dqp.0.add(qo), qw, ds.as_ptr(), (t, 1), k.as_ptr().add(kvo), (kvw, 1), 1.0, false);
 				// dK += dSᵀ Q
-				gemm_single(t, d, t, dkp.0.add(kvo), kvw, ds.as_ptr(), (1, t), q.as_ptr().add(qo), (qw, 1), 1.0, !first);
+				gemm_single(
+					t,
+					d,
+					t,
+					dkp.0.add(kvo),
+					kvw,
+					ds.as_ptr(),
+					(1, t),
+					q.as_ptr().add(qo),
+					(qw, 1),
+					1.0,
+					!first,
+				);
 				// dV += Pᵀ dO
-				gemm_single(t, d, t, dvp.0.add(kvo), kvw, p.as_ptr(), (1, t), dout.as_ptr().add(qo), (qw, 1), 1.0, !first);
+				gemm_single(
+					t,
+					d,
+					t,
+					dvp.0.add(kvo),
+					kvw,
+					p.as_ptr(),
+					(1, t),
+					dout.as_ptr().add(qo),
+					(qw, 1),
+					1.0,
+					!first,
+				);
 			}
 		}
 	});

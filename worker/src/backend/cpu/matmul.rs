@@ -57,7 +57,19 @@ pub(super) fn gemm_tiled(
 		// SAFETY: tiles are disjoint blocks of `c`; the bounds of `a`, `b` and `c` were checked
 		// above for the whole product, and a tile reads and writes a subset of it.
 		unsafe {
-			gemm_single(mi, nj, k, cp.0.add(i0 * n + j0), n, a.as_ptr().add(i0 * a_rs), (a_rs, a_cs), b.as_ptr().add(j0 * b_cs), (b_rs, b_cs), 1.0, accumulate)
+			gemm_single(
+				mi,
+				nj,
+				k,
+				cp.0.add(i0 * n + j0),
+				n,
+				a.as_ptr().add(i0 * a_rs),
+				(a_rs, a_cs),
+				b.as_ptr().add(j0 * b_cs),
+				(b_rs, b_cs),
+				1.0,
+				accumulate,
+			)
 		}
 	};
 	if tiles.len() == 1 {
@@ -89,7 +101,19 @@ pub(super) unsafe fn gemm_single(
 ) {
 	#[cfg(target_arch = "x86_64")]
 	if std::arch::is_x86_feature_detected!("avx512f") {
-		return super::sgemm_avx512::sgemm(m, n, k, dst, dst_rs, lhs, (lhs_rs, lhs_cs), rhs, (rhs_rs, rhs_cs), beta, accumulate);
+		return super::sgemm_avx512::sgemm(
+			m,
+			n,
+			k,
+			dst,
+			dst_rs,
+			lhs,
+			(lhs_rs, lhs_cs),
+			rhs,
+			(rhs_rs, rhs_cs),
+			beta,
+			accumulate,
+		);
 	}
 	gemm::gemm(
 		m,

@@ -35,7 +35,9 @@ pub fn isa_path() -> &'static str {
 			return "x86_64-avx512f";
 		}
 		if std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("avx2") {
-			return "x86_64-avx2-fma";
+			// The `gemm` crate's kernels: their blocking follows the CPU's cache sizes, so
+			// this class is only reproducible on one CPU model.
+			return "x86_64-avx2-fma-gemm";
 		}
 		return "x86_64-sse2";
 	}

@@ -26,7 +26,9 @@ pub(super) fn backward(dx: &mut [f32], dout: &[f32], x: &[f32], w: &[f32], rstd:
 		.zip(x.par_chunks(dim * ROWS_PER_TASK))
 		.zip(rstd.par_chunks(ROWS_PER_TASK))
 		.for_each(|(((dx, dout), x), rstd)| {
-			for (((dx, dy), x), &r) in dx.chunks_exact_mut(dim).zip(dout.chunks_exact(dim)).zip(x.chunks_exact(dim)).zip(rstd) {
+			for (((dx, dy), x), &r) in
+				dx.chunks_exact_mut(dim).zip(dout.chunks_exact(dim)).zip(x.chunks_exact(dim)).zip(rstd)
+			{
 				let dot: f32 = dy.iter().zip(x).zip(w).map(|((dy, x), w)| dy * w * x).sum();
 				let c = dot * r * r * r / dim as f32;
 				for (((dx, &dy), &x), &w) in dx.iter_mut().zip(dy).zip(x).zip(w) {

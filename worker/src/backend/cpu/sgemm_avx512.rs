@@ -40,82 +40,82 @@ pub(super) unsafe fn sgemm(
 	let m_strips = m.div_ceil(MR);
 	let kc_max = KC.min(k);
 	PACK.with_borrow_mut(|(bp_buf, ap_buf)| {
-	// Reused per thread (fresh buffers would cost a page fault per 4 KiB on every call),
-	// 64-byte aligned so no vector load of a packed strip straddles two cache lines.
-	let bp = aligned(bp_buf, n_strips * NR * kc_max);
-	let ap = aligned(ap_buf, m_strips * MR * kc_max);
-	let mut tile = [0f32; MR * NR];
-	for (block, p0) in (0..k).step_by(KC).enumerate() {
-		let kc = KC.min(k - p0);
-		// Pack B: strip s holds columns s*NR.., row p at [s][p][0..NR], zero-padded.
-		for s in 0..n_strips {
-			let dst = &mut bp[s * NR * kc..(s + 1) * NR * kc];
-			let cols = NR.min(n - s * NR);
-			for p in 0..kc {
-				let row = &mut dst[p * NR..(p + 1) * NR];
-				let src = b.add((p0 + p) * b_rs + s * NR * b_cs);
-				if b_cs == 1 && cols == NR {
-					_mm512_store_ps(row.as_mut_ptr(), _mm512_loadu_ps(src));
-					_mm512_store_ps(row.as_mut_ptr().add(16), _mm512_loadu_ps(src.add(16)));
-					continue;
+		// Reused per thread (fresh buffers would cost a page fault per 4 KiB on every call),
+		// 64-byte aligned so no vector load of a packed strip straddles two cache lines.
+		let bp = aligned(bp_buf, n_strips * NR * kc_max);
+		let ap = aligned(ap_buf, m_strips * MR * kc_max);
+		let mut tile = [0f32; MR * NR];
+		for (block, p0) in (0..k).step_by(KC).enumerate() {
+			let kc = KC.min(k - p0);
+			// Pack B: strip s holds columns s*NR.., row p at [s][p][0..NR], zero-padded.
+			for s in 0..n_strips {
+				let dst = &mut bp[s * NR * kc..(s + 1) * NR * kc];
+				let cols = NR.min(n - s * NR);
+				for p in 0..kc {
+					let row = &mut dst[p * NR..(p + 1) * NR];
+					let src = b.add((p0 + p) * b_rs + s * NR * b_cs);
+					if b_cs == 1 && cols == NR {
+						_mm512_store_ps(row.as_mut_ptr(), _mm512_loadu_ps(src));
+						_mm512_store_ps(row.as_mut_ptr().add(16), _mm512_loadu_ps(src.add(16)));
+						continue;
+					}
+					if b_cs == 1 {
+						std::ptr::copy_nonoverlapping(src, row.as_mut_ptr(), cols);
+					}
+					row[cols..].fill(0.0);
 				}
-				if b_cs == 1 {
-					std::ptr::copy_nonoverlapping(src, row.as_mut_ptr(), cols);
-				}
-				row[cols..].fill(0.0);
-			}
-			if b_cs != 1 {
-				// Bᵀ stored row-major (a weight used as `x Wᵀ`): read each of its rows
-				// contiguously; the strided writes stay within this strip, in L1.
-				for j in 0..cols {
-					let src = b.add(p0 * b_rs + (s * NR + j) * b_cs);
-					for p in 0..kc {
-						dst[p * NR + j] = *src.add(p * b_rs);
+				if b_cs != 1 {
+					// Bᵀ stored row-major (a weight used as `x Wᵀ`): read each of its rows
+					// contiguously; the strided writes stay within this strip, in L1.
+					for j in 0..cols {
+						let src = b.add(p0 * b_rs + (s * NR + j) * b_cs);
+						for p in 0..kc {
+							dst[p * NR + j] = *src.add(p * b_rs);
+						}
 					}
 				}
 			}
-		}
-		// Pack A only when its rows are not contiguous (a transposed operand); contiguous
-		// rows are read in place by the kernel.
-		let packed_a = a_cs != 1;
-		if packed_a {
-			for s in 0..m_strips {
-				let dst = &mut ap[s * MR * kc..(s + 1) * MR * kc];
-				let rows = MR.min(m - s * MR);
-				for i in 0..MR {
-					let src = a.add((s * MR + i.min(rows - 1)) * a_rs + p0 * a_cs);
-					for p in 0..kc {
-						dst[p * MR + i] = *src.add(p * a_cs);
+			// Pack A only when its rows are not contiguous (a transposed operand); contiguous
+			// rows are read in place by the kernel.
+			let packed_a = a_cs != 1;
+			if packed_a {
+				for s in 0..m_strips {
+					let dst = &mut ap[s * MR * kc..(s + 1) * MR * kc];
+					let rows = MR.min(m - s * MR);
+					for i in 0..MR {
+						let src = a.add((s * MR + i.min(rows - 1)) * a_rs + p0 * a_cs);
+						for p in 0..kc {
+							dst[p * MR + i] = *src.add(p * a_cs);
+						}
 					}
 				}
 			}
-		}
-		let add = accumulate || block > 0;
-		for sj in 0..n_strips {
-			let cols = NR.min(n - sj * NR);
-			let bs = bp.as_ptr().add(sj * NR * kc);
-			for si in 0..m_strips {
-				let rows = MR.min(m - si * MR);
-				let cp = c.add(si * MR * c_rs + sj * NR);
-				let full = rows == MR && cols == NR;
-				let (dst, dst_rs, dst_add) = if full { (cp, c_rs, add) } else { (tile.as_mut_ptr(), NR, false) };
-				if packed_a {
-					kernel::<true>(kc, ap.as_ptr().add(si * MR * kc), 0, rows, bs, dst, dst_rs, dst_add, beta);
-				} else {
-					kernel::<false>(kc, a.add(si * MR * a_rs + p0), a_rs, rows, bs, dst, dst_rs, dst_add, beta);
-				}
-				if !full {
-					// Edge tile: computed into the scratch tile; copy the valid part.
-					for i in 0..rows {
-						for j in 0..cols {
-							let d = cp.add(i * c_rs + j);
-							*d = if add { *d + tile[i * NR + j] } else { tile[i * NR + j] };
+			let add = accumulate || block > 0;
+			for sj in 0..n_strips {
+				let cols = NR.min(n - sj * NR);
+				let bs = bp.as_ptr().add(sj * NR * kc);
+				for si in 0..m_strips {
+					let rows = MR.min(m - si * MR);
+					let cp = c.add(si * MR * c_rs + sj * NR);
+					let full = rows == MR && cols == NR;
+					let (dst, dst_rs, dst_add) = if full { (cp, c_rs, add) } else { (tile.as_mut_ptr(), NR, false) };
+					if packed_a {
+						kernel::<true>(kc, ap.as_ptr().add(si * MR * kc), 0, rows, bs, dst, dst_rs, dst_add, beta);
+					} else {
+						kernel::<false>(kc, a.add(si * MR * a_rs + p0), a_rs, rows, bs, dst, dst_rs, dst_add, beta);
+					}
+					if !full {
+						// Edge tile: computed into the scratch tile; copy the valid part.
+						for i in 0..rows {
+							for j in 0..cols {
+								let d = cp.add(i * c_rs + j);
+								*d = if add { *d + tile[i * NR + j] } else { tile[i * NR + j] };
+							}
 						}
 					}
 				}
 			}
 		}
-	}
 	});
 }
 
@@ -167,7 +167,8 @@ unsafe fn kernel<const PACKED: bool>(
 	}
 	let scale = _mm512_set1_ps(beta);
 	for (i, row) in acc.iter().enumerate() {
-		let (r0, r1) = if beta == 1.0 { (row[0], row[1]) } else { (_mm512_mul_ps(row[0], scale), _mm512_mul_ps(row[1], scale)) };
+		let (r0, r1) =
+			if beta == 1.0 { (row[0], row[1]) } else { (_mm512_mul_ps(row[0], scale), _mm512_mul_ps(row[1], scale)) };
 		let cr = c.add(i * c_rs);
 		if add {
 			_mm512_storeu_ps(cr, _mm512_add_ps(_mm512_loadu_ps(cr), r0));

@@ -24,7 +24,11 @@ fn check_grad(name: &str, x: &[f32], analytic: &[f32], loss: impl Fn(&[f32]) -> 
 		xm[i] -= h;
 		let fd = ((loss(&xp) - loss(&xm)) / (2.0 * h as f64)) as f32;
 		let err = (fd - analytic[i]).abs() / scale;
-		assert!(err < 2e-2, "{name}: d/dx[{i}] analytic {} vs finite difference {fd} (relative error {err})", analytic[i]);
+		assert!(
+			err < 2e-2,
+			"{name}: d/dx[{i}] analytic {} vs finite difference {fd} (relative error {err})",
+			analytic[i]
+		);
 	}
 }
 

@@ -1,0 +1,108 @@
+//! The `molt-worker` binary itself: a run killed with SIGKILL mid-way and resumed ends at
+//! the hash of an uninterrupted run; `replay` confirms and refuses; errors are one line.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use molting_worker::checkpoint::Manifest;
+use molting_worker::data::sha256_file;
+use molting_worker::spec::model_sha256;
+use molting_worker::testing::{random_model, tiny_config, write_hf_dir};
+
+const TEMPLATE: &str = include_str!("fixtures/tiny-job.toml");
+const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+fn worker() -> Command {
+	let mut c = Command::new(env!("CARGO_BIN_EXE_molt-worker"));
+	c.stdout(Stdio::piped()).stderr(Stdio::piped());
+	c
+}
+
+/// A spec for a bigger tiny job (long enough to kill it in the middle).
+fn setup(dir: &Path) -> std::path::PathBuf {
+	write_hf_dir(&random_model(tiny_config(272), 11), &dir.join("tiny-model")).unwrap();
+	std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/persona/tiny.jsonl"), dir.join("tiny.jsonl"))
+		.unwrap();
+	let data = sha256_file(&dir.join("tiny.jsonl")).unwrap();
+	let text = TEMPLATE
+		.replacen(ZERO, &model_sha256(&dir.join("tiny-model")).unwrap(), 1)
+		.replacen(ZERO, &data, 1)
+		.replacen(ZERO, &data, 1)
+		.replace("steps = 12", "steps = 400")
+		.replace("checkpoint_every = 4", "checkpoint_every = 20")
+		.replace("seq_len = 48", "seq_len = 64");
+	let spec = dir.join("job.toml");
+	std::fs::write(&spec, text).unwrap();
+	spec
+}
+
+fn final_hash(run: &Path) -> String {
+	let s: serde_json::Value =
+		serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+	s["final_state_hash"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_run_killed_by_sigkill_resumes_to_the_uninterrupted_hash() {
+	let dir = tempfile::tempdir().unwrap();
+	let spec = setup(dir.path());
+	let whole = dir.path().join("whole");
+	let out = worker().args(["train", "--spec"]).arg(&spec).arg("--out").arg(&whole).output().unwrap();
+	assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+	assert!(String::from_utf8_lossy(&out.stdout).contains("merkle root:"));
+
+	// Kill -9 once a few checkpoints exist (not at a checkpoint boundary on purpose).
+	let killed = dir.path().join("killed");
+	let mut child =
+		worker().args(["--threads", "1", "train", "--spec"]).arg(&spec).arg("--out").arg(&killed).spawn().unwrap();
+	let started = Instant::now();
+	loop {
+		let n = Manifest::load(&killed).map(|m| m.hashes.len()).unwrap_or(0);
+		if n >= 4 {
+			break;
+		}
+		assert!(child.try_wait().unwrap().is_none(), "the run finished before it could be killed");
+		assert!(started.elapsed() < Duration::from_secs(120), "no checkpoints appeared");
+		std::thread::sleep(Duration::from_millis(5));
+	}
+	child.kill().unwrap(); // SIGKILL
+	child.wait().unwrap();
+	assert!(!killed.join("summary.json").exists(), "killed before the end");
+
+	let out = worker().args(["--threads", "2", "resume"]).arg(&killed).output().unwrap();
+	assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+	assert_eq!(final_hash(&killed), final_hash(&whole));
+	assert_eq!(Manifest::load(&killed).unwrap().merkle_root, Manifest::load(&whole).unwrap().merkle_root);
+
+	// Replay through the binary: a match exits 0, a tampered file is a one-line error.
+	let out = worker().args(["replay"]).arg(&whole).args(["--from", "2"]).output().unwrap();
+	assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("MATCH: checkpoint 3 is confirmed"));
+	let ckpt = Manifest::checkpoint_path(&whole, 2);
+	let mut bytes = std::fs::read(&ckpt).unwrap();
+	let last = bytes.len() - 1;
+	bytes[last] ^= 0x40;
+	std::fs::write(&ckpt, bytes).unwrap();
+	let out = worker().args(["replay"]).arg(&whole).args(["--from", "2"]).output().unwrap();
+	assert!(!out.status.success());
+	let err = String::from_utf8_lossy(&out.stderr);
+	assert!(err.contains("00002.ckpt") && err.contains("does not match the recorded"), "{err}");
+}
+
+#[test]
+fn bad_arguments_and_inputs_are_one_line_errors() {
+	let dir = tempfile::tempdir().unwrap();
+	let out = worker()
+		.args(["train", "--spec"])
+		.arg(dir.path().join("missing.toml"))
+		.arg("--out")
+		.arg(dir.path().join("r"))
+		.output()
+		.unwrap();
+	assert!(!out.status.success());
+	let err = String::from_utf8_lossy(&out.stderr);
+	assert!(err.contains("missing.toml"), "{err}");
+	let out = worker().args(["inspect"]).arg(dir.path()).output().unwrap();
+	assert!(!out.status.success());
+	assert!(String::from_utf8_lossy(&out.stderr).contains("not a model"));
+}
