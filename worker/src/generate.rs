@@ -3,7 +3,7 @@
 //! An adapter is merged into the weights first (`W + (α/r) B A`), as for serving.
 
 use crate::backend::Backend;
-use crate::lora::{Adapter, Target};
+use crate::lora::Adapter;
 use crate::model::Model;
 use crate::rng::Rng;
 
@@ -33,22 +33,7 @@ impl<'a> Generator<'a> {
 	pub fn new(backend: &'a dyn Backend, base: &Model, adapter: Option<&Adapter>, max_seq: usize) -> Self {
 		let mut model = base.clone();
 		if let Some(a) = adapter {
-			for l in 0..model.layers.len() {
-				for t in Target::ALL {
-					if let Some(w) = a.merged(base.linear(l, t), l, t) {
-						let layer = &mut model.layers[l];
-						*match t {
-							Target::Q => &mut layer.wq,
-							Target::K => &mut layer.wk,
-							Target::V => &mut layer.wv,
-							Target::O => &mut layer.wo,
-							Target::Gate => &mut layer.w_gate,
-							Target::Up => &mut layer.w_up,
-							Target::Down => &mut layer.w_down,
-						} = w;
-					}
-				}
-			}
+			model.merge_adapter(a);
 		}
 		let (rope_cos, rope_sin) = crate::engine::rope_tables(&model.config.rope_inv_freq(), max_seq);
 		let n = model.layers.len();
@@ -228,7 +213,7 @@ mod tests {
 	use super::*;
 	use crate::backend::cpu::Cpu;
 	use crate::engine::Engine;
-	use crate::lora::LoraConfig;
+	use crate::lora::{LoraConfig, Target};
 	use crate::testing::{random_model, tiny_config};
 
 	#[test]

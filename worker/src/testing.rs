@@ -58,7 +58,7 @@ pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{% if loop.first
 
 /// GPT-2's byte-to-character map that byte-level BPE vocabularies are written in.
 fn byte_chars() -> Vec<char> {
-	let mut printable: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
+	let printable: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
 	let mut extra = 0;
 	let mut map = vec!['\0'; 256];
 	for b in 0..256u32 {
@@ -69,7 +69,6 @@ fn byte_chars() -> Vec<char> {
 			extra += 1;
 		}
 	}
-	printable.clear();
 	map
 }
 

@@ -261,8 +261,11 @@ impl<T: Config> Pallet<T> {
 		let miner = Miners::<T>::get(&who).ok_or(Error::<T>::NotAMiner)?;
 		let now = frame_system::Pallet::<T>::block_number();
 		ensure!(job.status == JobStatus::Open, Error::<T>::JobNotOpen);
-		let index = job.claims.iter().position(|c| c.miner == who).ok_or(Error::<T>::NoClaim)?;
-		ensure!(job.claims[index].state == ClaimState::Working, Error::<T>::NotWorking);
+		let index = Self::claim_index(&job, &who)?;
+		ensure!(
+			Self::claim_mut(&mut job.claims, index)?.state == ClaimState::Working,
+			Error::<T>::NotWorking
+		);
 		ensure!(now <= job.deadlines.submit_by, Error::<T>::SubmissionPeriodOver);
 
 		ensure!(attestation.job_id == job_id, Error::<T>::WrongJob);
@@ -283,7 +286,7 @@ impl<T: Config> Pallet<T> {
 			final_train_loss_ppm: attestation.final_train_loss_ppm,
 			submitted_at: now,
 		};
-		job.claims[index].state =
+		Self::claim_mut(&mut job.claims, index)?.state =
 			ClaimState::Submitted { delivery, review_until: review.until, on_silence: review.on_silence };
 		Jobs::<T>::insert(job_id, job);
 		Self::deposit_event(Event::ResultSubmitted {
@@ -308,8 +311,9 @@ impl<T: Config> Pallet<T> {
 		ensure!(T::Judge::owner_reviews(), Error::<T>::OwnerMayNotReview);
 		let mut job = Jobs::<T>::get(job_id).ok_or(Error::<T>::UnknownJob)?;
 		ensure!(job.owner == who, Error::<T>::NotJobOwner);
-		let index = job.claims.iter().position(|c| c.miner == miner).ok_or(Error::<T>::NoClaim)?;
-		let ClaimState::Submitted { delivery, review_until, .. } = job.claims[index].state.clone()
+		let index = Self::claim_index(&job, &miner)?;
+		let ClaimState::Submitted { delivery, review_until, .. } =
+			Self::claim_mut(&mut job.claims, index)?.state.clone()
 		else {
 			return Err(Error::<T>::NotUnderReview.into())
 		};
@@ -318,7 +322,7 @@ impl<T: Config> Pallet<T> {
 		match verdict {
 			Verdict::Accept => Self::settle_claim(job_id, &mut job, index, Verdict::Accept)?,
 			Verdict::Reject => {
-				job.claims[index].state = ClaimState::Disputed { delivery };
+				Self::claim_mut(&mut job.claims, index)?.state = ClaimState::Disputed { delivery };
 				Self::deposit_event(Event::ResultDisputed { job_id, miner });
 			},
 		}
@@ -333,9 +337,9 @@ impl<T: Config> Pallet<T> {
 		verdict: Verdict,
 	) -> DispatchResult {
 		let mut job = Jobs::<T>::get(job_id).ok_or(Error::<T>::UnknownJob)?;
-		let index = job.claims.iter().position(|c| c.miner == miner).ok_or(Error::<T>::NoClaim)?;
+		let index = Self::claim_index(&job, &miner)?;
 		ensure!(
-			matches!(job.claims[index].state, ClaimState::Disputed { .. }),
+			matches!(Self::claim_mut(&mut job.claims, index)?.state, ClaimState::Disputed { .. }),
 			Error::<T>::NotDisputed
 		);
 		Self::settle_claim(job_id, &mut job, index, verdict)?;
@@ -349,11 +353,10 @@ impl<T: Config> Pallet<T> {
 	pub fn apply_verdict(job_id: JobId, miner: &T::AccountId, verdict: Verdict) -> DispatchResult {
 		with_storage_layer(|| {
 			let mut job = Jobs::<T>::get(job_id).ok_or(Error::<T>::UnknownJob)?;
-			let index =
-				job.claims.iter().position(|c| &c.miner == miner).ok_or(Error::<T>::NoClaim)?;
+			let index = Self::claim_index(&job, miner)?;
 			ensure!(
 				matches!(
-					job.claims[index].state,
+					Self::claim_mut(&mut job.claims, index)?.state,
 					ClaimState::Submitted { .. } | ClaimState::Disputed { .. }
 				),
 				Error::<T>::NotUnderReview
@@ -387,7 +390,7 @@ impl<T: Config> Pallet<T> {
 	) -> Result<bool, DispatchError> {
 		let mut changed = false;
 		for index in 0..job.claims.len() {
-			let due = match &job.claims[index].state {
+			let due = match &Self::claim_mut(&mut job.claims, index)?.state {
 				ClaimState::Working if now > job.deadlines.submit_by => Some(None),
 				ClaimState::Submitted { review_until, on_silence, .. } if now > *review_until =>
 					Some(Some(*on_silence)),
@@ -416,7 +419,7 @@ impl<T: Config> Pallet<T> {
 		verdict: Verdict,
 	) -> DispatchResult {
 		let reward = job.reward_per_result;
-		let claim = &mut job.claims[index];
+		let claim = Self::claim_mut(&mut job.claims, index)?;
 		let delivery = match &claim.state {
 			ClaimState::Submitted { delivery, .. } | ClaimState::Disputed { delivery } =>
 				delivery.clone(),
@@ -474,7 +477,7 @@ impl<T: Config> Pallet<T> {
 	/// A claimer delivered nothing in time: refund its share, slash part of its collateral.
 	fn expire_claim(job_id: JobId, job: &mut JobOf<T>, index: usize) -> DispatchResult {
 		let reward = job.reward_per_result;
-		let claim = &mut job.claims[index];
+		let claim = Self::claim_mut(&mut job.claims, index)?;
 		let miner = claim.miner.clone();
 		T::Currency::release(&HoldReason::JobEscrow.into(), &job.owner, reward, Precision::Exact)?;
 		let penalty = T::NoShowSlash::get() * claim.collateral;
@@ -490,6 +493,19 @@ impl<T: Config> Pallet<T> {
 		Self::note_outcome(&miner, false);
 		Self::deposit_event(Event::ClaimExpired { job_id, miner, refunded: reward, slashed });
 		Ok(())
+	}
+
+	/// Where `miner`'s claim on `job` is.
+	fn claim_index(job: &JobOf<T>, miner: &T::AccountId) -> Result<usize, DispatchError> {
+		job.claims.iter().position(|c| &c.miner == miner).ok_or_else(|| Error::<T>::NoClaim.into())
+	}
+
+	/// The claim at `index`, as an error rather than a panic should it not be there.
+	fn claim_mut<S>(
+		claims: &mut BoundedVec<Claim<T::AccountId, BalanceOf<T>, BlockNumberFor<T>>, S>,
+		index: usize,
+	) -> Result<&mut Claim<T::AccountId, BalanceOf<T>, BlockNumberFor<T>>, DispatchError> {
+		claims.iter_mut().nth(index).ok_or_else(|| Error::<T>::NoClaim.into())
 	}
 
 	/// Takes `amount` of `miner`'s claim collateral off hold and out of circulation (or

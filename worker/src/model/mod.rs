@@ -54,6 +54,22 @@ pub struct LayerWeights {
 	pub w_down: Vec<f32>,
 }
 
+impl LayerWeights {
+	/// The weight of a linear layer LoRA can target.
+	pub fn linear_mut(&mut self, target: crate::lora::Target) -> &mut Vec<f32> {
+		use crate::lora::Target::*;
+		match target {
+			Q => &mut self.wq,
+			K => &mut self.wk,
+			V => &mut self.wv,
+			O => &mut self.wo,
+			Gate => &mut self.w_gate,
+			Up => &mut self.w_up,
+			Down => &mut self.w_down,
+		}
+	}
+}
+
 /// A whole model: configuration and frozen base weights.
 #[derive(Clone)]
 pub struct Model {
@@ -83,6 +99,15 @@ impl Model {
 			Gate => &l.w_gate,
 			Up => &l.w_up,
 			Down => &l.w_down,
+		}
+	}
+
+	/// Folds `adapter` into the weights (`W + (α/r) B A`), for serving.
+	pub fn merge_adapter(&mut self, adapter: &crate::lora::Adapter) {
+		for s in &adapter.layout.slots {
+			if let Some(w) = adapter.merged(self.linear(s.layer, s.target), s.layer, s.target) {
+				*self.layers[s.layer].linear_mut(s.target) = w;
+			}
 		}
 	}
 
