@@ -270,3 +270,31 @@ fn bad_models_get_named_errors() {
 	let err = molting_worker::model::ModelSource::detect(&f.path("not-a-model.bin")).unwrap_err();
 	assert!(matches!(err, ModelError::NotAModel { .. }), "{err}");
 }
+
+#[test]
+fn plain_text_trains_with_loss_on_every_token() {
+	let f = Fixture::new(|s| s);
+	let text = "The lamp turns every ten seconds.\nIt has done so for a century.\n\nFog comes in at dusk.\n";
+	std::fs::write(f.path("notes.txt"), text).unwrap();
+	let hash = sha256_file(&f.path("notes.txt")).unwrap();
+	let data = sha256_file(&f.path("tiny.jsonl")).unwrap();
+	f.write_spec(|s| {
+		s.replace("format = \"chat\"", "format = \"text\"")
+			.replacen("train = \"tiny.jsonl\"", "train = \"notes.txt\"", 1)
+			.replacen(&format!("train_sha256 = \"{data}\""), &format!("train_sha256 = \"{hash}\""), 1)
+			.replace("eval = \"tiny.jsonl\"", "eval = \"notes.txt\"")
+			.replace(&format!("eval_sha256 = \"{data}\""), &format!("eval_sha256 = \"{hash}\""))
+	});
+	let job = f.prepare().unwrap();
+	// Two documents, each followed by EOS; every token is a target except each row's first.
+	let stream: usize = ["The lamp turns every ten seconds.\nIt has done so for a century.", "Fog comes in at dusk.\n"]
+		.iter()
+		.map(|d| job.tokenizer.encode(d).unwrap().len() + 1)
+		.sum();
+	let counted: usize = job.train_rows.iter().map(|r| r.1.iter().filter(|&&t| t >= 0).count()).sum();
+	assert_eq!(counted, stream - job.train_rows.len());
+	let eos = job.tokenizer.token_to_id(job.tokenizer.eos_token()).unwrap() as i32;
+	assert_eq!(job.train_rows.iter().flat_map(|r| r.1.iter()).filter(|&&t| t == eos).count(), 2);
+	let s = run(&job, &f.path("run"), 2);
+	assert!(s.eval_loss_after.unwrap() < s.eval_loss_before.unwrap());
+}
