@@ -4,12 +4,12 @@
 //! Every kernel is deterministic: a result depends only on its inputs, never on the number
 //! of threads or on scheduling. Work is split into fixed-size pieces whose reductions run
 //! in a fixed order, and nothing is reduced across threads. This is what lets a validator
-//! replay a miner's training and get the same bits (see `docs` in the README: the
+//! replay a miner's training and get the same bits (worker/README.md, "Reproducibility"; the
 //! reproducibility class is the backend's [`Backend::class`]).
 //!
-//! The CPU backend is the reference. A GPU backend (cuBLAS and NVRTC through `cudarc`)
-//! implements the same trait with device buffers behind the slices and is tested against
-//! this one.
+//! The CPU backend is the reference. The GPU backend (cuBLAS and NVRTC through `cudarc`,
+//! a later issue) is to implement the same kernels, with device buffers in place of the
+//! slices, and be tested against this one.
 
 pub mod cpu;
 
