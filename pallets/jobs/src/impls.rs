@@ -741,5 +741,5 @@ fn is_valid_sr25519_key(key: &[u8; 32]) -> bool {
 	}
 	// The last byte's top bit is never set in a canonical Ristretto encoding, nor is the
 	// lowest bit of the first byte (the encoding is of a non-negative field element).
-	key[31] & 0x80 == 0 && key[0] & 0x01 == 0
+	matches!(key, [first, .., last] if last & 0x80 == 0 && first & 0x01 == 0)
 }

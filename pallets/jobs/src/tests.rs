@@ -23,6 +23,21 @@ fn issuance() -> u128 {
 
 // --- miners ---------------------------------------------------------------------------
 
+/// `MINER` registered and holding the only claim on a job `OWNER` posted.
+fn claimed_job() -> JobId {
+	register(MINER);
+	let job = post(OWNER, 1, BUDGET);
+	assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER), job));
+	job
+}
+
+/// A claimed job whose result `MINER` has submitted.
+fn delivered_job() -> JobId {
+	let job = claimed_job();
+	deliver(job, MINER);
+	job
+}
+
 #[test]
 fn register_miner_holds_the_deposit() {
 	test(|| {
@@ -122,9 +137,7 @@ fn unregister_miner_releases_the_deposit() {
 #[test]
 fn unregister_miner_refused_with_active_claims() {
 	test(|| {
-		register(MINER);
-		let job = post(OWNER, 1, BUDGET);
-		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER), job));
+		claimed_job();
 		assert_noop!(Jobs::unregister_miner(RuntimeOrigin::signed(MINER)), Error::<Test>::HasActiveClaims);
 	});
 }
@@ -354,9 +367,7 @@ fn claim_job_limits_active_claims_and_checks_balance() {
 #[test]
 fn submit_result_records_the_delivery() {
 	test(|| {
-		register(MINER);
-		let job = post(OWNER, 1, BUDGET);
-		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER), job));
+		let job = claimed_job();
 		run_to_block(5);
 		deliver(job, MINER);
 		let claim = &JobRecords::<Test>::get(job).unwrap().claims[0];
@@ -445,10 +456,7 @@ fn submit_result_after_the_deadline_is_refused() {
 #[test]
 fn accepted_result_pays_miner_and_treasury_exactly() {
 	test(|| {
-		register(MINER);
-		let job = post(OWNER, 1, BUDGET);
-		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER), job));
-		deliver(job, MINER);
+		let job = delivered_job();
 		let before = issuance();
 		assert_ok!(Jobs::accept_result(RuntimeOrigin::signed(OWNER), job, MINER));
 		// 5% fee of the 10_000 reward.
@@ -471,9 +479,7 @@ fn accepted_result_pays_miner_and_treasury_exactly() {
 #[test]
 fn silence_accepts_after_the_review_period() {
 	test(|| {
-		register(MINER);
-		let job = post(OWNER, 1, BUDGET);
-		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER), job));
+		let job = claimed_job();
 		run_to_block(5);
 		deliver(job, MINER);
 		run_to_block(5 + REVIEW);
@@ -529,10 +535,7 @@ fn owner_review_errors() {
 #[test]
 fn rejection_upheld_refunds_owner_and_slashes_collateral() {
 	test(|| {
-		register(MINER);
-		let job = post(OWNER, 1, BUDGET);
-		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER), job));
-		deliver(job, MINER);
+		let job = delivered_job();
 		assert_ok!(Jobs::reject_result(RuntimeOrigin::signed(OWNER), job, MINER));
 		assert!(matches!(JobRecords::<Test>::get(job).unwrap().claims[0].state, ClaimState::Disputed { .. }));
 		assert!(events().contains(&Event::ResultDisputed { job_id: job, miner: MINER }));
@@ -569,10 +572,7 @@ fn rejection_upheld_refunds_owner_and_slashes_collateral() {
 #[test]
 fn rejection_overturned_pays_the_miner() {
 	test(|| {
-		register(MINER);
-		let job = post(OWNER, 1, BUDGET);
-		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER), job));
-		deliver(job, MINER);
+		let job = delivered_job();
 		assert_ok!(Jobs::reject_result(RuntimeOrigin::signed(OWNER), job, MINER));
 		assert_noop!(
 			Jobs::resolve_dispute(RuntimeOrigin::root(), job, OWNER, Verdict::Accept),
@@ -632,9 +632,7 @@ fn unclaimed_job_is_refunded_after_its_deadline() {
 #[test]
 fn settle_expired_is_permissionless_and_needs_something_due() {
 	test(|| {
-		register(MINER);
-		let job = post(OWNER, 1, BUDGET);
-		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER), job));
+		let job = claimed_job();
 		assert_noop!(Jobs::settle_expired(RuntimeOrigin::signed(9), job), Error::<Test>::NothingDue);
 		assert_noop!(Jobs::settle_expired(RuntimeOrigin::signed(9), 77), Error::<Test>::UnknownJob);
 		// Past the deadline, before on_idle ran.
