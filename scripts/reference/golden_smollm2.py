@@ -13,6 +13,7 @@ Run by scripts/reference/run.sh (which makes the Python environment); CI never r
 import json, sys, pathlib
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from chat_mask import assistant_masked
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 gguf = pathlib.Path(sys.argv[1])
@@ -28,24 +29,6 @@ PROMPT = [
     {"role": "user", "content": "What should I pack for a week of sailing along a rocky coast?"},
 ]
 PROBE_IDS = sorted({0, 1, 2, 17, 100, 255, 256, 1000, 4096, 9999, 12345, 20000, 30000, 40000, 49151})
-
-
-def assistant_masked(messages):
-    """Token ids of the rendered conversation and a 0/1 mask of assistant tokens: each
-    assistant turn is the text between the prompt rendered up to it (with the generation
-    prompt) and the conversation rendered through it."""
-    text = tok.apply_chat_template(messages, tokenize=False)
-    spans = []
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        before = tok.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
-        through = tok.apply_chat_template(messages[: i + 1], tokenize=False)
-        assert text.startswith(through) and through.startswith(before)
-        spans.append((len(before), len(through)))
-    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-    mask = [int(any(a <= s < b for a, b in spans)) for s, _ in enc["offset_mapping"]]
-    return enc["input_ids"], mask
 
 
 with torch.no_grad():
@@ -64,7 +47,7 @@ with torch.no_grad():
     convs = [json.loads(l) for l in (REPO / "worker/data/persona/eval.jsonl").read_text().splitlines()[:4]]
     rows, total, count = [], 0.0, 0
     for c in convs:
-        ids, mask = assistant_masked(c["messages"])
+        ids, mask = assistant_masked(tok, c["messages"])
         x = torch.tensor([ids])
         lp = torch.log_softmax(model(x).logits[0, :-1].float(), -1)
         tgt = torch.tensor(ids[1:])

@@ -10,6 +10,7 @@ figures in RUN/summary.json.
 import json, pathlib, sys, tomllib
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from chat_mask import assistant_masked
 from peft import PeftModel
 
 run = pathlib.Path(sys.argv[1])
@@ -25,24 +26,12 @@ tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
 base = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
 
 
-def assistant_masked(messages):
-    text = tok.apply_chat_template(messages, tokenize=False)
-    spans = []
-    for i, m in enumerate(messages):
-        if m["role"] == "assistant":
-            before = tok.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
-            through = tok.apply_chat_template(messages[: i + 1], tokenize=False)
-            spans.append((len(before), len(through)))
-    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-    return enc["input_ids"], [any(a <= s < b for a, b in spans) for s, _ in enc["offset_mapping"]]
-
-
 # Pack as the worker does: the token stream cut every seq+1 tokens, targets shifted by one,
 # the last row padded with EOS and no loss.
 ids, train = [], []
 for line in eval_path.read_text().splitlines():
     if line.strip():
-        i, t = assistant_masked(json.loads(line)["messages"])
+        i, t = assistant_masked(tok, json.loads(line)["messages"])
         ids += i
         train += t
 pad = tok.convert_tokens_to_ids(tok.eos_token)

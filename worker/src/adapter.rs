@@ -123,7 +123,8 @@ pub fn read_peft(dir: &Path, config: &ModelConfig) -> Result<Adapter, String> {
 	targets.sort();
 	targets.dedup();
 	let lcfg = crate::lora::LoraConfig { rank, alpha, dropout: 0.0, targets };
-	let mut adapter = Adapter::init(config, lcfg, 0);
+	let n = crate::lora::Layout::new(config, &lcfg).len;
+	let mut adapter = Adapter::from_params(config, lcfg, vec![0.0; n]);
 	let st_path = dir.join("adapter_model.safetensors");
 	let bytes = std::fs::read(&st_path).map_err(|e| format!("{}: {e}", st_path.display()))?;
 	let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("{}: {e}", st_path.display()))?;

@@ -33,7 +33,7 @@ impl<'a> Generator<'a> {
 	pub fn new(backend: &'a dyn Backend, base: &Model, adapter: Option<&Adapter>, max_seq: usize) -> Self {
 		let mut model = base.clone();
 		if let Some(a) = adapter {
-			model.merge_adapter(a);
+			model.merge_adapter(a, backend);
 		}
 		let (rope_cos, rope_sin) = crate::engine::rope_tables(&model.config.rope_inv_freq(), max_seq);
 		let n = model.layers.len();

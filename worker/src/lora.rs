@@ -166,19 +166,10 @@ impl Adapter {
 		Adapter { config, layout, params }
 	}
 
-	/// `W + (α/r) B A` for one layer (for merged inference).
-	pub fn merged(&self, base: &[f32], layer: usize, target: Target) -> Option<Vec<f32>> {
-		let s = self.layout.slot(layer, target)?;
-		let (a, b) = (self.layout.a(s, &self.params), self.layout.b(s, &self.params));
-		let scale = self.config.scale();
-		let r = self.layout.rank;
-		let mut w = base.to_vec();
-		for o in 0..s.out_dim {
-			for (j, wv) in w[o * s.in_dim..(o + 1) * s.in_dim].iter_mut().enumerate() {
-				let delta: f32 = (0..r).map(|k| b[o * r + k] * a[k * s.in_dim + j]).sum();
-				*wv += scale * delta;
-			}
-		}
-		Some(w)
+	/// An adapter holding `params` (in the canonical layout of `config` on `model`).
+	pub fn from_params(model: &ModelConfig, config: LoraConfig, params: Vec<f32>) -> Self {
+		let layout = Layout::new(model, &config);
+		assert_eq!(params.len(), layout.len, "parameters do not fit the adapter's layout");
+		Adapter { config, layout, params }
 	}
 }

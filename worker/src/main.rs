@@ -11,7 +11,7 @@ use molting_worker::backend::{cpu::Cpu, Backend};
 use molting_worker::generate::{Generator, Sampling};
 use molting_worker::gguf::GgufFile;
 use molting_worker::model::{load_model, Model, ModelSource};
-use molting_worker::spec::models_dir;
+use molting_worker::spec::resolve;
 use molting_worker::tokenizer::{ChatTokenizer, Message};
 use molting_worker::train::{self, Job, RunOptions, StepReport};
 
@@ -99,11 +99,9 @@ enum Command {
 	Inspect { model: String },
 }
 
+/// A model argument: `models:NAME` in the model cache, else a path.
 fn model_path(s: &str) -> PathBuf {
-	match s.strip_prefix("models:") {
-		Some(name) => models_dir().join(name),
-		None => PathBuf::from(s),
-	}
+	resolve(Path::new(""), s)
 }
 
 fn load(s: &str) -> Result<(Model, ChatTokenizer, ModelSource)> {

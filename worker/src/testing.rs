@@ -227,3 +227,27 @@ pub fn write_gguf(model: &Model, path: &std::path::Path, ty: crate::gguf::GgmlTy
 	}
 	w.write(path)
 }
+
+/// The tiny job spec's template (`tests/fixtures/tiny-job.toml`): its hashes are zeros.
+pub const TINY_JOB_TEMPLATE: &str = include_str!("../tests/fixtures/tiny-job.toml");
+const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A tiny job in `dir`: a random model (`tiny-model/`), the shipped tiny persona set
+/// (`tiny.jsonl`) and `job.toml`, which [`write_tiny_spec`] writes.
+pub fn write_tiny_job(dir: &std::path::Path, edit: impl Fn(String) -> String) -> std::path::PathBuf {
+	write_hf_dir(&random_model(tiny_config(272), 11), &dir.join("tiny-model")).unwrap();
+	let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/persona/tiny.jsonl");
+	std::fs::copy(data, dir.join("tiny.jsonl")).unwrap();
+	write_tiny_spec(dir, edit)
+}
+
+/// (Re)writes `dir/job.toml` from the template with the current hashes of `dir`'s model
+/// and data, then `edit`.
+pub fn write_tiny_spec(dir: &std::path::Path, edit: impl Fn(String) -> String) -> std::path::PathBuf {
+	let model = crate::spec::model_sha256(&dir.join("tiny-model")).unwrap();
+	let data = crate::data::sha256_file(&dir.join("tiny.jsonl")).unwrap();
+	let text = TINY_JOB_TEMPLATE.replacen(ZERO_HASH, &model, 1).replacen(ZERO_HASH, &data, 2);
+	let spec = dir.join("job.toml");
+	std::fs::write(&spec, edit(text)).unwrap();
+	spec
+}

@@ -14,7 +14,7 @@ use crate::backend::Backend;
 use crate::checkpoint::{write_atomic, CheckpointError, Manifest, State};
 use crate::data::{self, Cursor, DataError, Loader};
 use crate::engine::{Batch, Engine, LossSum};
-use crate::lora::Adapter;
+use crate::lora::{Adapter, Layout};
 use crate::model::{load_model, Model, ModelError, ModelSource};
 use crate::optim::{clip_grad_norm, learning_rate, AdamW};
 use crate::rng::stream_key;
@@ -165,7 +165,7 @@ impl Job {
 		if state.step != want {
 			return Err(corrupt(format!("step {} but checkpoint {index} is at step {want}", state.step)));
 		}
-		let n = Adapter::init(&self.model.config, self.spec.lora_config(), 0).params.len();
+		let n = Layout::new(&self.model.config, &self.spec.lora_config()).len;
 		if state.params.len() != n {
 			return Err(corrupt(format!("{} adapter parameters but the spec's adapter has {n}", state.params.len())));
 		}
@@ -180,9 +180,7 @@ impl Job {
 
 	/// The adapter holding `params`.
 	pub fn adapter(&self, params: &[f32]) -> Adapter {
-		let mut a = Adapter::init(&self.model.config, self.spec.lora_config(), 0);
-		a.params.copy_from_slice(params);
-		a
+		Adapter::from_params(&self.model.config, self.spec.lora_config(), params.to_vec())
 	}
 
 	/// Loss on the eval split (no dropout), with `params` (in the spec's adapter layout) or
@@ -211,10 +209,11 @@ impl Job {
 	pub fn step(&self, backend: &dyn Backend, state: &mut State) -> StepReport {
 		let hp = &self.spec.train;
 		let started = Instant::now();
-		let adapter = self.adapter(&state.params);
+		// The parameters move into the adapter for the forward/backward and back for the update.
+		let adapter = Adapter::from_params(&self.model.config, self.spec.lora_config(), std::mem::take(&mut state.params));
 		let engine = Engine::new(backend, &self.model, Some(&adapter), hp.seq_len);
 		let mut loader = Loader::new(&self.train_rows, state.seed, state.cursor);
-		let mut grads = vec![0f32; state.params.len()];
+		let mut grads = vec![0f32; adapter.params.len()];
 		let mut loss = LossSum::default();
 		for micro in 0..hp.grad_accum {
 			let batch = loader.next_batch(hp.batch_size, hp.seq_len);
@@ -222,6 +221,8 @@ impl Job {
 			let l = engine.step(&batch, Some(key), Some((&mut grads, 1.0 / hp.grad_accum as f32)));
 			loss.add(l);
 		}
+		drop(engine);
+		state.params = adapter.params;
 		let grad_norm = clip_grad_norm(&mut grads, hp.max_grad_norm);
 		let lr = learning_rate(state.step, hp);
 		let mut opt = AdamW { m: std::mem::take(&mut state.m), v: std::mem::take(&mut state.v) };

@@ -6,12 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use molting_worker::checkpoint::Manifest;
-use molting_worker::data::sha256_file;
-use molting_worker::spec::model_sha256;
-use molting_worker::testing::{random_model, tiny_config, write_hf_dir};
-
-const TEMPLATE: &str = include_str!("fixtures/tiny-job.toml");
-const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+use molting_worker::testing::write_tiny_job;
 
 fn worker() -> Command {
 	let mut c = Command::new(env!("CARGO_BIN_EXE_molt-worker"));
@@ -21,20 +16,9 @@ fn worker() -> Command {
 
 /// A spec for a bigger tiny job (long enough to kill it in the middle).
 fn setup(dir: &Path) -> std::path::PathBuf {
-	write_hf_dir(&random_model(tiny_config(272), 11), &dir.join("tiny-model")).unwrap();
-	std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/persona/tiny.jsonl"), dir.join("tiny.jsonl"))
-		.unwrap();
-	let data = sha256_file(&dir.join("tiny.jsonl")).unwrap();
-	let text = TEMPLATE
-		.replacen(ZERO, &model_sha256(&dir.join("tiny-model")).unwrap(), 1)
-		.replacen(ZERO, &data, 1)
-		.replacen(ZERO, &data, 1)
-		.replace("steps = 12", "steps = 400")
-		.replace("checkpoint_every = 4", "checkpoint_every = 20")
-		.replace("seq_len = 48", "seq_len = 64");
-	let spec = dir.join("job.toml");
-	std::fs::write(&spec, text).unwrap();
-	spec
+	write_tiny_job(dir, |s| {
+		s.replace("steps = 12", "steps = 400").replace("checkpoint_every = 4", "checkpoint_every = 20").replace("seq_len = 48", "seq_len = 64")
+	})
 }
 
 fn final_hash(run: &Path) -> String {

@@ -8,11 +8,12 @@ use molting_worker::backend::cpu::Cpu;
 use molting_worker::checkpoint::{CheckpointError, Manifest, State};
 use molting_worker::data::{sha256_file, DataError};
 use molting_worker::model::ModelError;
-use molting_worker::spec::{model_sha256, SpecError};
-use molting_worker::testing::{random_model, tiny_config, write_hf_dir};
+use molting_worker::spec::SpecError;
+use molting_worker::testing::{
+	random_model, tiny_config, write_hf_dir, write_tiny_job, write_tiny_spec, TINY_JOB_TEMPLATE,
+};
 use molting_worker::train::{replay, resume, train, Job, RunOptions, Summary, TrainError};
 
-const TEMPLATE: &str = include_str!("fixtures/tiny-job.toml");
 const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 struct Fixture {
@@ -24,19 +25,12 @@ impl Fixture {
 	/// `edit` may change the spec text.
 	fn new(edit: impl Fn(String) -> String) -> Self {
 		let dir = tempfile::tempdir().unwrap();
-		write_hf_dir(&random_model(tiny_config(272), 11), &dir.path().join("tiny-model")).unwrap();
-		let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/persona/tiny.jsonl");
-		std::fs::copy(data, dir.path().join("tiny.jsonl")).unwrap();
-		let f = Fixture { dir };
-		f.write_spec(edit);
-		f
+		write_tiny_job(dir.path(), edit);
+		Fixture { dir }
 	}
 
 	fn write_spec(&self, edit: impl Fn(String) -> String) {
-		let model_hash = model_sha256(&self.path("tiny-model")).unwrap();
-		let data_hash = sha256_file(&self.path("tiny.jsonl")).unwrap();
-		let text = TEMPLATE.replacen(ZERO, &model_hash, 1).replacen(ZERO, &data_hash, 1).replacen(ZERO, &data_hash, 1);
-		std::fs::write(self.spec(), edit(text)).unwrap();
+		write_tiny_spec(self.dir.path(), edit);
 	}
 
 	fn path(&self, p: &str) -> PathBuf {
@@ -168,24 +162,24 @@ fn replay_confirms_a_checkpoint_and_catches_a_fabricated_one() {
 fn bad_specs_get_named_errors() {
 	let f = Fixture::new(|s| s);
 	let cases: Vec<(&str, String, fn(&TrainError) -> bool)> = vec![
-		("unknown key", TEMPLATE.replace("[lora]", "[lora]\nrnak = 3"), |e| {
+		("unknown key", TINY_JOB_TEMPLATE.replace("[lora]", "[lora]\nrnak = 3"), |e| {
 			matches!(e, TrainError::Spec(SpecError::Parse { .. }))
 		}),
-		("rank 0", TEMPLATE.replace("rank = 4", "rank = 0"), |e| {
+		("rank 0", TINY_JOB_TEMPLATE.replace("rank = 4", "rank = 0"), |e| {
 			matches!(e, TrainError::Spec(SpecError::Invalid { field: "lora.rank", .. }))
 		}),
 		(
 			"bad target",
-			TEMPLATE.replace("\"gate\"]", "\"gait\"]"),
+			TINY_JOB_TEMPLATE.replace("\"gate\"]", "\"gait\"]"),
 			|e| matches!(e, TrainError::Spec(SpecError::Invalid { field: "lora.targets", reason, .. }) if reason.contains("gait")),
 		),
-		("bad hash", TEMPLATE.replacen(ZERO, "abc", 1), |e| {
+		("bad hash", TINY_JOB_TEMPLATE.replacen(ZERO, "abc", 1), |e| {
 			matches!(e, TrainError::Spec(SpecError::Invalid { field: "model.sha256", .. }))
 		}),
-		("dropout 1", TEMPLATE.replace("dropout = 0.1", "dropout = 1.0"), |e| {
+		("dropout 1", TINY_JOB_TEMPLATE.replace("dropout = 0.1", "dropout = 1.0"), |e| {
 			matches!(e, TrainError::Spec(SpecError::Invalid { field: "lora.dropout", .. }))
 		}),
-		("steps 0", TEMPLATE.replace("steps = 12", "steps = 0"), |e| {
+		("steps 0", TINY_JOB_TEMPLATE.replace("steps = 12", "steps = 0"), |e| {
 			matches!(e, TrainError::Spec(SpecError::Invalid { field: "train.steps", .. }))
 		}),
 	];

@@ -89,7 +89,7 @@ fn a_fresh_adapter_leaves_the_model_unchanged_and_merging_matches_the_branch() {
 	let trained = random_adapter(&model, 0.0);
 	let with_branch = Engine::new(&Cpu, &model, Some(&trained), 8).logits(&b.tokens, 1, 5);
 	let mut merged = model.clone();
-	merged.merge_adapter(&trained);
+	merged.merge_adapter(&trained, &Cpu);
 	let via_merge = Engine::new(&Cpu, &merged, None, 8).logits(&b.tokens, 1, 5);
 	let diff = with_branch.iter().zip(&via_merge).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
 	assert!(diff < 1e-4, "merged weights give the same logits (max diff {diff})");

@@ -162,37 +162,7 @@ fn read_text(path: &Path) -> Result<String, ModelError> {
 fn load_hf(dir: &Path) -> Result<Model, ModelError> {
 	let cfg_path = dir.join("config.json");
 	let config = ModelConfig::from_hf_json(&read_text(&cfg_path)?, &cfg_path.display().to_string())?;
-	let st = HfStore::open(dir)?;
-	let (h, q, kv, f, v) =
-		(config.hidden_size, config.q_dim(), config.kv_dim(), config.intermediate_size, config.vocab_size);
-	let mut layers = Vec::with_capacity(config.num_layers);
-	for i in 0..config.num_layers {
-		let p = |s: &str| format!("model.layers.{i}.{s}");
-		let bias = |s: &str, n: usize| -> Result<Vec<f32>, ModelError> {
-			if config.attention_bias {
-				st.tensor(&p(s), &[n])
-			} else {
-				Ok(Vec::new())
-			}
-		};
-		layers.push(LayerWeights {
-			attn_norm: st.tensor(&p("input_layernorm.weight"), &[h])?,
-			wq: st.tensor(&p("self_attn.q_proj.weight"), &[q, h])?,
-			wk: st.tensor(&p("self_attn.k_proj.weight"), &[kv, h])?,
-			wv: st.tensor(&p("self_attn.v_proj.weight"), &[kv, h])?,
-			wo: st.tensor(&p("self_attn.o_proj.weight"), &[h, q])?,
-			bq: bias("self_attn.q_proj.bias", q)?,
-			bk: bias("self_attn.k_proj.bias", kv)?,
-			bv: bias("self_attn.v_proj.bias", kv)?,
-			ffn_norm: st.tensor(&p("post_attention_layernorm.weight"), &[h])?,
-			w_gate: st.tensor(&p("mlp.gate_proj.weight"), &[f, h])?,
-			w_up: st.tensor(&p("mlp.up_proj.weight"), &[f, h])?,
-			w_down: st.tensor(&p("mlp.down_proj.weight"), &[h, f])?,
-		});
-	}
-	let embed = st.tensor("model.embed_tokens.weight", &[v, h])?;
-	let lm_head = if config.tie_word_embeddings { None } else { Some(st.tensor("lm_head.weight", &[v, h])?) };
-	Ok(Model { embed, layers, final_norm: st.tensor("model.norm.weight", &[h])?, lm_head, config })
+	load_weights(&HfStore::open(dir)?, config, &HF_NAMES, false)
 }
 
 // --- GGUF -----------------------------------------------------------------------------------
@@ -216,39 +186,100 @@ fn load_gguf(g: &GgufFile) -> Result<Model, ModelError> {
 	let config = ModelConfig::from_gguf(g)?;
 	// llama.cpp's converter interleaves Q/K rows for `llama` (not for NeoX-style qwen2).
 	let permuted = g.get_str("general.architecture")? == "llama";
+	load_weights(g, config, &GGUF_NAMES, permuted)
+}
+
+// --- both -----------------------------------------------------------------------------------
+
+/// What a format calls each weight; a layer's are `<layer><i>.<name>`.
+struct Names {
+	layer: &'static str,
+	attn_norm: &'static str,
+	q: &'static str,
+	k: &'static str,
+	v: &'static str,
+	o: &'static str,
+	q_bias: &'static str,
+	k_bias: &'static str,
+	v_bias: &'static str,
+	ffn_norm: &'static str,
+	gate: &'static str,
+	up: &'static str,
+	down: &'static str,
+	embed: &'static str,
+	final_norm: &'static str,
+	lm_head: &'static str,
+}
+
+const HF_NAMES: Names = Names {
+	layer: "model.layers.",
+	attn_norm: "input_layernorm.weight",
+	q: "self_attn.q_proj.weight",
+	k: "self_attn.k_proj.weight",
+	v: "self_attn.v_proj.weight",
+	o: "self_attn.o_proj.weight",
+	q_bias: "self_attn.q_proj.bias",
+	k_bias: "self_attn.k_proj.bias",
+	v_bias: "self_attn.v_proj.bias",
+	ffn_norm: "post_attention_layernorm.weight",
+	gate: "mlp.gate_proj.weight",
+	up: "mlp.up_proj.weight",
+	down: "mlp.down_proj.weight",
+	embed: "model.embed_tokens.weight",
+	final_norm: "model.norm.weight",
+	lm_head: "lm_head.weight",
+};
+
+const GGUF_NAMES: Names = Names {
+	layer: "blk.",
+	attn_norm: "attn_norm.weight",
+	q: "attn_q.weight",
+	k: "attn_k.weight",
+	v: "attn_v.weight",
+	o: "attn_output.weight",
+	q_bias: "attn_q.bias",
+	k_bias: "attn_k.bias",
+	v_bias: "attn_v.bias",
+	ffn_norm: "ffn_norm.weight",
+	gate: "ffn_gate.weight",
+	up: "ffn_up.weight",
+	down: "ffn_down.weight",
+	embed: "token_embd.weight",
+	final_norm: "output_norm.weight",
+	lm_head: "output.weight",
+};
+
+/// Every weight of `config`'s model from `store`, shapes checked; `qk_permuted` puts Q/K
+/// rows back from llama.cpp's order.
+fn load_weights(store: &impl TensorStore, config: ModelConfig, n: &Names, qk_permuted: bool) -> Result<Model, ModelError> {
 	let (h, q, kv, f, v) =
 		(config.hidden_size, config.q_dim(), config.kv_dim(), config.intermediate_size, config.vocab_size);
 	let mut layers = Vec::with_capacity(config.num_layers);
 	for i in 0..config.num_layers {
-		let p = |s: &str| format!("blk.{i}.{s}");
-		let bias = |s: &str, n: usize| -> Result<Vec<f32>, ModelError> {
-			if config.attention_bias {
-				g.tensor(&p(s), &[n])
-			} else {
-				Ok(Vec::new())
-			}
-		};
-		let (mut wq, mut wk) = (g.tensor(&p("attn_q.weight"), &[q, h])?, g.tensor(&p("attn_k.weight"), &[kv, h])?);
-		if permuted {
+		let get = |name: &str, shape: &[usize]| store.tensor(&format!("{}{i}.{name}", n.layer), shape);
+		let bias = |name: &str, len: usize| if config.attention_bias { get(name, &[len]) } else { Ok(Vec::new()) };
+		let attn_norm = get(n.attn_norm, &[h])?;
+		let (mut wq, mut wk) = (get(n.q, &[q, h])?, get(n.k, &[kv, h])?);
+		if qk_permuted {
 			wq = unpermute_rows_from_gguf(&wq, config.num_heads, h);
 			wk = unpermute_rows_from_gguf(&wk, config.num_kv_heads, h);
 		}
 		layers.push(LayerWeights {
-			attn_norm: g.tensor(&p("attn_norm.weight"), &[h])?,
+			attn_norm,
 			wq,
 			wk,
-			wv: g.tensor(&p("attn_v.weight"), &[kv, h])?,
-			wo: g.tensor(&p("attn_output.weight"), &[h, q])?,
-			bq: bias("attn_q.bias", q)?,
-			bk: bias("attn_k.bias", kv)?,
-			bv: bias("attn_v.bias", kv)?,
-			ffn_norm: g.tensor(&p("ffn_norm.weight"), &[h])?,
-			w_gate: g.tensor(&p("ffn_gate.weight"), &[f, h])?,
-			w_up: g.tensor(&p("ffn_up.weight"), &[f, h])?,
-			w_down: g.tensor(&p("ffn_down.weight"), &[h, f])?,
+			wv: get(n.v, &[kv, h])?,
+			wo: get(n.o, &[h, q])?,
+			bq: bias(n.q_bias, q)?,
+			bk: bias(n.k_bias, kv)?,
+			bv: bias(n.v_bias, kv)?,
+			ffn_norm: get(n.ffn_norm, &[h])?,
+			w_gate: get(n.gate, &[f, h])?,
+			w_up: get(n.up, &[f, h])?,
+			w_down: get(n.down, &[h, f])?,
 		});
 	}
-	let embed = g.tensor("token_embd.weight", &[v, h])?;
-	let lm_head = if config.tie_word_embeddings { None } else { Some(g.tensor("output.weight", &[v, h])?) };
-	Ok(Model { embed, layers, final_norm: g.tensor("output_norm.weight", &[h])?, lm_head, config })
+	let embed = store.tensor(n.embed, &[v, h])?;
+	let lm_head = if config.tie_word_embeddings { None } else { Some(store.tensor(n.lm_head, &[v, h])?) };
+	Ok(Model { embed, layers, final_norm: store.tensor(n.final_norm, &[h])?, lm_head, config })
 }

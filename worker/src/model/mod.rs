@@ -102,12 +102,14 @@ impl Model {
 		}
 	}
 
-	/// Folds `adapter` into the weights (`W + (α/r) B A`), for serving.
-	pub fn merge_adapter(&mut self, adapter: &crate::lora::Adapter) {
-		for s in &adapter.layout.slots {
-			if let Some(w) = adapter.merged(self.linear(s.layer, s.target), s.layer, s.target) {
-				*self.layers[s.layer].linear_mut(s.target) = w;
-			}
+	/// Folds `adapter` into the weights (`W += (α/r) B A`), for serving.
+	pub fn merge_adapter(&mut self, adapter: &crate::lora::Adapter, backend: &dyn crate::backend::Backend) {
+		let (l, scale) = (&adapter.layout, adapter.config.scale());
+		for s in &l.slots {
+			let mut delta = vec![0f32; s.out_dim * s.in_dim];
+			backend.matmul_nn(&mut delta, l.b(s, &adapter.params), l.a(s, &adapter.params), s.out_dim, l.rank, s.in_dim, false);
+			let w = self.layers[s.layer].linear_mut(s.target);
+			w.iter_mut().zip(&delta).for_each(|(w, d)| *w += scale * d);
 		}
 	}
 
