@@ -83,12 +83,12 @@ pub fn run(
 	let vocab = model.config.vocab_size;
 	let tokens: Vec<u32> = (0..batch * (seq + 1)).map(|_| rng.below(vocab) as u32).collect();
 	let rows: Vec<&[u32]> = tokens.chunks(seq + 1).collect();
-	let b = Batch {
-		tokens: rows.iter().flat_map(|r| r[..seq].iter().copied()).collect(),
-		targets: rows.iter().flat_map(|r| r[1..].iter().map(|&t| t as i32)).collect(),
+	let b = Batch::unpacked(
+		rows.iter().flat_map(|r| r[..seq].iter().copied()).collect(),
+		rows.iter().flat_map(|r| r[1..].iter().map(|&t| t as i32)).collect(),
 		batch,
 		seq,
-	};
+	);
 	let hp = crate::spec::TrainSection {
 		steps: (warmup + steps) as u64,
 		batch_size: batch,
@@ -113,7 +113,7 @@ pub fn run(
 		let mut grads = vec![0f32; adapter.params.len()];
 		let loss = Engine::new(backend, model, Some(&adapter), seq).step(&b, None, Some((&mut grads, 1.0)));
 		clip_grad_norm(&mut grads, 1.0);
-		opt.update(&mut adapter.params, &grads, 1e-3, i as u64 + 1, &hp);
+		opt.update(&mut adapter.params, &grads, 1e-3, i as u64 + 1, &hp.adamw());
 		if i >= warmup {
 			timed += started.elapsed().as_secs_f64();
 		}

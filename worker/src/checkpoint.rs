@@ -5,11 +5,15 @@
 //! so anyone can hash it. Encoding, all integers and floats little-endian:
 //!
 //! ```text
-//! "MOLTCKPT"  u32 version (1)  [u8;32] SHA-256 of the job spec
+//! "MOLTCKPT"  u32 version (2)  [u8;32] SHA-256 of the job spec
+//! u16 c  u8[c] reproducibility class (UTF-8, e.g. "cpu/x86_64-avx512f/k2/v0.1.0")
 //! u64 step  u64 data epoch  u64 data position  u64 seed
 //! u64 n  f32[n] adapter parameters  f32[n] AdamW m  f32[n] AdamW v
 //! ```
 //!
+//! The class is the backend's that computed the state (`Backend::class`): a run is
+//! resumed or replayed only on the same class, so two classes' bits are never mixed in
+//! one history, and the state hash itself says which arithmetic produced it.
 //! The parameters are in the adapter's canonical layout (see `lora`). Checkpoint `k` is
 //! the state after `k · checkpoint_every` steps (checkpoint 0 is the initial state), plus
 //! one for the final step if it is not a multiple.
@@ -25,7 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::data::Cursor;
 
 const MAGIC: &[u8; 8] = b"MOLTCKPT";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -35,6 +39,8 @@ pub enum CheckpointError {
 	Corrupt { path: PathBuf, reason: String },
 	#[error("{path}: belongs to another job spec")]
 	OtherSpec { path: PathBuf },
+	#[error("{path}: computed by reproducibility class `{recorded}`, but this worker is `{running}`; its steps cannot be continued or replayed here bit for bit")]
+	OtherClass { path: PathBuf, recorded: String, running: String },
 	#[error("{path}: hash {found} does not match the recorded {expected}")]
 	Tampered { path: PathBuf, expected: String, found: String },
 	#[error("{path}: {reason}")]
@@ -44,6 +50,8 @@ pub enum CheckpointError {
 /// The complete state of a run between steps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct State {
+	/// The reproducibility class that computed it.
+	pub class: String,
 	pub spec_hash: [u8; 32],
 	pub step: u64,
 	pub cursor: Cursor,
@@ -56,10 +64,14 @@ pub struct State {
 impl State {
 	pub fn encode(&self) -> Vec<u8> {
 		let n = self.params.len();
-		let mut out = Vec::with_capacity(8 + 4 + 32 + 40 + 12 * n);
+		let class = self.class.as_bytes();
+		let class_len = u16::try_from(class.len()).expect("a class string is short");
+		let mut out = Vec::with_capacity(8 + 4 + 32 + 2 + class.len() + 40 + 12 * n);
 		out.extend_from_slice(MAGIC);
 		out.extend_from_slice(&VERSION.to_le_bytes());
 		out.extend_from_slice(&self.spec_hash);
+		out.extend_from_slice(&class_len.to_le_bytes());
+		out.extend_from_slice(class);
 		for x in [self.step, self.cursor.epoch, self.cursor.position, self.seed, n as u64] {
 			out.extend_from_slice(&x.to_le_bytes());
 		}
@@ -73,37 +85,64 @@ impl State {
 
 	pub fn decode(bytes: &[u8], path: &Path) -> Result<Self, CheckpointError> {
 		let corrupt = |reason: &str| CheckpointError::Corrupt { path: path.into(), reason: reason.into() };
-		let header = 8 + 4 + 32 + 40;
-		if bytes.len() < header || &bytes[..8] != MAGIC {
+		let mut r = Reader { bytes, at: 0 };
+		if r.take(8) != Some(MAGIC.as_slice()) {
 			return Err(corrupt("bad magic or too short"));
 		}
-		if u32::from_le_bytes(bytes[8..12].try_into().unwrap()) != VERSION {
-			return Err(corrupt("unknown version"));
+		match r.u32() {
+			Some(VERSION) => {},
+			Some(v) => return Err(corrupt(&format!("version {v}; this worker reads version {VERSION}"))),
+			None => return Err(corrupt("too short")),
 		}
-		let u64_at = |i: usize| u64::from_le_bytes(bytes[44 + 8 * i..52 + 8 * i].try_into().unwrap());
-		let n = usize::try_from(u64_at(4)).map_err(|_| corrupt("size"))?;
-		if n.checked_mul(12).and_then(|b| b.checked_add(header)) != Some(bytes.len()) {
+		let spec_hash: [u8; 32] = r.take(32).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("too short"))?;
+		let class_len = r.take(2).map(|b| u16::from_le_bytes([b[0], b[1]])).ok_or_else(|| corrupt("too short"))?;
+		let class = r
+			.take(class_len as usize)
+			.and_then(|b| std::str::from_utf8(b).ok())
+			.ok_or_else(|| corrupt("class is not UTF-8 or too short"))?
+			.to_string();
+		let mut fields = [0u64; 5];
+		for f in &mut fields {
+			*f = r.u64().ok_or_else(|| corrupt("too short"))?;
+		}
+		let [step, epoch, position, seed, n] = fields;
+		let n = usize::try_from(n).map_err(|_| corrupt("size"))?;
+		if n.checked_mul(12) != Some(bytes.len() - r.at) {
 			return Err(corrupt("length does not match the parameter count"));
 		}
-		let floats = |k: usize| -> Vec<f32> {
-			bytes[header + 4 * n * k..header + 4 * n * (k + 1)]
-				.chunks_exact(4)
-				.map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-				.collect()
+		let mut floats = || -> Vec<f32> {
+			let b = r.take(4 * n).unwrap_or_default();
+			b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 		};
-		Ok(State {
-			spec_hash: bytes[12..44].try_into().unwrap(),
-			step: u64_at(0),
-			cursor: Cursor { epoch: u64_at(1), position: u64_at(2) },
-			seed: u64_at(3),
-			params: floats(0),
-			m: floats(1),
-			v: floats(2),
-		})
+		let (params, m, v) = (floats(), floats(), floats());
+		Ok(State { class, spec_hash, step, cursor: Cursor { epoch, position }, seed, params, m, v })
 	}
 
 	pub fn hash(&self) -> [u8; 32] {
 		Sha256::digest(self.encode()).into()
+	}
+}
+
+/// Reads a byte string front to back; `None` once it runs out.
+struct Reader<'a> {
+	bytes: &'a [u8],
+	at: usize,
+}
+
+impl<'a> Reader<'a> {
+	fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+		let end = self.at.checked_add(n)?;
+		let out = self.bytes.get(self.at..end)?;
+		self.at = end;
+		Some(out)
+	}
+
+	fn u32(&mut self) -> Option<u32> {
+		self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+	}
+
+	fn u64(&mut self) -> Option<u64> {
+		self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
 	}
 }
 
@@ -211,6 +250,7 @@ mod tests {
 	#[test]
 	fn encoding_round_trips_and_merkle_root_is_pinned() {
 		let s = State {
+			class: "cpu/test".into(),
 			spec_hash: [7; 32],
 			step: 3,
 			cursor: Cursor { epoch: 1, position: 2 },
@@ -220,7 +260,8 @@ mod tests {
 			v: vec![0.3, 0.4],
 		};
 		let bytes = s.encode();
-		assert_eq!(bytes.len(), 84 + 24);
+		assert_eq!(bytes.len(), 86 + 8 + 24);
+		assert_eq!(&bytes[44..54], b"\x08\x00cpu/test", "the class follows the spec hash, length first");
 		assert_eq!(State::decode(&bytes, Path::new("x")).unwrap(), s);
 		assert!(State::decode(&bytes[..bytes.len() - 1], Path::new("x")).is_err());
 

@@ -1,6 +1,14 @@
 //! Training data: chat JSONL (`{"messages": [{"role", "content"}, ...]}`, the form TRL and
 //! hosted fine-tuning APIs use) rendered with the model's chat template, loss on assistant
-//! tokens only; plain text, loss everywhere; packing into fixed-length rows.
+//! tokens only; plain text, loss everywhere; packing whole conversations into rows.
+//!
+//! Packing (as TRL's padding-free packing with `position_ids`): conversations are placed
+//! whole into rows of `seq_len` tokens, first-fit decreasing (longest first, ties in file
+//! order; each into the first row with room, rows in the order they were opened). Each
+//! conversation keeps its own positions from 0, so attention stays inside it and RoPE sees
+//! it as if alone; its last token predicts nothing (no target across a boundary). The rest
+//! of a row is padding, positions from 0 again, no targets. A conversation longer than a
+//! row is cut to `seq_len` tokens and reported (`Packed::truncated`).
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +49,11 @@ pub enum Format {
 pub struct Example {
 	pub ids: Vec<u32>,
 	pub train: Vec<bool>,
+	/// UTF-8 bytes of the text the predicted tokens spell (for bits per byte): for chat,
+	/// the assistant turns with their end-of-turn markers.
+	pub bytes: usize,
+	/// Where it starts in its file (1-based line), for messages.
+	pub line: usize,
 }
 
 /// SHA-256 of a file, lower-case hex.
@@ -92,11 +105,12 @@ fn load_chat(path: &Path, text: &str, tok: &ChatTokenizer) -> Result<Vec<Example
 		}
 		let bad = |reason: String| DataError::MalformedLine { file: path.into(), line: line_no, reason };
 		let messages = parse_conversation(line).map_err(bad)?;
-		let ex = render_masked(tok, &messages).map_err(|source| DataError::Tokenizer {
+		let mut ex = render_masked(tok, &messages).map_err(|source| DataError::Tokenizer {
 			file: path.into(),
 			line: line_no,
 			source,
 		})?;
+		ex.line = line_no;
 		out.push(ex);
 	}
 	if out.is_empty() {
@@ -149,8 +163,19 @@ pub fn render_masked(tok: &ChatTokenizer, messages: &[Message]) -> Result<Exampl
 		spans.push((before.len(), through.len()));
 	}
 	let (ids, offsets) = tok.encode_with_offsets(&text)?;
-	let train = offsets.iter().map(|&(s, _)| spans.iter().any(|&(a, b)| a <= s && s < b)).collect();
-	Ok(Example { ids, train })
+	let train: Vec<bool> = offsets.iter().map(|&(s, _)| spans.iter().any(|&(a, b)| a <= s && s < b)).collect();
+	let bytes = predicted_bytes(&offsets, &train, text.len());
+	Ok(Example { ids, train, bytes, line: 0 })
+}
+
+/// Bytes of the text covered by the predicted tokens (all but the first, which nothing
+/// predicts), each byte once even where a multi-byte character is split between tokens.
+fn predicted_bytes(offsets: &[(usize, usize)], train: &[bool], len: usize) -> usize {
+	let mut covered = vec![false; len];
+	for (&(s, e), _) in offsets.iter().zip(train).skip(1).filter(|(_, &t)| t) {
+		covered[s.min(len)..e.min(len)].iter_mut().for_each(|c| *c = true);
+	}
+	covered.iter().filter(|&&c| c).count()
 }
 
 fn load_text(path: &Path, text: &str, tok: &ChatTokenizer) -> Result<Vec<Example>, DataError> {
@@ -163,10 +188,12 @@ fn load_text(path: &Path, text: &str, tok: &ChatTokenizer) -> Result<Vec<Example
 		if doc.trim().is_empty() {
 			continue;
 		}
-		let mut ids =
-			tok.encode(doc).map_err(|source| DataError::Tokenizer { file: path.into(), line: start_line, source })?;
+		let (mut ids, offsets) = tok
+			.encode_with_offsets(doc)
+			.map_err(|source| DataError::Tokenizer { file: path.into(), line: start_line, source })?;
+		let bytes = predicted_bytes(&offsets, &vec![true; ids.len()], doc.len());
 		ids.extend(eos);
-		out.push(Example { train: vec![true; ids.len()], ids });
+		out.push(Example { train: vec![true; ids.len()], ids, bytes, line: start_line });
 	}
 	if out.is_empty() {
 		return Err(DataError::Empty { file: path.into(), what: "text" });
@@ -174,23 +201,66 @@ fn load_text(path: &Path, text: &str, tok: &ChatTokenizer) -> Result<Vec<Example
 	Ok(out)
 }
 
-/// Examples packed end to end into rows of `seq` inputs (the stream is cut every `seq + 1`
-/// tokens; each row's targets are its inputs shifted by one). The last row is padded with
-/// `pad` and no loss. Attention is causal over the whole row, as TRL's packing does.
-pub fn pack(examples: &[Example], seq: usize, pad: u32) -> Vec<(Vec<u32>, Vec<i32>)> {
-	let ids: Vec<u32> = examples.iter().flat_map(|e| e.ids.iter().copied()).collect();
-	let train: Vec<bool> = examples.iter().flat_map(|e| e.train.iter().copied()).collect();
-	ids.chunks(seq + 1)
-		.zip(train.chunks(seq + 1))
-		.filter(|(c, _)| c.len() > 1)
-		.map(|(c, t)| {
-			let mut tokens: Vec<u32> = c[..c.len() - 1].to_vec();
-			let mut targets: Vec<i32> = (1..c.len()).map(|i| if t[i] { c[i] as i32 } else { -1 }).collect();
-			tokens.resize(seq, pad);
-			targets.resize(seq, -1);
-			(tokens, targets)
+/// One packed row: inputs, targets (negative: no loss) and each token's position in its
+/// own conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+	pub tokens: Vec<u32>,
+	pub targets: Vec<i32>,
+	pub positions: Vec<u32>,
+}
+
+/// Rows and what did not fit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packed {
+	pub rows: Vec<Row>,
+	/// The examples (indices into the input) each row holds, in the row's order.
+	pub members: Vec<Vec<usize>>,
+	/// Lines of the conversations that were cut to the row length, in file order.
+	pub truncated: Vec<usize>,
+}
+
+/// Packs whole examples into rows of `seq` tokens (see the module docs), padding with `pad`.
+pub fn pack(examples: &[Example], seq: usize, pad: u32) -> Packed {
+	assert!(seq > 0, "rows need room for a token");
+	let len = |e: &Example| e.ids.len().min(seq);
+	let mut order: Vec<usize> = (0..examples.len()).filter(|&i| examples[i].ids.len() > 1).collect();
+	order.sort_by_key(|&i| (std::cmp::Reverse(len(&examples[i])), i));
+	// First fit: each example into the first row with room.
+	let mut rows: Vec<(usize, Vec<usize>)> = Vec::new();
+	for i in order {
+		let n = len(&examples[i]);
+		match rows.iter_mut().find(|(used, _)| used + n <= seq) {
+			Some((used, members)) => {
+				*used += n;
+				members.push(i);
+			},
+			None => rows.push((n, vec![i])),
+		}
+	}
+	let members: Vec<Vec<usize>> = rows.into_iter().map(|(_, m)| m).collect();
+	let rows = members
+		.iter()
+		.map(|members| {
+			let mut row = Row { tokens: Vec::with_capacity(seq), targets: Vec::with_capacity(seq), positions: Vec::with_capacity(seq) };
+			for &i in members {
+				let e = &examples[i];
+				for j in 0..len(e) {
+					row.tokens.push(e.ids[j]);
+					let next = j + 1;
+					row.targets.push(if next < e.ids.len() && e.train[next] { e.ids[next] as i32 } else { -1 });
+					row.positions.push(j as u32);
+				}
+			}
+			let used = row.tokens.len();
+			row.tokens.resize(seq, pad);
+			row.targets.resize(seq, -1);
+			row.positions.extend(0..(seq - used) as u32);
+			row
 		})
-		.collect()
+		.collect();
+	let truncated = examples.iter().filter(|e| e.ids.len() > seq).map(|e| e.line).collect();
+	Packed { rows, members, truncated }
 }
 
 /// Where a run is in its data: which epoch and how many rows of it were used.
@@ -202,14 +272,14 @@ pub struct Cursor {
 
 /// Packed rows served in a seeded order, reshuffled every epoch.
 pub struct Loader<'a> {
-	rows: &'a [(Vec<u32>, Vec<i32>)],
+	rows: &'a [Row],
 	seed: u64,
 	order: Vec<usize>,
 	pub cursor: Cursor,
 }
 
 impl<'a> Loader<'a> {
-	pub fn new(rows: &'a [(Vec<u32>, Vec<i32>)], seed: u64, cursor: Cursor) -> Self {
+	pub fn new(rows: &'a [Row], seed: u64, cursor: Cursor) -> Self {
 		let mut l = Loader { rows, seed, order: Vec::new(), cursor };
 		l.shuffle();
 		l
@@ -226,18 +296,67 @@ impl<'a> Loader<'a> {
 
 	/// The next `batch` rows as one batch (wrapping into the next epoch when needed).
 	pub fn next_batch(&mut self, batch: usize, seq: usize) -> Batch {
-		let mut tokens = Vec::with_capacity(batch * seq);
-		let mut targets = Vec::with_capacity(batch * seq);
+		let mut b = Batch {
+			tokens: Vec::with_capacity(batch * seq),
+			targets: Vec::with_capacity(batch * seq),
+			positions: Vec::with_capacity(batch * seq),
+			batch,
+			seq,
+		};
 		for _ in 0..batch {
 			if self.cursor.position as usize >= self.rows.len() {
 				self.cursor = Cursor { epoch: self.cursor.epoch + 1, position: 0 };
 				self.shuffle();
 			}
-			let (t, g) = &self.rows[self.order[self.cursor.position as usize]];
-			tokens.extend_from_slice(t);
-			targets.extend_from_slice(g);
+			let row = &self.rows[self.order[self.cursor.position as usize]];
+			b.tokens.extend_from_slice(&row.tokens);
+			b.targets.extend_from_slice(&row.targets);
+			b.positions.extend_from_slice(&row.positions);
 			self.cursor.position += 1;
 		}
-		Batch { tokens, targets, batch, seq }
+		b
+	}
+}
+
+#[cfg(test)]
+mod tests {
+	use super::*;
+
+	fn example(n: usize, first: u32, line: usize) -> Example {
+		let ids: Vec<u32> = (0..n as u32).map(|i| first + i).collect();
+		// The first half is prompt, the rest is the answer.
+		let train = (0..n).map(|i| i >= n / 2).collect();
+		Example { ids, train, bytes: n, line }
+	}
+
+	#[test]
+	fn whole_conversations_are_packed_first_fit_decreasing_with_positions_from_zero() {
+		let ex = [example(6, 100, 1), example(9, 200, 2), example(4, 300, 3), example(3, 400, 4)];
+		let p = pack(&ex, 10, 0);
+		// Longest first: 9 opens row 0, 6 opens row 1, 4 joins it, 3 opens row 2 (row 0
+		// has one slot left, row 1 none).
+		assert_eq!(p.members, vec![vec![1], vec![0, 2], vec![3]]);
+		assert!(p.truncated.is_empty());
+		let r = &p.rows[1];
+		assert_eq!(r.tokens, vec![100, 101, 102, 103, 104, 105, 300, 301, 302, 303]);
+		assert_eq!(r.positions, vec![0, 1, 2, 3, 4, 5, 0, 1, 2, 3], "positions restart at each conversation");
+		// Targets: the next token where it is trained, never across the boundary.
+		assert_eq!(r.targets, vec![-1, -1, 103, 104, 105, -1, -1, 302, 303, -1]);
+		// Padding: its own positions from 0, no targets.
+		let r = &p.rows[2];
+		assert_eq!(r.tokens[3..], [0; 7]);
+		assert_eq!(r.positions, vec![0, 1, 2, 0, 1, 2, 3, 4, 5, 6]);
+		assert!(r.targets[2..].iter().all(|&t| t == -1));
+	}
+
+	#[test]
+	fn a_conversation_longer_than_a_row_is_cut_and_reported() {
+		let ex = [example(4, 10, 7), example(13, 50, 9)];
+		let p = pack(&ex, 8, 0);
+		assert_eq!(p.truncated, vec![9]);
+		assert_eq!(p.rows[0].tokens, (50..58).collect::<Vec<u32>>());
+		// Its last kept token still predicts its true next token.
+		assert_eq!(p.rows[0].targets[7], 58);
+		assert_eq!(p.rows[1].positions[..4], [0, 1, 2, 3]);
 	}
 }

@@ -33,7 +33,7 @@ impl<'a> Generator<'a> {
 	pub fn new(backend: &'a dyn Backend, base: &Model, adapter: Option<&Adapter>, max_seq: usize) -> Self {
 		let mut model = base.clone();
 		if let Some(a) = adapter {
-			model.merge_adapter(a, backend);
+			a.merge_into(&mut model, backend);
 		}
 		let (rope_cos, rope_sin) = crate::engine::rope_tables(&model.config.rope_inv_freq(), max_seq);
 		let n = model.layers.len();
@@ -66,7 +66,6 @@ impl<'a> Generator<'a> {
 		assert!(self.len + n <= self.max_seq, "context of {} tokens is full", self.max_seq);
 		assert!(n > 0, "nothing to feed");
 		let (h, qd, kvd, f, d) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.head_dim);
-		let half = d / 2;
 		let mut x: Vec<f32> = tokens
 			.iter()
 			.flat_map(|&t| self.model.embed[t as usize * h..(t as usize + 1) * h].iter().copied())
@@ -85,12 +84,9 @@ impl<'a> Generator<'a> {
 			linear(&mut q, &x1, &w.wq, &w.bq, h, qd);
 			linear(&mut k, &x1, &w.wk, &w.bk, h, kvd);
 			linear(&mut v, &x1, &w.wv, &w.bv, h, kvd);
-			for i in 0..n {
-				let p = self.len + i;
-				let (cos, sin) = (&self.rope_cos[p * half..(p + 1) * half], &self.rope_sin[p * half..(p + 1) * half]);
-				be.rope(&mut q[i * qd..(i + 1) * qd], qd, cos, sin, 1, d, false);
-				be.rope(&mut k[i * kvd..(i + 1) * kvd], kvd, cos, sin, 1, d, false);
-			}
+			let positions: Vec<u32> = (self.len..self.len + n).map(|p| p as u32).collect();
+			be.rope(&mut q, qd, &self.rope_cos, &self.rope_sin, &positions, d, false);
+			be.rope(&mut k, kvd, &self.rope_cos, &self.rope_sin, &positions, d, false);
 			self.k_cache[l].extend_from_slice(&k);
 			self.v_cache[l].extend_from_slice(&v);
 			let att = self.attend(l, &q, n);
@@ -135,7 +131,7 @@ impl<'a> Generator<'a> {
 				let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
 				let mut sum = 0f32;
 				scores.iter_mut().for_each(|s| {
-					*s = (*s - max).exp();
+					*s = crate::math::exp_f32(*s - max);
 					sum += *s;
 				});
 				let o = &mut out[i * c.q_dim() + head * d..][..d];

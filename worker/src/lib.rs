@@ -15,6 +15,7 @@ pub mod engine;
 pub mod generate;
 pub mod gguf;
 pub mod lora;
+pub mod math;
 pub mod model;
 pub mod optim;
 pub mod rng;

@@ -7,76 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::ModelConfig;
+use crate::backend::Backend;
+pub use crate::model::Target;
+use crate::model::{Model, ModelConfig};
 use crate::rng::Rng;
-
-/// A linear layer LoRA can adapt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-	Q,
-	K,
-	V,
-	O,
-	Gate,
-	Up,
-	Down,
-}
-
-impl Target {
-	pub const ALL: [Target; 7] = [Target::Q, Target::K, Target::V, Target::O, Target::Gate, Target::Up, Target::Down];
-
-	/// Accepts the short name (`q`) or the Hugging Face module name (`q_proj`).
-	pub fn parse(s: &str) -> Option<Self> {
-		Some(match s.trim_end_matches("_proj") {
-			"q" => Target::Q,
-			"k" => Target::K,
-			"v" => Target::V,
-			"o" => Target::O,
-			"gate" => Target::Gate,
-			"up" => Target::Up,
-			"down" => Target::Down,
-			_ => return None,
-		})
-	}
-
-	/// The module path inside a Hugging Face decoder layer.
-	pub fn hf_module(self) -> &'static str {
-		match self {
-			Target::Q => "self_attn.q_proj",
-			Target::K => "self_attn.k_proj",
-			Target::V => "self_attn.v_proj",
-			Target::O => "self_attn.o_proj",
-			Target::Gate => "mlp.gate_proj",
-			Target::Up => "mlp.up_proj",
-			Target::Down => "mlp.down_proj",
-		}
-	}
-
-	/// The tensor name inside a GGUF block.
-	pub fn gguf_name(self) -> &'static str {
-		match self {
-			Target::Q => "attn_q",
-			Target::K => "attn_k",
-			Target::V => "attn_v",
-			Target::O => "attn_output",
-			Target::Gate => "ffn_gate",
-			Target::Up => "ffn_up",
-			Target::Down => "ffn_down",
-		}
-	}
-
-	/// `(in, out)` features of the adapted layer.
-	pub fn dims(self, c: &ModelConfig) -> (usize, usize) {
-		match self {
-			Target::Q => (c.hidden_size, c.q_dim()),
-			Target::K | Target::V => (c.hidden_size, c.kv_dim()),
-			Target::O => (c.q_dim(), c.hidden_size),
-			Target::Gate | Target::Up => (c.hidden_size, c.intermediate_size),
-			Target::Down => (c.intermediate_size, c.hidden_size),
-		}
-	}
-}
 
 /// Rank, scaling and targets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,5 +105,16 @@ impl Adapter {
 		let layout = Layout::new(model, &config);
 		assert_eq!(params.len(), layout.len, "parameters do not fit the adapter's layout");
 		Adapter { config, layout, params }
+	}
+
+	/// Folds the adapter into `model`'s weights (`W += (α/r) B A`), for serving.
+	pub fn merge_into(&self, model: &mut Model, backend: &dyn Backend) {
+		let (l, scale) = (&self.layout, self.config.scale());
+		for s in &l.slots {
+			let mut delta = vec![0f32; s.out_dim * s.in_dim];
+			backend.matmul_nn(&mut delta, l.b(s, &self.params), l.a(s, &self.params), s.out_dim, l.rank, s.in_dim, false);
+			let w = model.layers[s.layer].linear_mut(s.target);
+			w.iter_mut().zip(&delta).for_each(|(w, d)| *w += scale * d);
+		}
 	}
 }

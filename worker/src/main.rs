@@ -142,8 +142,10 @@ fn print_summary(s: &train::Summary, run: &Path) {
 	println!("run:          {}", run.display());
 	println!("steps:        {}", s.steps);
 	println!("backend:      {}", s.backend);
-	if let (Some(b), Some(a)) = (s.eval_loss_before, s.eval_loss_after) {
-		println!("eval loss:    {b:.4} -> {a:.4}");
+	if let (Some(b), Some(a)) = (s.eval_before, s.eval_after) {
+		println!("eval loss:    {:.4} -> {:.4} nats/token over {} assistant tokens", b.loss, a.loss, a.tokens);
+		println!("bits/byte:    {:.4} -> {:.4} over {} bytes", b.bits_per_byte, a.bits_per_byte, a.bytes);
+		println!("perplexity:   {:.2} -> {:.2}", b.perplexity, a.perplexity);
 	}
 	println!("final state:  {}", s.final_state_hash);
 	println!("merkle root:  {}", s.merkle_root);
@@ -181,12 +183,13 @@ fn run(cli: Cli) -> Result<()> {
 	match cli.command {
 		Command::Train { spec, out, stop_after } => {
 			let job = Job::prepare(&spec)?;
+			job.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
 			eprintln!(
-				"{}: {} train rows, {} eval rows of {} tokens; {} steps on {}",
+				"{}: {} train rows of {} tokens, {} eval conversations; {} steps on {}",
 				spec.display(),
 				job.train_rows.len(),
-				job.eval_rows.len(),
 				job.spec.train.seq_len,
+				job.eval.len(),
 				job.spec.train.steps,
 				backend.class()
 			);
@@ -229,15 +232,21 @@ fn run(cli: Cli) -> Result<()> {
 		},
 		Command::Eval { spec, adapter } => {
 			let job = Job::prepare(&spec)?;
-			if job.eval_rows.is_empty() {
+			let show = |what: &str, r: train::EvalReport| {
+				println!(
+					"{what:13} eval loss {:.4} over {} tokens, {:.4} bits/byte over {} bytes, perplexity {:.2}",
+					r.loss, r.tokens, r.bits_per_byte, r.bytes, r.perplexity
+				)
+			};
+			let Some(base) = job.evaluate(&backend, None) else {
 				bail!("{}: the spec has no eval split", spec.display());
-			}
-			let base = job.eval_loss(&backend, None);
-			println!("base model:   eval loss {:.4} over {} tokens", base.mean(), base.count);
+			};
+			show("base model:", base);
 			if let Some(dir) = adapter {
 				let a = molting_worker::adapter::read_peft(&dir, &job.model.config).map_err(anyhow::Error::msg)?;
-				let l = job.eval_loss_with(&backend, Some(&a));
-				println!("with adapter: eval loss {:.4} over {} tokens", l.mean(), l.count);
+				if let Some(r) = job.evaluate_with(&backend, Some(&a)) {
+					show("with adapter:", r);
+				}
 			}
 		},
 		Command::Chat { model, adapter, system, prompt, max_tokens, temperature, top_p, seed } => {

@@ -1,10 +1,29 @@
-//! AdamW with PyTorch's update order, the warm-up + cosine learning-rate schedule, and
-//! global-norm gradient clipping. Element-wise work may run on any thread; the one
-//! reduction (the gradient norm) runs sequentially in f64, in canonical order.
+//! AdamW with PyTorch's update order, transformers' warm-up + cosine learning-rate
+//! schedule, and global-norm gradient clipping. Element-wise work may run on any thread;
+//! the one reduction (the gradient norm) runs sequentially in f64, in canonical order.
 
 use rayon::prelude::*;
 
-use crate::spec::TrainSection;
+use crate::math::{cos_f64, powi_f64};
+
+/// AdamW's hyperparameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+	pub beta1: f32,
+	pub beta2: f32,
+	pub eps: f32,
+	pub weight_decay: f32,
+}
+
+/// The learning-rate schedule: linear warm-up from 0, then a cosine from `lr` down to
+/// `lr · min_lr_ratio` over the remaining steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+	pub lr: f32,
+	pub warmup_steps: u64,
+	pub total_steps: u64,
+	pub min_lr_ratio: f32,
+}
 
 const CHUNK: usize = 1 << 14;
 
@@ -22,10 +41,10 @@ impl AdamW {
 
 	/// One update at 1-based step `t`, as `torch.optim.AdamW` does it: decoupled decay,
 	/// then `p −= (lr / bc1) · m / (√v / √bc2 + eps)`.
-	pub fn update(&mut self, params: &mut [f32], grads: &[f32], lr: f32, t: u64, hp: &TrainSection) {
+	pub fn update(&mut self, params: &mut [f32], grads: &[f32], lr: f32, t: u64, hp: &AdamWConfig) {
 		let (b1, b2) = (hp.beta1, hp.beta2);
-		let bc1 = 1.0 - (b1 as f64).powi(t as i32);
-		let bc2_sqrt = (1.0 - (b2 as f64).powi(t as i32)).sqrt() as f32;
+		let bc1 = 1.0 - powi_f64(b1 as f64, t);
+		let bc2_sqrt = (1.0 - powi_f64(b2 as f64, t)).sqrt() as f32;
 		let step_size = (lr as f64 / bc1) as f32;
 		let decay = 1.0 - lr * hp.weight_decay;
 		params
@@ -44,17 +63,19 @@ impl AdamW {
 	}
 }
 
-/// The learning rate for 0-based `step`: linear warm-up to `lr`, then a cosine down to
-/// `lr · min_lr_ratio` at the last step.
-pub fn learning_rate(step: u64, hp: &TrainSection) -> f32 {
-	let lr = hp.lr as f64;
-	if step < hp.warmup_steps {
-		return (lr * (step + 1) as f64 / hp.warmup_steps as f64) as f32;
+/// The learning rate of 0-based optimizer step `step`, as transformers'
+/// `get_cosine_with_min_lr_schedule_with_warmup` (one half cosine): `lr · step/warmup`
+/// during warm-up (so the first step's rate is 0), then `lr · (m + (1 − m)·½(1 + cos(π·p)))`
+/// with `p = (step − warmup)/(total − warmup)` and `m = min_lr_ratio`.
+pub fn learning_rate(step: u64, s: &Schedule) -> f32 {
+	let lr = s.lr as f64;
+	if step < s.warmup_steps {
+		return (lr * step as f64 / s.warmup_steps.max(1) as f64) as f32;
 	}
-	let span = hp.steps.saturating_sub(hp.warmup_steps).saturating_sub(1).max(1);
-	let progress = ((step - hp.warmup_steps) as f64 / span as f64).min(1.0);
-	let min = lr * hp.min_lr_ratio as f64;
-	(min + (lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())) as f32
+	let progress = (step - s.warmup_steps) as f64 / s.total_steps.saturating_sub(s.warmup_steps).max(1) as f64;
+	let m = s.min_lr_ratio as f64;
+	let factor = 0.5 * (1.0 + cos_f64(std::f64::consts::PI * progress));
+	(lr * (factor * (1.0 - m) + m).max(0.0)) as f32
 }
 
 /// Scales `grads` so their global L2 norm is at most `max_norm` (as
@@ -71,36 +92,33 @@ pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
 #[cfg(test)]
 mod tests {
 	use super::*;
-	use crate::spec::Spec;
 
-	fn hp() -> TrainSection {
-		let text =
-			std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-job.toml")).unwrap();
-		Spec::parse(&text, std::path::Path::new("tiny-job.toml")).unwrap().train
-	}
+	const ADAMW: AdamWConfig = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
 
 	#[test]
-	fn schedule_warms_up_then_decays_to_the_floor() {
-		let mut hp = hp();
-		hp.steps = 20;
-		hp.warmup_steps = 4;
-		hp.lr = 1.0;
-		hp.min_lr_ratio = 0.1;
-		let lrs: Vec<f32> = (0..20).map(|s| learning_rate(s, &hp)).collect();
-		assert_eq!(&lrs[..4], &[0.25, 0.5, 0.75, 1.0]);
-		assert!(lrs[4..].windows(2).all(|w| w[1] <= w[0]));
-		assert!((lrs[19] - 0.1).abs() < 1e-6, "{}", lrs[19]);
+	fn schedule_is_transformers_cosine_with_warmup_from_zero() {
+		let s = Schedule { lr: 1.0, warmup_steps: 4, total_steps: 20, min_lr_ratio: 0.1 };
+		let lrs: Vec<f32> = (0..20).map(|t| learning_rate(t, &s)).collect();
+		// transformers: step/warmup during warm-up, then 0.1 + 0.9·½(1 + cos(π (t−4)/16)).
+		assert_eq!(&lrs[..5], &[0.0, 0.25, 0.5, 0.75, 1.0]);
+		for (t, &lr) in lrs.iter().enumerate().skip(4) {
+			let p = (t as f64 - 4.0) / 16.0;
+			let want = 0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos());
+			assert!((lr as f64 - want).abs() < 1e-7, "step {t}: {lr} vs {want}");
+		}
+		// The last step is one step short of the floor, as in transformers.
+		assert!(lrs[19] > 0.1 && lrs[19] < 0.11, "{}", lrs[19]);
+		let no_warmup = Schedule { warmup_steps: 0, ..s };
+		assert_eq!(learning_rate(0, &no_warmup), 1.0);
 	}
 
 	#[test]
 	fn adamw_first_step_moves_each_weight_by_lr() {
 		// At t = 1, m̂ = g and v̂ = g², so each weight moves by lr·sign(g) (decay off).
-		let mut hp = hp();
-		hp.weight_decay = 0.0;
 		let mut p = vec![1.0f32, -2.0, 0.5];
 		let g = [0.3f32, -4.0, 1e-3];
 		let mut opt = AdamW::new(3);
-		opt.update(&mut p, &g, 0.01, 1, &hp);
+		opt.update(&mut p, &g, 0.01, 1, &ADAMW);
 		for (after, (before, g)) in p.iter().zip([1.0f32, -2.0, 0.5].iter().zip(g)) {
 			let moved = before - after;
 			assert!((moved - 0.01 * g.signum()).abs() < 1e-4, "{moved}");
@@ -108,5 +126,33 @@ mod tests {
 		let mut big = vec![3.0f32, 4.0];
 		assert_eq!(clip_grad_norm(&mut big, 1.0), 5.0);
 		assert!((big[0] - 0.6).abs() < 1e-5 && (big[1] - 0.8).abs() < 1e-5);
+	}
+
+	#[test]
+	fn adamw_matches_torch_step_by_step() {
+		// Three steps of torch.optim.AdamW(lr=0.1, betas=(0.9, 0.999), eps=1e-8,
+		// weight_decay=0.1) on p = [1.0, -0.5] with gradients [0.2, 0.4], [-0.1, 0.3],
+		// [0.5, -0.2], written out from its documented update (decay, moments, bias
+		// corrections) in f64.
+		let hp = AdamWConfig { weight_decay: 0.1, ..ADAMW };
+		let grads = [[0.2f32, 0.4], [-0.1, 0.3], [0.5, -0.2]];
+		let mut p = vec![1.0f32, -0.5];
+		let mut opt = AdamW::new(2);
+		let (mut pw, mut m, mut v) = ([1.0f64, -0.5], [0f64; 2], [0f64; 2]);
+		for (t, g) in grads.iter().enumerate() {
+			opt.update(&mut p, g, 0.1, t as u64 + 1, &hp);
+			let t = t as i32 + 1;
+			for i in 0..2 {
+				let g = g[i] as f64;
+				pw[i] *= 1.0 - 0.1 * 0.1;
+				m[i] = 0.9 * m[i] + 0.1 * g;
+				v[i] = 0.999 * v[i] + 0.001 * g * g;
+				let (bc1, bc2) = (1.0 - 0.9f64.powi(t), 1.0 - 0.999f64.powi(t));
+				pw[i] -= 0.1 / bc1 * m[i] / ((v[i] / bc2).sqrt() + 1e-8);
+			}
+		}
+		for i in 0..2 {
+			assert!((p[i] as f64 - pw[i]).abs() < 1e-6, "param {i}: {} vs {}", p[i], pw[i]);
+		}
 	}
 }

@@ -124,6 +124,26 @@ fn default_eps() -> f32 {
 	1e-8
 }
 
+impl TrainSection {
+	pub fn adamw(&self) -> crate::optim::AdamWConfig {
+		crate::optim::AdamWConfig {
+			beta1: self.beta1,
+			beta2: self.beta2,
+			eps: self.eps,
+			weight_decay: self.weight_decay,
+		}
+	}
+
+	pub fn schedule(&self) -> crate::optim::Schedule {
+		crate::optim::Schedule {
+			lr: self.lr,
+			warmup_steps: self.warmup_steps,
+			total_steps: self.steps,
+			min_lr_ratio: self.min_lr_ratio,
+		}
+	}
+}
+
 /// A parsed, validated job spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

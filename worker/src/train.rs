@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::backend::Backend;
 use crate::checkpoint::{write_atomic, CheckpointError, Manifest, State};
-use crate::data::{self, Cursor, DataError, Loader};
+use crate::data::{self, Cursor, DataError, Example, Loader, Row};
 use crate::engine::{Batch, Engine, LossSum};
 use crate::lora::{Adapter, Layout};
 use crate::model::{load_model, Model, ModelError, ModelSource};
@@ -39,6 +39,8 @@ pub enum TrainError {
 	VocabMismatch { path: PathBuf, tokenizer: usize, model: usize },
 	#[error("{path}: packs into no rows of {seq} tokens")]
 	NoRows { path: PathBuf, seq: usize },
+	#[error("{path}:{line}: the conversation is {tokens} tokens, longer than the model's context of {context}")]
+	LongerThanContext { path: PathBuf, line: usize, tokens: usize, context: usize },
 	#[error("{path}: {what} already exists; use `resume` or another --out")]
 	RunExists { path: PathBuf, what: &'static str },
 	#[error("{0}")]
@@ -54,8 +56,26 @@ pub struct Job {
 	pub model: Model,
 	pub model_source: ModelSource,
 	pub tokenizer: ChatTokenizer,
-	pub train_rows: Vec<(Vec<u32>, Vec<i32>)>,
-	pub eval_rows: Vec<(Vec<u32>, Vec<i32>)>,
+	pub train_rows: Vec<Row>,
+	/// The held-out conversations, each scored on its own.
+	pub eval: Vec<Example>,
+	/// What the run should know but does not stop it (conversations cut to `seq_len`).
+	pub warnings: Vec<String>,
+}
+
+/// The eval split's score: each conversation scored on its own (attention and positions as
+/// if alone), token-weighted over its predicted (assistant) tokens.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvalReport {
+	/// Mean `−log p` per predicted token, in nats.
+	pub loss: f64,
+	pub tokens: usize,
+	/// UTF-8 bytes of the predicted text.
+	pub bytes: usize,
+	/// Summed loss in bits over the bytes: tokenizer-independent.
+	pub bits_per_byte: f64,
+	/// `exp(loss)`.
+	pub perplexity: f64,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -99,19 +119,31 @@ impl Job {
 		}
 		let pad = tokenizer.token_to_id(tokenizer.eos_token()).unwrap_or(0);
 		let seq = spec.train.seq_len;
-		let rows = |file: &str, hash: &str| -> Result<Vec<(Vec<u32>, Vec<i32>)>, TrainError> {
+		let examples = |file: &str, hash: &str| -> Result<(PathBuf, Vec<Example>), TrainError> {
 			let path = resolve(&spec_dir, file);
 			let text = data::read_checked(&path, hash)?;
 			let examples = data::load(&path, &text, spec.data.format, &tokenizer, vocab)?;
-			let rows = data::pack(&examples, seq, pad);
-			if rows.is_empty() {
-				return Err(TrainError::NoRows { path, seq });
-			}
-			Ok(rows)
+			Ok((path, examples))
 		};
-		let train_rows = rows(&spec.data.train, &spec.data.train_sha256)?;
-		let eval_rows = match (&spec.data.eval, &spec.data.eval_sha256) {
-			(Some(f), Some(h)) => rows(f, h)?,
+		let (train_path, train) = examples(&spec.data.train, &spec.data.train_sha256)?;
+		let packed = data::pack(&train, seq, pad);
+		if packed.rows.is_empty() {
+			return Err(TrainError::NoRows { path: train_path, seq });
+		}
+		let warnings = packed
+			.truncated
+			.iter()
+			.map(|line| format!("{}:{line}: longer than seq_len = {seq}; cut to its first {seq} tokens", train_path.display()))
+			.collect();
+		let eval = match (&spec.data.eval, &spec.data.eval_sha256) {
+			(Some(f), Some(h)) => {
+				let (path, eval) = examples(f, h)?;
+				let context = model.config.max_position_embeddings;
+				if let Some(e) = eval.iter().find(|e| e.ids.len() > context) {
+					return Err(TrainError::LongerThanContext { path, line: e.line, tokens: e.ids.len(), context });
+				}
+				eval
+			},
 			_ => Vec::new(),
 		};
 		Ok(Job {
@@ -122,8 +154,9 @@ impl Job {
 			model,
 			model_source: source,
 			tokenizer,
-			train_rows,
-			eval_rows,
+			train_rows: packed.rows,
+			eval,
+			warnings,
 		})
 	}
 
@@ -136,11 +169,12 @@ impl Job {
 		Self::from_text(text, &spec_path, info.spec_dir)
 	}
 
-	/// The state before the first step: a fresh adapter, zero moments.
-	pub fn initial_state(&self) -> State {
+	/// The state before the first step on `backend`: a fresh adapter, zero moments.
+	pub fn initial_state(&self, backend: &dyn Backend) -> State {
 		let adapter = Adapter::init(&self.model.config, self.spec.lora_config(), self.spec.train.seed);
 		let n = adapter.params.len();
 		State {
+			class: backend.class(),
 			spec_hash: self.spec_hash,
 			step: 0,
 			cursor: Cursor::default(),
@@ -151,12 +185,26 @@ impl Job {
 		}
 	}
 
-	/// Checks that `state` (from checkpoint `index` at `path`) belongs to this job: its
-	/// spec, its seed, the step checkpoint `index` must be at, and the adapter's size.
-	pub fn check_state(&self, state: &State, index: usize, path: &Path) -> Result<(), CheckpointError> {
+	/// Checks that `state` (from checkpoint `index` at `path`) belongs to this job and can be
+	/// continued on `backend`: its spec, its reproducibility class, its seed, the step
+	/// checkpoint `index` must be at, and the adapter's size.
+	pub fn check_state(
+		&self,
+		state: &State,
+		index: usize,
+		path: &Path,
+		backend: &dyn Backend,
+	) -> Result<(), CheckpointError> {
 		let corrupt = |reason: String| CheckpointError::Corrupt { path: path.into(), reason };
 		if state.spec_hash != self.spec_hash {
 			return Err(CheckpointError::OtherSpec { path: path.into() });
+		}
+		if state.class != backend.class() {
+			return Err(CheckpointError::OtherClass {
+				path: path.into(),
+				recorded: state.class.clone(),
+				running: backend.class(),
+			});
 		}
 		if state.seed != self.spec.train.seed {
 			return Err(corrupt(format!("seed {} but the spec says {}", state.seed, self.spec.train.seed)));
@@ -183,26 +231,54 @@ impl Job {
 		Adapter::from_params(&self.model.config, self.spec.lora_config(), params.to_vec())
 	}
 
-	/// Loss on the eval split (no dropout), with `params` (in the spec's adapter layout) or
-	/// the base model.
-	pub fn eval_loss(&self, backend: &dyn Backend, params: Option<&[f32]>) -> LossSum {
-		self.eval_loss_with(backend, params.map(|p| self.adapter(p)).as_ref())
+	/// The eval split's score (no dropout), with `params` (in the spec's adapter layout) or
+	/// the base model; `None` without an eval split.
+	pub fn evaluate(&self, backend: &dyn Backend, params: Option<&[f32]>) -> Option<EvalReport> {
+		self.evaluate_with(backend, params.map(|p| self.adapter(p)).as_ref())
 	}
 
-	/// Loss on the eval split (no dropout) with any adapter for this model.
-	pub fn eval_loss_with(&self, backend: &dyn Backend, adapter: Option<&Adapter>) -> LossSum {
-		let engine = Engine::new(backend, &self.model, adapter, self.spec.train.seq_len);
-		let mut total = LossSum::default();
-		for chunk in self.eval_rows.chunks(self.spec.train.batch_size) {
-			let batch = Batch {
-				tokens: chunk.iter().flat_map(|r| r.0.iter().copied()).collect(),
-				targets: chunk.iter().flat_map(|r| r.1.iter().copied()).collect(),
-				batch: chunk.len(),
-				seq: self.spec.train.seq_len,
-			};
-			total.add(engine.step(&batch, None, None));
+	/// The eval split's score with any adapter for this model. Conversations are packed into
+	/// rows as long as the longest (block-diagonal attention, positions from 0 each: the
+	/// same bits as one conversation at a time), and their sums are combined in an order
+	/// that depends on the values only, so neither `seq_len` nor the file's order matter.
+	pub fn evaluate_with(&self, backend: &dyn Backend, adapter: Option<&Adapter>) -> Option<EvalReport> {
+		if self.eval.is_empty() {
+			return None;
 		}
-		total
+		let row_len = self.eval.iter().map(|e| e.ids.len()).max().unwrap_or(1);
+		let packed = data::pack(&self.eval, row_len, 0);
+		let engine = Engine::new(backend, &self.model, adapter, row_len);
+		let mut per_conv = vec![(0f64, 0usize); self.eval.len()];
+		let owner = owners(&packed);
+		for (chunk, owner) in packed.rows.chunks(EVAL_ROWS_PER_BATCH).zip(owner.chunks(EVAL_ROWS_PER_BATCH * row_len)) {
+			let batch = Batch {
+				tokens: chunk.iter().flat_map(|r| r.tokens.iter().copied()).collect(),
+				targets: chunk.iter().flat_map(|r| r.targets.iter().copied()).collect(),
+				positions: chunk.iter().flat_map(|r| r.positions.iter().copied()).collect(),
+				batch: chunk.len(),
+				seq: row_len,
+			};
+			let losses = engine.token_losses(&batch);
+			for ((&l, &t), &o) in losses.iter().zip(&batch.targets).zip(owner) {
+				if t >= 0 {
+					// Summed in position order within a conversation, as if alone.
+					per_conv[o].0 += l;
+					per_conv[o].1 += 1;
+				}
+			}
+		}
+		let mut results: Vec<(f64, usize, usize)> =
+			per_conv.iter().zip(&self.eval).map(|(&(s, n), e)| (s, n, e.bytes)).collect();
+		results.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+		let (sum, tokens, bytes) = results.iter().fold((0f64, 0, 0), |a, r| (a.0 + r.0, a.1 + r.1, a.2 + r.2));
+		let loss = if tokens == 0 { 0.0 } else { sum / tokens as f64 };
+		Some(EvalReport {
+			loss,
+			tokens,
+			bytes,
+			bits_per_byte: if bytes == 0 { 0.0 } else { sum / std::f64::consts::LN_2 / bytes as f64 },
+			perplexity: crate::math::exp_f64(loss),
+		})
 	}
 
 	/// One optimizer step from `state`: `grad_accum` micro-batches, clipping, AdamW.
@@ -213,20 +289,23 @@ impl Job {
 		let adapter = Adapter::from_params(&self.model.config, self.spec.lora_config(), std::mem::take(&mut state.params));
 		let engine = Engine::new(backend, &self.model, Some(&adapter), hp.seq_len);
 		let mut loader = Loader::new(&self.train_rows, state.seed, state.cursor);
+		let batches: Vec<Batch> = (0..hp.grad_accum).map(|_| loader.next_batch(hp.batch_size, hp.seq_len)).collect();
+		// The objective is the mean over the predicted tokens of the whole accumulated batch
+		// (as transformers' Trainer since 4.46), not a mean of micro-batch means.
+		let counted: usize = batches.iter().map(Batch::counted).sum();
+		let grad_scale = if counted == 0 { 0.0 } else { 1.0 / counted as f32 };
 		let mut grads = vec![0f32; adapter.params.len()];
 		let mut loss = LossSum::default();
-		for micro in 0..hp.grad_accum {
-			let batch = loader.next_batch(hp.batch_size, hp.seq_len);
+		for (micro, batch) in batches.iter().enumerate() {
 			let key = stream_key(state.seed, &[0xd209, state.step, micro as u64]);
-			let l = engine.step(&batch, Some(key), Some((&mut grads, 1.0 / hp.grad_accum as f32)));
-			loss.add(l);
+			loss.add(engine.step(batch, Some(key), Some((&mut grads, grad_scale))));
 		}
 		drop(engine);
 		state.params = adapter.params;
 		let grad_norm = clip_grad_norm(&mut grads, hp.max_grad_norm);
-		let lr = learning_rate(state.step, hp);
+		let lr = learning_rate(state.step, &hp.schedule());
 		let mut opt = AdamW { m: std::mem::take(&mut state.m), v: std::mem::take(&mut state.v) };
-		opt.update(&mut state.params, &grads, lr, state.step + 1, hp);
+		opt.update(&mut state.params, &grads, lr, state.step + 1, &hp.adamw());
 		state.m = opt.m;
 		state.v = opt.v;
 		state.step += 1;
@@ -235,6 +314,7 @@ impl Job {
 		StepReport {
 			step: state.step,
 			loss: loss.mean(),
+			tokens_counted: counted,
 			lr,
 			grad_norm,
 			tokens,
@@ -247,7 +327,10 @@ impl Job {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StepReport {
 	pub step: u64,
+	/// Mean loss over the step's predicted tokens (the objective itself).
 	pub loss: f64,
+	/// Predicted (assistant) tokens in the step.
+	pub tokens_counted: usize,
 	pub lr: f32,
 	pub grad_norm: f32,
 	pub tokens: usize,
@@ -261,9 +344,19 @@ pub struct Summary {
 	pub final_state_hash: String,
 	pub merkle_root: String,
 	pub backend: String,
-	pub eval_loss_before: Option<f64>,
-	pub eval_loss_after: Option<f64>,
+	pub eval_before: Option<EvalReport>,
+	pub eval_after: Option<EvalReport>,
 	pub train_tokens_per_second: f64,
+}
+
+impl Summary {
+	pub fn eval_loss_before(&self) -> Option<f64> {
+		self.eval_before.map(|e| e.loss)
+	}
+
+	pub fn eval_loss_after(&self) -> Option<f64> {
+		self.eval_after.map(|e| e.loss)
+	}
 }
 
 /// Options of `train`/`resume`.
@@ -285,7 +378,7 @@ pub fn train(job: &Job, run: &Path, backend: &dyn Backend, opts: RunOptions) -> 
 	let spec_dir = std::path::absolute(&job.spec_dir).unwrap_or_else(|_| job.spec_dir.clone());
 	write_atomic(&run.join("run.json"), &serde_json::to_vec_pretty(&RunInfo { spec_dir }).expect("serialises"))?;
 	let mut manifest = Manifest { checkpoint_every: job.spec.train.checkpoint_every, ..Default::default() };
-	let state = job.initial_state();
+	let state = job.initial_state(backend);
 	manifest.append(run, &state)?;
 	continue_run(job, run, backend, manifest, state, opts)
 }
@@ -300,7 +393,7 @@ pub fn resume(run: &Path, backend: &dyn Backend, opts: RunOptions) -> Result<(Jo
 		.checked_sub(1)
 		.ok_or_else(|| CheckpointError::Manifest { path: Manifest::path(run), reason: "no checkpoints".into() })?;
 	let state = manifest.read_checked(run, last)?;
-	job.check_state(&state, last, &Manifest::checkpoint_path(run, last))?;
+	job.check_state(&state, last, &Manifest::checkpoint_path(run, last), backend)?;
 	// Steps redone after the crash are logged again: drop their first record.
 	let metrics = run.join("metrics.jsonl");
 	if let Ok(text) = std::fs::read_to_string(&metrics) {
@@ -345,14 +438,13 @@ fn continue_run(
 		}
 	}
 	let trained = (state.step - first_step) as f64 * (hp.batch_size * hp.seq_len * hp.grad_accum) as f64;
-	let has_eval = !job.eval_rows.is_empty();
 	let summary = Summary {
 		steps: state.step,
 		final_state_hash: manifest.hashes.last().cloned().unwrap_or_default(),
 		merkle_root: manifest.merkle_root.clone(),
 		backend: backend.class(),
-		eval_loss_before: has_eval.then(|| job.eval_loss(backend, None).mean()),
-		eval_loss_after: has_eval.then(|| job.eval_loss(backend, Some(&state.params)).mean()),
+		eval_before: job.evaluate(backend, None),
+		eval_after: job.evaluate(backend, Some(&state.params)),
 		train_tokens_per_second: trained / started.elapsed().as_secs_f64().max(1e-9),
 	};
 	let adapter = job.adapter(&state.params);
@@ -383,7 +475,7 @@ pub fn replay(run: &Path, from: usize, backend: &dyn Backend) -> Result<ReplayRe
 	let job = Job::from_run(run)?;
 	let manifest = Manifest::load(run)?;
 	let mut state = manifest.read_checked(run, from)?;
-	job.check_state(&state, from, &Manifest::checkpoint_path(run, from))?;
+	job.check_state(&state, from, &Manifest::checkpoint_path(run, from), backend)?;
 	// The segment's end comes from the spec, not from the (unhashed) manifest.
 	let to_step = job.checkpoint_step(from + 1);
 	let (true, Some(expected)) = (to_step > state.step, manifest.hashes.get(from + 1)) else {
@@ -401,7 +493,7 @@ pub fn replay(run: &Path, from: usize, backend: &dyn Backend) -> Result<ReplayRe
 	// The stored file must be what the manifest (and so the attested root) says, too.
 	let stored_matches = manifest
 		.read_checked(run, from + 1)
-		.and_then(|s| job.check_state(&s, from + 1, &Manifest::checkpoint_path(run, from + 1)))
+		.and_then(|s| job.check_state(&s, from + 1, &Manifest::checkpoint_path(run, from + 1), backend))
 		.is_ok();
 	Ok(ReplayReport {
 		from_index: from,
@@ -412,6 +504,26 @@ pub fn replay(run: &Path, from: usize, backend: &dyn Backend) -> Result<ReplayRe
 		expected: expected.clone(),
 		found,
 	})
+}
+
+/// Eval rows per forward pass.
+const EVAL_ROWS_PER_BATCH: usize = 4;
+
+/// For every token slot of the packed rows, the example it belongs to (`usize::MAX` for
+/// padding): a row's documents are its members in order, then its padding.
+fn owners(packed: &data::Packed) -> Vec<usize> {
+	let mut out = Vec::new();
+	for (row, members) in packed.rows.iter().zip(&packed.members) {
+		let mut docs = members.iter();
+		let mut current = usize::MAX;
+		for &p in &row.positions {
+			if p == 0 {
+				current = docs.next().copied().unwrap_or(usize::MAX);
+			}
+			out.push(current);
+		}
+	}
+	out
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, TrainError> {

@@ -91,12 +91,12 @@ fn smollm2_matches_transformers_on_tokens_logits_and_persona_loss() {
 		let mask: Vec<bool> = want["mask"].as_array().unwrap().iter().map(|m| m.as_u64() == Some(1)).collect();
 		assert_eq!(ex.train, mask, "assistant-only mask");
 		let t = ex.ids.len() - 1;
-		let batch = Batch {
-			tokens: ex.ids[..t].to_vec(),
-			targets: (1..=t).map(|i| if ex.train[i] { ex.ids[i] as i32 } else { -1 }).collect(),
-			batch: 1,
-			seq: t,
-		};
+		let batch = Batch::unpacked(
+			ex.ids[..t].to_vec(),
+			(1..=t).map(|i| if ex.train[i] { ex.ids[i] as i32 } else { -1 }).collect(),
+			1,
+			t,
+		);
 		total.add(engine.step(&batch, None, None));
 	}
 	let want = g["persona_loss"]["mean_loss"].as_f64().unwrap();

@@ -68,7 +68,7 @@ fn loss_falls_on_a_tiny_random_model() {
 	let first: f64 = losses[..4].iter().sum::<f64>() / 4.0;
 	let last: f64 = losses[losses.len() - 4..].iter().sum::<f64>() / 4.0;
 	assert!(last < 0.8 * first, "training loss {first:.3} -> {last:.3}");
-	let (before, after) = (summary.eval_loss_before.unwrap(), summary.eval_loss_after.unwrap());
+	let (before, after) = (summary.eval_loss_before().unwrap(), summary.eval_loss_after().unwrap());
 	assert!(after < before, "eval loss {before:.3} -> {after:.3}");
 	// The adapters were written in both formats.
 	assert!(f.path("run/adapter/adapter_model.safetensors").is_file());
@@ -280,15 +280,121 @@ fn plain_text_trains_with_loss_on_every_token() {
 			.replace(&format!("eval_sha256 = \"{data}\""), &format!("eval_sha256 = \"{hash}\""))
 	});
 	let job = f.prepare().unwrap();
-	// Two documents, each followed by EOS; every token is a target except each row's first.
+	// Two documents, each followed by EOS; every token is a target except each document's
+	// first (nothing before it in its document predicts it).
 	let stream: usize = ["The lamp turns every ten seconds.\nIt has done so for a century.", "Fog comes in at dusk.\n"]
 		.iter()
 		.map(|d| job.tokenizer.encode(d).unwrap().len() + 1)
 		.sum();
-	let counted: usize = job.train_rows.iter().map(|r| r.1.iter().filter(|&&t| t >= 0).count()).sum();
-	assert_eq!(counted, stream - job.train_rows.len());
+	let counted: usize = job.train_rows.iter().map(|r| r.targets.iter().filter(|&&t| t >= 0).count()).sum();
+	assert_eq!(counted, stream - 2);
 	let eos = job.tokenizer.token_to_id(job.tokenizer.eos_token()).unwrap() as i32;
-	assert_eq!(job.train_rows.iter().flat_map(|r| r.1.iter()).filter(|&&t| t == eos).count(), 2);
+	assert_eq!(job.train_rows.iter().flat_map(|r| r.targets.iter()).filter(|&&t| t == eos).count(), 2);
 	let s = run(&job, &f.path("run"), 2);
-	assert!(s.eval_loss_after.unwrap() < s.eval_loss_before.unwrap());
+	assert!(s.eval_loss_after().unwrap() < s.eval_loss_before().unwrap());
+}
+
+/// The final state hash of the tiny job (tests/fixtures/tiny-job.toml) on our reference
+/// class. Any change to the engine's arithmetic changes it: bump the kernel version
+/// (`backend::cpu::KERNELS_VERSION`, which is part of the class) and pin the new hash.
+const TINY_JOB_FINAL_HASH: (&str, &str) =
+	("x86_64-avx512f", "efe91c2f8c226bb3738bb2f8e4d52799d579b382d63588af087bb4c8dacb8bd1");
+
+#[test]
+fn the_tiny_job_ends_at_its_pinned_hash() {
+	let f = Fixture::new(|s| s);
+	let s = run(&f.prepare().unwrap(), &f.path("run"), 2);
+	let (isa, hash) = TINY_JOB_FINAL_HASH;
+	let class = format!("cpu/{isa}/k{}/v{}", molting_worker::backend::cpu::KERNELS_VERSION, env!("CARGO_PKG_VERSION"));
+	if s.backend != class {
+		eprintln!("no pinned hash for class {} (pinned: {class}); final hash {}", s.backend, s.final_state_hash);
+		return;
+	}
+	assert_eq!(s.final_state_hash, hash, "the tiny job's final state changed: a deliberate class bump?");
+}
+
+#[test]
+fn a_run_of_another_class_is_not_resumed_or_replayed() {
+	let f = Fixture::new(|s| s);
+	let job = f.prepare().unwrap();
+	let dir = f.path("run");
+	assert!(train(&job, &dir, &Cpu, RunOptions { stop_after: Some(8), on_step: None }).unwrap().is_none());
+	// The same run as a worker of another class would have recorded it: every checkpoint
+	// says so (and the manifest records their hashes, so nothing looks tampered with).
+	let mut manifest = Manifest::load(&dir).unwrap();
+	for i in 0..manifest.hashes.len() {
+		let mut s = manifest.read_checked(&dir, i).unwrap();
+		s.class = "cpu/riscv64-rvv/k2/v0.1.0".into();
+		std::fs::write(Manifest::checkpoint_path(&dir, i), s.encode()).unwrap();
+		manifest.hashes[i] = hex::encode(s.hash());
+	}
+	std::fs::write(Manifest::path(&dir), serde_json::to_vec(&manifest).unwrap()).unwrap();
+	let other_class = |e: &TrainError| {
+		matches!(e, TrainError::Checkpoint(CheckpointError::OtherClass { recorded, running, .. })
+			if recorded == "cpu/riscv64-rvv/k2/v0.1.0" && *running == molting_worker::backend::cpu::class())
+	};
+	let err = resume(&dir, &Cpu, RunOptions::default()).err().expect("refused");
+	assert!(other_class(&err), "{err}");
+	assert!(err.to_string().contains("cpu/riscv64-rvv"), "the message names the class: {err}");
+	let err = replay(&dir, 0, &Cpu).err().expect("refused");
+	assert!(other_class(&err), "{err}");
+}
+
+#[test]
+fn eval_scores_each_conversation_alone_whatever_seq_len_and_file_order() {
+	use molting_worker::engine::{Batch, Engine};
+	let f = Fixture::new(|s| s);
+	let job = f.prepare().unwrap();
+	let adapter = job.adapter(&{
+		let mut p = job.initial_state(&Cpu).params;
+		p.iter_mut().enumerate().for_each(|(i, x)| *x += ((i % 7) as f32 - 3.0) * 1e-2);
+		p
+	});
+	let base = job.evaluate_with(&Cpu, Some(&adapter)).unwrap();
+	// One conversation at a time, straight through the engine.
+	let engine = Engine::new(&Cpu, &job.model, Some(&adapter), 1024);
+	let (mut sum, mut count, mut bytes) = (0f64, 0usize, 0usize);
+	for e in &job.eval {
+		let n = e.ids.len();
+		let targets = (1..=n).map(|i| if i < n && e.train[i] { e.ids[i] as i32 } else { -1 }).collect();
+		let l = engine.step(&Batch::unpacked(e.ids.clone(), targets, 1, n), None, None);
+		sum += l.sum;
+		count += l.count;
+		bytes += e.bytes;
+	}
+	assert_eq!((base.tokens, base.bytes), (count, bytes));
+	assert!((base.loss - sum / count as f64).abs() < 1e-12, "{} vs {}", base.loss, sum / count as f64);
+	assert!((base.bits_per_byte - sum / std::f64::consts::LN_2 / bytes as f64).abs() < 1e-12);
+	assert!((base.perplexity - base.loss.exp()).abs() < 1e-9 * base.perplexity);
+
+	// Another seq_len and the eval file reversed: the same bits.
+	let text = std::fs::read_to_string(f.path("tiny.jsonl")).unwrap();
+	let reversed: String = text.lines().rev().map(|l| format!("{l}\n")).collect();
+	std::fs::write(f.path("eval.jsonl"), &reversed).unwrap();
+	let hash = sha256_file(&f.path("eval.jsonl")).unwrap();
+	let data = sha256_file(&f.path("tiny.jsonl")).unwrap();
+	f.write_spec(|s| {
+		s.replace("seq_len = 256", "seq_len = 300")
+			.replace("eval = \"tiny.jsonl\"", "eval = \"eval.jsonl\"")
+			.replace(&format!("eval_sha256 = \"{data}\""), &format!("eval_sha256 = \"{hash}\""))
+	});
+	let other = f.prepare().unwrap();
+	assert_eq!(other.spec.train.seq_len, 300);
+	assert_ne!(other.eval[0].ids, job.eval[0].ids, "the order did change");
+	let again = other.evaluate_with(&Cpu, Some(&adapter)).unwrap();
+	assert_eq!(again.loss.to_bits(), base.loss.to_bits());
+	assert_eq!(again, base);
+}
+
+#[test]
+fn conversations_longer_than_seq_len_are_cut_with_a_warning_that_names_them() {
+	let f = Fixture::new(|s| s.replace("seq_len = 256", "seq_len = 150"));
+	let job = f.prepare().unwrap();
+	assert!(!job.warnings.is_empty());
+	assert!(job.warnings.iter().all(|w| w.contains("tiny.jsonl:") && w.contains("seq_len = 150")), "{:?}", job.warnings);
+	// Every row is whole conversations: positions restart only at conversation starts.
+	for row in &job.train_rows {
+		assert_eq!(row.positions[0], 0);
+		assert!(row.positions.windows(2).all(|w| w[1] == 0 || w[1] == w[0] + 1));
+	}
 }

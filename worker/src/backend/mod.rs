@@ -41,14 +41,39 @@ pub trait Backend: Send + Sync {
 	fn rmsnorm_backward(&self, dx: &mut [f32], dout: &[f32], x: &[f32], w: &[f32], rstd: &[f32], dim: usize);
 
 	/// Rotates each head of each `width`-wide row in place (Hugging Face's rotate-half
-	/// layout); row `r` is at position `r % seq`. `cos`/`sin` are `[≥seq × head_dim/2]`.
-	/// `inverse` rotates back, which is the backward.
+	/// layout); row `r` is at position `positions[r]`. `cos`/`sin` are
+	/// `[> max position × head_dim/2]`. `inverse` rotates back, which is the backward.
 	#[allow(clippy::too_many_arguments)]
-	fn rope(&self, x: &mut [f32], width: usize, cos: &[f32], sin: &[f32], seq: usize, head_dim: usize, inverse: bool);
+	fn rope(
+		&self,
+		x: &mut [f32],
+		width: usize,
+		cos: &[f32],
+		sin: &[f32],
+		positions: &[u32],
+		head_dim: usize,
+		inverse: bool,
+	);
 
-	/// Causal grouped-query attention. `q`/`out` are `[batch·seq × heads·head_dim]`, `k`/`v`
-	/// `[batch·seq × kv_heads·head_dim]`; `probs` keeps the softmax, `[batch × heads × seq × seq]`.
-	fn attention_forward(&self, out: &mut [f32], probs: &mut [f32], q: &[f32], k: &[f32], v: &[f32], s: AttnShape);
+	/// Grouped-query attention, causal within each document and blind across documents
+	/// (block-diagonal-causal, as with `position_ids` in padding-free packing): a token at
+	/// position `p` (`positions`, `[batch·seq]`) sees itself and the `p` tokens before it.
+	/// Positions are 0 at each row's start and where a document starts, else the previous
+	/// plus one. `q`/`out` are `[batch·seq × heads·head_dim]`, `k`/`v`
+	/// `[batch·seq × kv_heads·head_dim]`; `probs` keeps the softmax,
+	/// `[batch × heads × seq × seq]`, of which only the blocks a document sees are written.
+	/// Masked blocks are skipped, not computed and thrown away.
+	#[allow(clippy::too_many_arguments)]
+	fn attention_forward(
+		&self,
+		out: &mut [f32],
+		probs: &mut [f32],
+		q: &[f32],
+		k: &[f32],
+		v: &[f32],
+		positions: &[u32],
+		s: AttnShape,
+	);
 	/// Gradients of the above; `dq`, `dk`, `dv` are overwritten.
 	#[allow(clippy::too_many_arguments)]
 	fn attention_backward(
@@ -61,6 +86,7 @@ pub trait Backend: Send + Sync {
 		q: &[f32],
 		k: &[f32],
 		v: &[f32],
+		positions: &[u32],
 		s: AttnShape,
 	);
 
@@ -70,7 +96,7 @@ pub trait Backend: Send + Sync {
 	fn swiglu_backward(&self, dgate: &mut [f32], dup: &mut [f32], dout: &[f32], gate: &[f32], up: &[f32]);
 
 	/// Cross-entropy of logits rows `[rows × vocab]` against `targets` (negative: ignored).
-	/// Overwrites the logits with `scale · ∂loss/∂logits` and returns the summed loss of the
-	/// counted rows (in f64, summed in row order).
-	fn cross_entropy(&self, logits: &mut [f32], targets: &[i32], vocab: usize, scale: f32) -> f64;
+	/// Overwrites the logits with `scale · ∂loss/∂logits` and writes each row's loss
+	/// (`−log softmax[target]`, 0 for ignored rows) to `losses`.
+	fn cross_entropy(&self, logits: &mut [f32], targets: &[i32], vocab: usize, scale: f32, losses: &mut [f64]);
 }

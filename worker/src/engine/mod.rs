@@ -16,18 +16,45 @@ use crate::model::Model;
 const LM_HEAD_ROWS: usize = 256;
 
 /// A batch of `batch` rows of `seq` tokens; `targets[i]` is the token expected after
-/// `tokens[i]`, or negative where no loss is taken.
+/// `tokens[i]`, or negative where no loss is taken. `positions[i]` is the token's position
+/// in its own document (conversation): 0 where a document starts, else the previous plus
+/// one; attention never crosses a document boundary and RoPE uses these positions.
 #[derive(Debug, Clone)]
 pub struct Batch {
 	pub tokens: Vec<u32>,
 	pub targets: Vec<i32>,
+	pub positions: Vec<u32>,
 	pub batch: usize,
 	pub seq: usize,
 }
 
 impl Batch {
+	/// One document per row: positions `0..seq` in every row.
+	pub fn unpacked(tokens: Vec<u32>, targets: Vec<i32>, batch: usize, seq: usize) -> Self {
+		let positions = (0..batch).flat_map(|_| 0..seq as u32).collect();
+		Batch { tokens, targets, positions, batch, seq }
+	}
+
 	pub fn counted(&self) -> usize {
 		self.targets.iter().filter(|&&t| t >= 0).count()
+	}
+
+	/// Panics unless the buffers match the shape and positions count up within documents.
+	fn check(&self, max_seq: usize) {
+		let n = self.batch * self.seq;
+		assert!(self.seq <= max_seq, "sequence {} longer than the engine's {max_seq}", self.seq);
+		assert!(
+			self.tokens.len() == n && self.targets.len() == n && self.positions.len() == n,
+			"batch buffers do not match {} rows of {}",
+			self.batch,
+			self.seq
+		);
+		for row in self.positions.chunks(self.seq) {
+			assert!(
+				row.first() == Some(&0) && row.windows(2).all(|w| w[1] == 0 || w[1] == w[0] + 1),
+				"positions must start each row and document at 0 and count up by one"
+			);
+		}
 	}
 }
 
@@ -54,9 +81,10 @@ impl LossSum {
 }
 
 /// Per-call settings shared by the blocks.
-pub(crate) struct Pass {
+pub(crate) struct Pass<'b> {
 	batch: usize,
 	seq: usize,
+	positions: &'b [u32],
 	/// The stream dropout masks come from; `None` disables dropout (evaluation).
 	dropout_key: Option<u64>,
 }
@@ -95,11 +123,23 @@ impl<'a> Engine<'a> {
 		x
 	}
 
-	/// Loss of `batch` and, when `grads` is given, `+= grad_scale · ∂(mean loss)/∂adapter`.
-	/// `dropout_key` selects the dropout masks (training); `None` runs without dropout.
+	/// Summed loss of `batch` and, when `grads` is given, `+= grad_scale · ∂(summed
+	/// loss)/∂adapter` (the caller divides by the token count of the whole accumulated
+	/// batch). `dropout_key` selects the dropout masks (training); `None` runs without.
 	pub fn step(&self, batch: &Batch, dropout_key: Option<u64>, grads: Option<(&mut [f32], f32)>) -> LossSum {
-		assert!(batch.seq <= self.max_seq, "sequence {} longer than the engine's {}", batch.seq, self.max_seq);
-		let pass = Pass { batch: batch.batch, seq: batch.seq, dropout_key };
+		let losses = self.run(batch, dropout_key, grads);
+		LossSum { sum: losses.iter().sum(), count: batch.counted() }
+	}
+
+	/// Each target's loss (`−log p(target)`, 0 where none is taken), without dropout or
+	/// gradients: what evaluation sums per conversation.
+	pub fn token_losses(&self, batch: &Batch) -> Vec<f64> {
+		self.run(batch, None, None)
+	}
+
+	fn run(&self, batch: &Batch, dropout_key: Option<u64>, grads: Option<(&mut [f32], f32)>) -> Vec<f64> {
+		batch.check(self.max_seq);
+		let pass = Pass { batch: batch.batch, seq: batch.seq, positions: &batch.positions, dropout_key };
 		let backward = grads.is_some();
 		let mut x = self.embed(&batch.tokens);
 		let mut acts = Vec::with_capacity(self.model.layers.len());
@@ -110,58 +150,81 @@ impl<'a> Engine<'a> {
 				acts.push(a);
 			}
 		}
-		let count = batch.counted();
-		let Some((grads, grad_scale)) = grads else {
-			return LossSum { sum: self.lm_head_loss(&x, &batch.targets, None), count };
+		let Some((grads, scale)) = grads else {
+			return self.lm_head_loss(&x, &batch.targets, None);
 		};
 		assert_eq!(grads.len(), self.layout.len, "gradient buffer does not match the adapter");
-		let scale = if count == 0 { 0.0 } else { grad_scale / count as f32 };
 		let mut dx = vec![0f32; x.len()];
-		let sum = self.lm_head_loss(&x, &batch.targets, Some((&mut dx, scale)));
+		let losses = self.lm_head_loss(&x, &batch.targets, Some((&mut dx, scale)));
 		for (l, a) in acts.iter().enumerate().rev() {
 			match self.block_backward(l, a, &dx, grads, &pass) {
 				Some(d) => dx = d,
 				None => break,
 			}
 		}
-		LossSum { sum, count }
+		losses
 	}
 
-	/// Final norm, LM head and cross-entropy over `x` (`[rows × hidden]`), in row blocks.
-	/// With `dx`, writes `scale · ∂loss/∂x` there.
-	fn lm_head_loss(&self, x: &[f32], targets: &[i32], dx: Option<(&mut [f32], f32)>) -> f64 {
+	/// Final norm, LM head and cross-entropy over the rows of `x` (`[rows × hidden]`) that
+	/// have a target, in blocks of `LM_HEAD_ROWS` (rows without one are not computed: in a
+	/// chat most tokens are not the assistant's). With `dx`, writes `scale · ∂loss/∂x`
+	/// there (rows without a target get 0). Returns each row's loss.
+	fn lm_head_loss(&self, x: &[f32], targets: &[i32], dx: Option<(&mut [f32], f32)>) -> Vec<f64> {
 		let be = self.backend;
 		let c = &self.model.config;
 		let (h, v) = (c.hidden_size, c.vocab_size);
-		let rows = targets.len();
+		let counted: Vec<usize> = (0..targets.len()).filter(|&i| targets[i] >= 0).collect();
+		let mut losses = vec![0f64; targets.len()];
+		if counted.is_empty() {
+			return losses;
+		}
+		let rows = counted.len();
+		let xs: Vec<f32> = counted.iter().flat_map(|&i| x[i * h..(i + 1) * h].iter().copied()).collect();
+		let ts: Vec<i32> = counted.iter().map(|&i| targets[i]).collect();
 		let mut xf = vec![0f32; rows * h];
 		let mut rstd = vec![0f32; rows];
-		be.rmsnorm_forward(&mut xf, &mut rstd, x, &self.model.final_norm, h, c.rms_norm_eps);
+		be.rmsnorm_forward(&mut xf, &mut rstd, &xs, &self.model.final_norm, h, c.rms_norm_eps);
 		let head = self.model.lm_head();
 		let (mut dxf, scale) = match &dx {
 			Some((_, s)) => (Some(vec![0f32; rows * h]), *s),
 			None => (None, 0.0),
 		};
-		let mut loss = 0f64;
+		let mut ls = vec![0f64; rows];
 		let mut logits = vec![0f32; LM_HEAD_ROWS.min(rows) * v];
 		for r0 in (0..rows).step_by(LM_HEAD_ROWS) {
 			let n = LM_HEAD_ROWS.min(rows - r0);
 			let logits = &mut logits[..n * v];
 			be.matmul_nt(logits, &xf[r0 * h..(r0 + n) * h], head, n, h, v, false);
-			loss += be.cross_entropy(logits, &targets[r0..r0 + n], v, scale);
+			be.cross_entropy(logits, &ts[r0..r0 + n], v, scale, &mut ls[r0..r0 + n]);
 			if let Some(dxf) = dxf.as_mut() {
 				be.matmul_nn(&mut dxf[r0 * h..(r0 + n) * h], logits, head, n, v, h, false);
 			}
 		}
 		if let (Some((dx, _)), Some(dxf)) = (dx, dxf) {
-			be.rmsnorm_backward(dx, &dxf, x, &self.model.final_norm, &rstd, h);
+			let mut dxs = vec![0f32; rows * h];
+			be.rmsnorm_backward(&mut dxs, &dxf, &xs, &self.model.final_norm, &rstd, h);
+			for (j, &i) in counted.iter().enumerate() {
+				dx[i * h..(i + 1) * h].copy_from_slice(&dxs[j * h..(j + 1) * h]);
+			}
 		}
-		loss
+		for (j, &i) in counted.iter().enumerate() {
+			losses[i] = ls[j];
+		}
+		losses
 	}
 
-	/// Logits of every position, `[batch·seq × vocab]` (tests, golden values, evaluation).
+	/// Logits of every position, `[batch·seq × vocab]`, one document per row (tests, golden
+	/// values).
 	pub fn logits(&self, tokens: &[u32], batch: usize, seq: usize) -> Vec<f32> {
-		let pass = Pass { batch, seq, dropout_key: None };
+		let b = Batch::unpacked(tokens.to_vec(), vec![-1; tokens.len()], batch, seq);
+		self.logits_of(&b)
+	}
+
+	/// Logits of every position of `batch` (its documents as its positions say).
+	pub fn logits_of(&self, batch: &Batch) -> Vec<f32> {
+		batch.check(self.max_seq);
+		let tokens = &batch.tokens;
+		let pass = Pass { batch: batch.batch, seq: batch.seq, positions: &batch.positions, dropout_key: None };
 		let mut x = self.embed(tokens);
 		for l in 0..self.model.layers.len() {
 			x = self.block_forward(l, x, &pass).0;
@@ -177,15 +240,16 @@ impl<'a> Engine<'a> {
 	}
 }
 
-/// `cos`, `sin` of `pos · inv_freq[i]`, computed in f32 as Hugging Face does.
+/// `cos`, `sin` of `pos · inv_freq[i]`: the angle in f32 as Hugging Face computes it, its
+/// cosine and sine by the crate's own functions (`math`), rounded to f32.
 pub fn rope_tables(inv_freq: &[f32], max_seq: usize) -> (Vec<f32>, Vec<f32>) {
 	let mut cos = Vec::with_capacity(max_seq * inv_freq.len());
 	let mut sin = Vec::with_capacity(max_seq * inv_freq.len());
 	for pos in 0..max_seq {
 		for &f in inv_freq {
-			let a = pos as f32 * f;
-			cos.push(a.cos());
-			sin.push(a.sin());
+			let (s, c) = crate::math::sin_cos_f64((pos as f32 * f) as f64);
+			cos.push(c as f32);
+			sin.push(s as f32);
 		}
 	}
 	(cos, sin)

@@ -41,7 +41,7 @@ impl ModelConfig {
 		let half = self.head_dim / 2;
 		(0..half)
 			.map(|i| {
-				let f = (self.rope_theta as f64).powf(-(2.0 * i as f64) / self.head_dim as f64);
+				let f = crate::math::pow_f64(self.rope_theta as f64, -(2.0 * i as f64) / self.head_dim as f64);
 				let factor = self.rope_freq_factors.get(i).copied().unwrap_or(1.0) as f64;
 				(f / factor) as f32
 			})
@@ -169,7 +169,7 @@ fn llama3_freq_factors(cfg: &ModelConfig, factor: f64, low: f64, high: f64, orig
 	let high_wavelen = original / high;
 	(0..cfg.head_dim / 2)
 		.map(|i| {
-			let freq = (cfg.rope_theta as f64).powf(-(2.0 * i as f64) / cfg.head_dim as f64);
+			let freq = crate::math::pow_f64(cfg.rope_theta as f64, -(2.0 * i as f64) / cfg.head_dim as f64);
 			let wavelen = 2.0 * std::f64::consts::PI / freq;
 			if wavelen < high_wavelen {
 				1.0

@@ -10,6 +10,8 @@ pub use load::{load_model, ModelSource};
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 use crate::gguf::GgufError;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +58,8 @@ pub struct LayerWeights {
 
 impl LayerWeights {
 	/// The weight of a linear layer LoRA can target.
-	pub fn linear_mut(&mut self, target: crate::lora::Target) -> &mut Vec<f32> {
-		use crate::lora::Target::*;
+	pub fn linear_mut(&mut self, target: Target) -> &mut Vec<f32> {
+		use Target::*;
 		match target {
 			Q => &mut self.wq,
 			K => &mut self.wk,
@@ -66,6 +68,74 @@ impl LayerWeights {
 			Gate => &mut self.w_gate,
 			Up => &mut self.w_up,
 			Down => &mut self.w_down,
+		}
+	}
+}
+
+/// A linear layer of a decoder block (the layers LoRA can adapt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+	Q,
+	K,
+	V,
+	O,
+	Gate,
+	Up,
+	Down,
+}
+
+impl Target {
+	pub const ALL: [Target; 7] = [Target::Q, Target::K, Target::V, Target::O, Target::Gate, Target::Up, Target::Down];
+
+	/// Accepts the short name (`q`) or the Hugging Face module name (`q_proj`).
+	pub fn parse(s: &str) -> Option<Self> {
+		Some(match s.trim_end_matches("_proj") {
+			"q" => Target::Q,
+			"k" => Target::K,
+			"v" => Target::V,
+			"o" => Target::O,
+			"gate" => Target::Gate,
+			"up" => Target::Up,
+			"down" => Target::Down,
+			_ => return None,
+		})
+	}
+
+	/// The module path inside a Hugging Face decoder layer.
+	pub fn hf_module(self) -> &'static str {
+		match self {
+			Target::Q => "self_attn.q_proj",
+			Target::K => "self_attn.k_proj",
+			Target::V => "self_attn.v_proj",
+			Target::O => "self_attn.o_proj",
+			Target::Gate => "mlp.gate_proj",
+			Target::Up => "mlp.up_proj",
+			Target::Down => "mlp.down_proj",
+		}
+	}
+
+	/// The tensor name inside a GGUF block.
+	pub fn gguf_name(self) -> &'static str {
+		match self {
+			Target::Q => "attn_q",
+			Target::K => "attn_k",
+			Target::V => "attn_v",
+			Target::O => "attn_output",
+			Target::Gate => "ffn_gate",
+			Target::Up => "ffn_up",
+			Target::Down => "ffn_down",
+		}
+	}
+
+	/// `(in, out)` features of the adapted layer.
+	pub fn dims(self, c: &ModelConfig) -> (usize, usize) {
+		match self {
+			Target::Q => (c.hidden_size, c.q_dim()),
+			Target::K | Target::V => (c.hidden_size, c.kv_dim()),
+			Target::O => (c.q_dim(), c.hidden_size),
+			Target::Gate | Target::Up => (c.hidden_size, c.intermediate_size),
+			Target::Down => (c.intermediate_size, c.hidden_size),
 		}
 	}
 }
@@ -88,8 +158,8 @@ impl Model {
 	}
 
 	/// The linear layers a LoRA adapter can target, by their short names.
-	pub fn linear(&self, layer: usize, target: crate::lora::Target) -> &[f32] {
-		use crate::lora::Target::*;
+	pub fn linear(&self, layer: usize, target: Target) -> &[f32] {
+		use Target::*;
 		let l = &self.layers[layer];
 		match target {
 			Q => &l.wq,
@@ -99,17 +169,6 @@ impl Model {
 			Gate => &l.w_gate,
 			Up => &l.w_up,
 			Down => &l.w_down,
-		}
-	}
-
-	/// Folds `adapter` into the weights (`W += (α/r) B A`), for serving.
-	pub fn merge_adapter(&mut self, adapter: &crate::lora::Adapter, backend: &dyn crate::backend::Backend) {
-		let (l, scale) = (&adapter.layout, adapter.config.scale());
-		for s in &l.slots {
-			let mut delta = vec![0f32; s.out_dim * s.in_dim];
-			backend.matmul_nn(&mut delta, l.b(s, &adapter.params), l.a(s, &adapter.params), s.out_dim, l.rank, s.in_dim, false);
-			let w = self.layers[s.layer].linear_mut(s.target);
-			w.iter_mut().zip(&delta).for_each(|(w, d)| *w += scale * d);
 		}
 	}
 

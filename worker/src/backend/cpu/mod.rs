@@ -7,6 +7,7 @@
 
 mod attention;
 mod matmul;
+mod reduce;
 mod rmsnorm;
 mod rope;
 #[cfg(target_arch = "x86_64")]
@@ -45,9 +46,21 @@ pub fn isa_path() -> &'static str {
 	std::env::consts::ARCH
 }
 
+/// The version of the CPU kernels' arithmetic: bumped whenever any kernel's results change
+/// in any bit (blocking, reduction order, a polynomial), so that runs of old and new
+/// kernels are never compared. 1: the first engine; 2: per-document attention in row
+/// blocks, the crate's own `exp`, 16-lane sums.
+pub const KERNELS_VERSION: u32 = 2;
+
+/// The reproducibility class of this build on this CPU: backend, instruction-set path,
+/// kernel version and crate version, e.g. `cpu/x86_64-avx512f/k2/v0.1.0`.
+pub fn class() -> String {
+	format!("cpu/{}/k{KERNELS_VERSION}/v{}", isa_path(), env!("CARGO_PKG_VERSION"))
+}
+
 impl Backend for Cpu {
 	fn class(&self) -> String {
-		format!("cpu/{}", isa_path())
+		class()
 	}
 
 	fn matmul_nt(&self, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
@@ -72,12 +85,30 @@ impl Backend for Cpu {
 		rmsnorm::backward(dx, dout, x, w, rstd, dim)
 	}
 
-	fn rope(&self, x: &mut [f32], width: usize, cos: &[f32], sin: &[f32], seq: usize, head_dim: usize, inverse: bool) {
-		rope::apply(x, width, cos, sin, seq, head_dim, inverse)
+	fn rope(
+		&self,
+		x: &mut [f32],
+		width: usize,
+		cos: &[f32],
+		sin: &[f32],
+		positions: &[u32],
+		head_dim: usize,
+		inverse: bool,
+	) {
+		rope::apply(x, width, cos, sin, positions, head_dim, inverse)
 	}
 
-	fn attention_forward(&self, out: &mut [f32], probs: &mut [f32], q: &[f32], k: &[f32], v: &[f32], s: AttnShape) {
-		attention::forward(out, probs, q, k, v, s)
+	fn attention_forward(
+		&self,
+		out: &mut [f32],
+		probs: &mut [f32],
+		q: &[f32],
+		k: &[f32],
+		v: &[f32],
+		positions: &[u32],
+		s: AttnShape,
+	) {
+		attention::forward(out, probs, q, k, v, positions, s)
 	}
 
 	fn attention_backward(
@@ -90,9 +121,10 @@ impl Backend for Cpu {
 		q: &[f32],
 		k: &[f32],
 		v: &[f32],
+		positions: &[u32],
 		s: AttnShape,
 	) {
-		attention::backward(dq, dk, dv, dout, probs, q, k, v, s)
+		attention::backward(dq, dk, dv, dout, probs, q, k, v, positions, s)
 	}
 
 	fn swiglu_forward(&self, out: &mut [f32], gate: &[f32], up: &[f32]) {
@@ -103,8 +135,8 @@ impl Backend for Cpu {
 		swiglu::backward(dgate, dup, dout, gate, up)
 	}
 
-	fn cross_entropy(&self, logits: &mut [f32], targets: &[i32], vocab: usize, scale: f32) -> f64 {
-		xent::forward_backward(logits, targets, vocab, scale)
+	fn cross_entropy(&self, logits: &mut [f32], targets: &[i32], vocab: usize, scale: f32, losses: &mut [f64]) {
+		xent::forward_backward(logits, targets, vocab, scale, losses)
 	}
 }
 

@@ -3,14 +3,24 @@
 
 use rayon::prelude::*;
 
-/// Rotates every head of every row of `x` (`[rows × width]`, position `row % seq`);
+/// Rotates every head of every row of `x` (`[rows × width]`, row `r` at `positions[r]`);
 /// `inverse` turns the other way, which is the backward (a rotation's transpose).
-pub(super) fn apply(x: &mut [f32], width: usize, cos: &[f32], sin: &[f32], seq: usize, head_dim: usize, inverse: bool) {
+pub(super) fn apply(
+	x: &mut [f32],
+	width: usize,
+	cos: &[f32],
+	sin: &[f32],
+	positions: &[u32],
+	head_dim: usize,
+	inverse: bool,
+) {
 	let half = head_dim / 2;
-	assert!(cos.len() >= seq * half && sin.len() >= seq * half, "RoPE tables shorter than the sequence");
+	assert_eq!(x.len(), positions.len() * width, "one position per row");
+	let max_pos = positions.iter().copied().max().unwrap_or(0) as usize;
+	assert!(cos.len() > max_pos * half && sin.len() > max_pos * half, "RoPE tables shorter than position {max_pos}");
 	let sign = if inverse { -1.0f32 } else { 1.0 };
-	x.par_chunks_mut(width).enumerate().for_each(|(row, x)| {
-		let pos = row % seq;
+	x.par_chunks_mut(width).zip(positions.par_iter()).for_each(|(x, &pos)| {
+		let pos = pos as usize;
 		let (cos, sin) = (&cos[pos * half..(pos + 1) * half], &sin[pos * half..(pos + 1) * half]);
 		for head in x.chunks_exact_mut(head_dim) {
 			let (lo, hi) = head.split_at_mut(half);

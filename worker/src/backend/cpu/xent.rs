@@ -2,35 +2,29 @@
 
 use rayon::prelude::*;
 
+use super::reduce;
+use crate::math::{exp_f32_in_place, ln_f64};
+
 /// Overwrites each row of `logits` with `scale · (softmax − onehot(target))` (zero for
-/// ignored rows) and returns the sum of `−log softmax[target]` over counted rows.
-pub(super) fn forward_backward(logits: &mut [f32], targets: &[i32], vocab: usize, scale: f32) -> f64 {
-	let losses: Vec<f64> = logits
-		.par_chunks_mut(vocab)
-		.zip(targets.par_iter())
-		.map(|(row, &t)| {
-			if t < 0 {
-				row.fill(0.0);
-				return 0.0;
-			}
-			let t = t as usize;
-			assert!(t < vocab, "target {t} outside the vocabulary");
-			let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-			let target_logit = row[t] - max;
-			let mut sum = 0f32;
-			for x in row.iter_mut() {
-				*x = (*x - max).exp();
-				sum += *x;
-			}
-			let loss = (sum as f64).ln() - target_logit as f64;
-			let inv = 1.0 / sum;
-			for x in row.iter_mut() {
-				*x *= inv * scale;
-			}
-			row[t] -= scale;
-			loss
-		})
-		.collect();
-	// Summed in row order, so the total does not depend on how rows were scheduled.
-	losses.iter().sum()
+/// ignored rows) and writes `−log softmax[target]` of each row to `losses` (0 if ignored).
+pub(super) fn forward_backward(logits: &mut [f32], targets: &[i32], vocab: usize, scale: f32, losses: &mut [f64]) {
+	assert!(logits.len() == targets.len() * vocab && losses.len() == targets.len(), "cross-entropy shapes");
+	logits.par_chunks_mut(vocab).zip(targets.par_iter()).zip(losses.par_iter_mut()).for_each(|((row, &t), loss)| {
+		if t < 0 {
+			row.fill(0.0);
+			*loss = 0.0;
+			return;
+		}
+		let t = t as usize;
+		assert!(t < vocab, "target {t} outside the vocabulary");
+		let max = reduce::max(row);
+		let target_logit = row[t] - max;
+		row.iter_mut().for_each(|x| *x -= max);
+		exp_f32_in_place(row);
+		let sum = reduce::sum(row);
+		*loss = ln_f64(sum as f64) - target_logit as f64;
+		let k = scale / sum;
+		row.iter_mut().for_each(|x| *x *= k);
+		row[t] -= scale;
+	});
 }
