@@ -5,15 +5,18 @@ Hugging Face transformers reading the same GGUF file (dequantised to fp32).
 Writes worker/tests/fixtures/smollm2_golden.json:
   - prompt: the token ids of a fixed chat prompt, and for every position the log-sum-exp
     of the logits, the logits at a fixed set of vocabulary ids, and the top-5 ids;
-  - persona_loss: token ids and assistant-only loss masks of the first conversations of
-    the shipped eval set, and the mean loss over the masked tokens.
+  - eval: every conversation of the shipped persona eval set, rendered with the model's
+    template, its assistant tokens masked through transformers' own
+    `return_assistant_tokens_mask` (chat_mask.py), scored one conversation at a time:
+    ids, masks, bytes, each conversation's summed loss, and the totals (loss per token,
+    bits per byte, perplexity).
 
 Run by scripts/reference/run.sh (which makes the Python environment); CI never runs it.
 """
 import json, sys, pathlib
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from chat_mask import assistant_masked
+from chat_mask import assistant_masked, evaluate, score
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 gguf = pathlib.Path(sys.argv[1])
@@ -21,7 +24,7 @@ out = REPO / "worker/tests/fixtures/smollm2_golden.json"
 
 torch.manual_seed(0)
 tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32)
+model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
 model.eval()
 
 PROMPT = [
@@ -44,21 +47,16 @@ with torch.no_grad():
         "top5": logits.topk(5, -1).indices.tolist(),
     }
 
-    convs = [json.loads(l) for l in (REPO / "worker/data/persona/eval.jsonl").read_text().splitlines()[:4]]
-    rows, total, count = [], 0.0, 0
-    for c in convs:
-        ids, mask = assistant_masked(tok, c["messages"])
-        x = torch.tensor([ids])
-        lp = torch.log_softmax(model(x).logits[0, :-1].float(), -1)
-        tgt = torch.tensor(ids[1:])
-        nll = -lp.gather(1, tgt[:, None])[:, 0]
-        m = torch.tensor(mask[1:], dtype=torch.bool)
-        total += nll[m].sum().item()
-        count += int(m.sum())
-        rows.append({"ids": ids, "mask": mask})
-    persona = {"conversations": rows, "mean_loss": total / count, "count": count}
+    lines = [l for l in (REPO / "worker/data/persona/eval.jsonl").read_text().splitlines() if l.strip()]
+    convs = [assistant_masked(tok, json.loads(l)["messages"]) for l in lines]
+    rows = []
+    for ids, mask, nbytes in convs:
+        s, n = score(model, ids, mask)
+        rows.append({"ids": ids, "mask": mask, "bytes": nbytes, "loss_sum": s, "count": n})
+    persona = {"conversations": rows, **evaluate(model, convs)}
 
 out.write_text(json.dumps({"model_sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
                            "transformers": __import__("transformers").__version__, "torch": torch.__version__,
-                           "prompt": prompt, "persona_loss": persona}) + "\n")
-print(f"wrote {out}: prompt of {len(prompt['ids'])} tokens; persona loss {persona['mean_loss']:.6f} over {count} tokens")
+                           "prompt": prompt, "eval": persona}) + "\n")
+print(f"wrote {out}: prompt of {len(prompt['ids'])} tokens; eval of {len(rows)} conversations: loss "
+      f"{persona['loss']:.6f} over {persona['tokens']} tokens, {persona['bits_per_byte']:.6f} bits/byte")

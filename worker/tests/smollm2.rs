@@ -4,17 +4,18 @@
 //!
 //! Tolerances: both sides compute in fp32 but sum in different orders, so logits may
 //! differ by rounding that grows through 30 layers; we allow 2e-3 absolute on logits and
-//! log-sum-exps (they are O(10)), and 1e-4 relative on the mean persona loss.
+//! log-sum-exps (they are O(10)), and 1e-4 relative on the eval loss and bits per byte.
 
 use std::path::{Path, PathBuf};
 
 use molting_worker::backend::cpu::Cpu;
 use molting_worker::data::{parse_conversation, render_masked};
-use molting_worker::engine::{Batch, Engine, LossSum};
+use molting_worker::engine::Engine;
 use molting_worker::gguf::GgufFile;
 use molting_worker::model::{load_model, ModelSource};
 use molting_worker::spec::models_dir;
 use molting_worker::tokenizer::{ChatTokenizer, Message};
+use molting_worker::train::Job;
 use serde_json::Value;
 
 const LOGIT_TOL: f32 = 2e-3;
@@ -38,7 +39,7 @@ fn ids(v: &Value) -> Vec<u32> {
 }
 
 #[test]
-fn smollm2_matches_transformers_on_tokens_logits_and_persona_loss() {
+fn smollm2_matches_transformers_on_tokens_logits_and_eval() {
 	let path = gguf_path();
 	let g = golden();
 	let model = load_model(&ModelSource::detect(&path).unwrap()).unwrap();
@@ -81,27 +82,39 @@ fn smollm2_matches_transformers_on_tokens_logits_and_persona_loss() {
 	assert!(worst < LOGIT_TOL, "largest logit difference from transformers: {worst}");
 	eprintln!("SmolLM2 logits: largest difference from transformers over {n} positions: {worst:.2e}");
 
-	// The persona loss with assistant-only masking, conversation by conversation.
+	// The held-out persona set, scored one conversation at a time.
+	check_eval_against_transformers(&g);
+}
+
+/// Every eval conversation: the worker's tokens, assistant mask (located by rendering
+/// prefixes) and byte count equal transformers' (mask from the template's `{% generation %}`
+/// markers); the worker's eval (packed, block-diagonal) gives transformers' per-conversation
+/// loss and bits per byte within 1e-4 relative.
+fn check_eval_against_transformers(g: &Value) {
+	let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/keeper.toml");
+	let job = Job::prepare(&spec).unwrap();
+	let want = &g["eval"];
+	let convs = want["conversations"].as_array().unwrap();
+	assert_eq!(job.eval.len(), convs.len(), "one golden record per eval conversation");
 	let eval = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/persona/eval.jsonl")).unwrap();
-	let engine = Engine::new(&Cpu, &model, None, 512);
-	let mut total = LossSum::default();
-	for (line, want) in eval.lines().zip(g["persona_loss"]["conversations"].as_array().unwrap()) {
-		let ex = render_masked(&tok, &parse_conversation(line).unwrap()).unwrap();
-		assert_eq!(ex.ids, ids(&want["ids"]));
+	for ((line, ex), want) in eval.lines().zip(&job.eval).zip(convs) {
+		let again = render_masked(&job.tokenizer, &parse_conversation(line).unwrap()).unwrap();
+		assert_eq!(again.ids, ex.ids);
+		assert_eq!(ex.ids, ids(&want["ids"]), "line {}: tokens", ex.line);
 		let mask: Vec<bool> = want["mask"].as_array().unwrap().iter().map(|m| m.as_u64() == Some(1)).collect();
-		assert_eq!(ex.train, mask, "assistant-only mask");
-		let t = ex.ids.len() - 1;
-		let batch = Batch::unpacked(
-			ex.ids[..t].to_vec(),
-			(1..=t).map(|i| if ex.train[i] { ex.ids[i] as i32 } else { -1 }).collect(),
-			1,
-			t,
-		);
-		total.add(engine.step(&batch, None, None));
+		assert_eq!(ex.train, mask, "line {}: assistant mask", ex.line);
+		assert_eq!(ex.bytes as u64, want["bytes"].as_u64().unwrap(), "line {}: assistant bytes", ex.line);
 	}
-	let want = g["persona_loss"]["mean_loss"].as_f64().unwrap();
-	assert_eq!(total.count as u64, g["persona_loss"]["count"].as_u64().unwrap());
-	let rel = (total.mean() - want).abs() / want;
-	eprintln!("SmolLM2 persona loss: {:.6} vs transformers {want:.6} (relative {rel:.1e})", total.mean());
-	assert!(rel < LOSS_REL_TOL, "persona loss {} vs {want}", total.mean());
+	let got = job.evaluate(&Cpu, None).unwrap();
+	assert_eq!(got.tokens as u64, want["tokens"].as_u64().unwrap());
+	assert_eq!(got.bytes as u64, want["bytes"].as_u64().unwrap());
+	for (name, ours, theirs) in [
+		("loss", got.loss, want["loss"].as_f64().unwrap()),
+		("bits per byte", got.bits_per_byte, want["bits_per_byte"].as_f64().unwrap()),
+		("perplexity", got.perplexity, want["perplexity"].as_f64().unwrap()),
+	] {
+		let rel = (ours - theirs).abs() / theirs;
+		eprintln!("SmolLM2 eval {name}: {ours:.6} vs transformers {theirs:.6} (relative {rel:.1e})");
+		assert!(rel < LOSS_REL_TOL, "eval {name} {ours} vs transformers {theirs}");
+	}
 }
