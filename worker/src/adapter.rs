@@ -104,8 +104,10 @@ pub fn read_peft(dir: &Path, config: &ModelConfig) -> Result<Adapter, String> {
 	let cfg_path = dir.join("adapter_config.json");
 	let text = std::fs::read_to_string(&cfg_path).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
 	let j: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
-	let rank = j["r"].as_u64().filter(|&r| r > 0).ok_or_else(|| format!("{}: `r` must be a positive integer", cfg_path.display()))?
-		as usize;
+	let rank = j["r"]
+		.as_u64()
+		.filter(|&r| r > 0)
+		.ok_or_else(|| format!("{}: `r` must be a positive integer", cfg_path.display()))? as usize;
 	if j["use_rslora"].as_bool() == Some(true) || j["use_dora"].as_bool() == Some(true) {
 		return Err(format!("{}: rsLoRA and DoRA adapters are not supported", cfg_path.display()));
 	}

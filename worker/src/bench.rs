@@ -1,14 +1,18 @@
-//! `molt-worker bench`: the cost of LoRA training steps on a real model, in the figures the
-//! PyTorch reference (`scripts/bench/torch_reference.py`) prints too.
+//! `molt-worker bench`: the real training step of a job (by default the persona demo,
+//! `jobs/keeper.toml`: its packed Keeper rows, its LoRA, dropout and AdamW) timed step by
+//! step, with the figures the PyTorch reference (`scripts/bench/torch_reference.py`) prints
+//! for the same batches: raw and trained (assistant) tokens per second, peak memory, and
+//! the useful GFLOP/s against the best GEMM rate measured in the same process.
 
 use std::time::Instant;
 
 use crate::backend::Backend;
-use crate::engine::{Batch, Engine};
-use crate::lora::{Adapter, LoraConfig, Target};
-use crate::model::{Model, ModelConfig};
-use crate::optim::{clip_grad_norm, AdamW};
+use crate::data::Loader;
+use crate::engine::Batch;
+use crate::lora::LoraConfig;
+use crate::model::ModelConfig;
 use crate::rng::Rng;
+use crate::train::Job;
 
 /// What a bench measured.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -17,39 +21,74 @@ pub struct BenchReport {
 	pub threads: usize,
 	pub batch: usize,
 	pub seq: usize,
+	pub grad_accum: usize,
 	pub rank: usize,
+	pub targets: Vec<String>,
 	pub steps: usize,
+	/// Median of the timed steps.
 	pub step_seconds: f64,
+	/// Every token slot of the rows (padding included) per second.
 	pub tokens_per_second: f64,
-	pub gflops_per_step: f64,
-	pub achieved_gflops: f64,
+	/// Predicted (assistant) tokens per second.
+	pub trained_tokens_per_second: f64,
+	/// Useful work of one step (see [`useful_flops`]), mean over the timed steps.
+	pub useful_gflops_per_step: f64,
+	pub useful_gflops_per_second: f64,
+	/// The best rate of this backend's frozen-weight GEMM on the model's big shapes, measured
+	/// in the same process, and the step's useful rate as a share of it.
+	pub best_gemm_gflops: f64,
+	pub share_of_best_gemm: f64,
 	pub peak_rss_mib: f64,
 	pub loss_first: f64,
 	pub loss_last: f64,
 }
 
-/// FLOPs of one training step (forward, and the backward to activations and adapters; the
-/// frozen weights get no gradients), counting a multiply-add as 2.
-pub fn step_flops(c: &ModelConfig, lora: &LoraConfig, batch: usize, seq: usize) -> f64 {
-	let n = (batch * seq) as f64;
-	let (h, f) = (c.hidden_size as f64, c.intermediate_size as f64);
-	let (qd, kvd) = (c.q_dim() as f64, c.kv_dim() as f64);
-	let linears = h * qd + 2.0 * h * kvd + qd * h + 3.0 * h * f;
-	let attn = 4.0 * batch as f64 * c.num_heads as f64 * (seq * seq) as f64 * c.head_dim as f64;
+/// The batches one step of `job` from `state` will train on (the loader is deterministic).
+pub fn step_batches(job: &Job, state: &crate::checkpoint::State) -> Vec<Batch> {
+	let hp = &job.spec.train;
+	let mut loader = Loader::new(&job.train_rows, state.seed, state.cursor);
+	(0..hp.grad_accum).map(|_| loader.next_batch(hp.batch_size, hp.seq_len)).collect()
+}
+
+/// Useful FLOPs of one training step on `batches` (a multiply-add is 2): the frozen linear
+/// layers forward and their input gradients (not layer 0's q, k, v, whose input needs
+/// none) on every real token (padding excluded); LoRA forward and backward; attention
+/// over the block-diagonal-causal part only (each token against itself and the tokens
+/// before it in its own conversation); the LM head forward and backward on predicted
+/// tokens only.
+pub fn useful_flops(c: &ModelConfig, lora: &LoraConfig, batches: &[Batch]) -> f64 {
+	let (h, f, qd, kvd) = (c.hidden_size as f64, c.intermediate_size as f64, c.q_dim() as f64, c.kv_dim() as f64);
+	let linear = h * qd + 2.0 * h * kvd + qd * h + 3.0 * h * f;
+	let qkv = h * qd + 2.0 * h * kvd;
 	let r = lora.rank as f64;
-	let lora_params: f64 = lora
-		.targets
-		.iter()
-		.map(|t| {
-			let (i, o) = t.dims(c);
-			r * (i + o) as f64
-		})
-		.sum();
-	let per_layer_fwd = 2.0 * n * linears + attn + 2.0 * n * lora_params;
-	// Backward: input gradients (as much as the forward), attention twice, LoRA weight grads.
-	let per_layer_bwd = 2.0 * n * linears + 2.0 * attn + 4.0 * n * lora_params;
-	let head = 2.0 * n * h * c.vocab_size as f64;
-	c.num_layers as f64 * (per_layer_fwd + per_layer_bwd) + 2.0 * head
+	let lora_params: f64 = lora.targets.iter().map(|t| t.dims(c)).map(|(i, o)| r * (i + o) as f64).sum();
+	let mut total = 0.0;
+	for b in batches {
+		let (mut tokens, mut pairs) = (0f64, 0f64);
+		for r in 0..b.batch {
+			let positions = &b.positions[r * b.seq..(r + 1) * b.seq];
+			let targets = &b.targets[r * b.seq..(r + 1) * b.seq];
+			// Documents by where positions restart; the padding after the last
+			// conversation is the one document without a target (after the first).
+			let mut start = 0;
+			for end in (1..=b.seq).filter(|&i| i == b.seq || positions[i] == 0) {
+				if start == 0 || targets[start..end].iter().any(|&t| t >= 0) {
+					let len = (end - start) as f64;
+					tokens += len;
+					pairs += len * (len + 1.0) / 2.0;
+				}
+				start = end;
+			}
+		}
+		let counted = b.counted() as f64;
+		let layers = c.num_layers as f64;
+		let linears = 2.0 * tokens * linear * (2.0 * layers) - 2.0 * tokens * qkv;
+		let lora_work = 6.0 * tokens * lora_params * layers;
+		let attn = 12.0 * pairs * c.head_dim as f64 * c.num_heads as f64 * layers;
+		let head = 4.0 * counted * h * c.vocab_size as f64;
+		total += linears + lora_work + attn + head;
+	}
+	total
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in MiB.
@@ -62,108 +101,92 @@ pub fn peak_rss_mib() -> f64 {
 		.map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// Runs `warmup + steps` training steps on random tokens (every target counted).
+/// Runs `warmup + steps` real training steps of `job`; `on_batches` sees each step's
+/// batches first (for the reference to train on the same ones).
 pub fn run(
 	backend: &dyn Backend,
-	model: &Model,
-	batch: usize,
-	seq: usize,
-	rank: usize,
+	job: &Job,
 	steps: usize,
 	warmup: usize,
+	mut on_batches: impl FnMut(&[Batch]),
 ) -> BenchReport {
-	let lora = LoraConfig {
-		rank,
-		alpha: 2.0 * rank as f32,
-		dropout: 0.0,
-		targets: vec![Target::Q, Target::K, Target::V, Target::O],
-	};
-	let mut adapter = Adapter::init(&model.config, lora.clone(), 1);
-	let mut rng = Rng::new(2);
-	let vocab = model.config.vocab_size;
-	let tokens: Vec<u32> = (0..batch * (seq + 1)).map(|_| rng.below(vocab) as u32).collect();
-	let rows: Vec<&[u32]> = tokens.chunks(seq + 1).collect();
-	let b = Batch::unpacked(
-		rows.iter().flat_map(|r| r[..seq].iter().copied()).collect(),
-		rows.iter().flat_map(|r| r[1..].iter().map(|&t| t as i32)).collect(),
-		batch,
-		seq,
-	);
-	let hp = crate::spec::TrainSection {
-		steps: (warmup + steps) as u64,
-		batch_size: batch,
-		seq_len: seq,
-		grad_accum: 1,
-		lr: 1e-3,
-		warmup_steps: 0,
-		min_lr_ratio: 1.0,
-		weight_decay: 0.0,
-		max_grad_norm: 1.0,
-		beta1: 0.9,
-		beta2: 0.999,
-		eps: 1e-8,
-		seed: 0,
-		checkpoint_every: 1,
-	};
-	let mut opt = AdamW::new(adapter.params.len());
-	let mut losses = Vec::new();
-	let mut timed = 0.0;
+	let hp = &job.spec.train;
+	let lora = job.spec.lora_config();
+	let best_gemm = matmul_gflops(backend, &job.model.config, hp.batch_size * hp.seq_len)
+		.into_iter()
+		.map(|(_, g)| g)
+		.fold(0f64, f64::max);
+	let _ = job.frozen_for(backend);
+	let mut state = job.initial_state(backend);
+	let (mut times, mut losses, mut flops, mut counted) = (Vec::new(), Vec::new(), 0f64, 0usize);
 	for i in 0..warmup + steps {
+		let batches = step_batches(job, &state);
+		on_batches(&batches);
 		let started = Instant::now();
-		let mut grads = vec![0f32; adapter.params.len()];
-		let loss = Engine::new(backend, model, Some(&adapter), seq).step(&b, None, Some((&mut grads, 1.0)));
-		clip_grad_norm(&mut grads, 1.0);
-		opt.update(&mut adapter.params, &grads, 1e-3, i as u64 + 1, &hp.adamw());
+		let report = job.step(backend, &mut state);
+		let secs = started.elapsed().as_secs_f64();
+		losses.push(report.loss);
 		if i >= warmup {
-			timed += started.elapsed().as_secs_f64();
+			times.push(secs);
+			flops += useful_flops(&job.model.config, &lora, &batches);
+			counted += report.tokens_counted;
 		}
-		losses.push(loss.mean());
 	}
-	let step_seconds = timed / steps.max(1) as f64;
-	let flops = step_flops(&model.config, &lora, batch, seq);
+	times.sort_by(f64::total_cmp);
+	let median = times[times.len() / 2];
+	let per_step = flops / steps as f64;
+	let tokens = (hp.batch_size * hp.seq_len * hp.grad_accum) as f64;
 	BenchReport {
 		backend: backend.class(),
 		threads: rayon::current_num_threads(),
-		batch,
-		seq,
-		rank,
+		batch: hp.batch_size,
+		seq: hp.seq_len,
+		grad_accum: hp.grad_accum,
+		rank: lora.rank,
+		targets: job.spec.lora.targets.clone(),
 		steps,
-		step_seconds,
-		tokens_per_second: (batch * seq) as f64 / step_seconds,
-		gflops_per_step: flops / 1e9,
-		achieved_gflops: flops / 1e9 / step_seconds,
+		step_seconds: median,
+		tokens_per_second: tokens / median,
+		trained_tokens_per_second: counted as f64 / steps as f64 / median,
+		useful_gflops_per_step: per_step / 1e9,
+		useful_gflops_per_second: per_step / 1e9 / median,
+		best_gemm_gflops: best_gemm,
+		share_of_best_gemm: per_step / 1e9 / median / best_gemm,
 		peak_rss_mib: peak_rss_mib(),
 		loss_first: losses[0],
 		loss_last: *losses.last().unwrap_or(&0.0),
 	}
 }
 
-/// GFLOP/s of the matmul shapes a step of `c` runs (`x Wᵀ`, `dY W`, the LM head), for
-/// tuning the kernels.
+/// GFLOP/s of the frozen-weight products a step of `c` runs (`x Wᵀ`, `dY W`, the LM head),
+/// best of three each.
 pub fn matmul_gflops(backend: &dyn Backend, c: &ModelConfig, rows: usize) -> Vec<(String, f64)> {
 	let mut rng = Rng::new(5);
 	let mut out = Vec::new();
+	let (h, f, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
 	let shapes = [
-		("x·Wqᵀ", rows, c.hidden_size, c.q_dim(), 0),
-		("x·Wgateᵀ", rows, c.hidden_size, c.intermediate_size, 0),
-		("dY·Wgate", rows, c.intermediate_size, c.hidden_size, 1),
-		("lm head", 256, c.hidden_size, c.vocab_size, 0),
-		("lm head dX", 256, c.vocab_size, c.hidden_size, 1),
+		("x·Wqᵀ", rows, h, c.q_dim(), false),
+		("x·Wgateᵀ", rows, h, f, false),
+		("dY·Wgate", rows, f, h, true),
+		("lm head", 256, h, v, false),
+		("lm head dX", 256, v, h, true),
 	];
-	for (name, m, k, n, kind) in shapes {
-		let a: Vec<f32> = (0..m * k).map(|_| rng.uniform()).collect();
-		let b: Vec<f32> = (0..k * n).map(|_| rng.uniform()).collect();
+	for (name, m, k, n, backward) in shapes {
+		let (out_dim, in_dim) = if backward { (k, n) } else { (n, k) };
+		let w: Vec<f32> = (0..out_dim * in_dim).map(|_| rng.uniform() - 0.5).collect();
+		let frozen = backend.freeze(&w, out_dim, in_dim);
+		let a: Vec<f32> = (0..m * k).map(|_| rng.uniform() - 0.5).collect();
 		let mut cbuf = vec![0f32; m * n];
-		let reps = 3;
-		let started = Instant::now();
-		for _ in 0..reps {
-			match kind {
-				0 => backend.matmul_nt(&mut cbuf, &a, &b, m, k, n, false),
-				_ => backend.matmul_nn(&mut cbuf, &a, &b, m, k, n, false),
+		let mut best = f64::INFINITY;
+		for _ in 0..3 {
+			let started = Instant::now();
+			match backward {
+				false => backend.frozen_forward(&mut cbuf, &a, &frozen, m, false),
+				true => backend.frozen_backward(&mut cbuf, &a, &frozen, m, false),
 			}
+			best = best.min(started.elapsed().as_secs_f64());
 		}
-		let secs = started.elapsed().as_secs_f64() / reps as f64;
-		out.push((format!("{name} {m}x{k}x{n}"), 2.0 * (m * k * n) as f64 / secs / 1e9));
+		out.push((format!("{name} {m}x{k}x{n}"), 2.0 * (m * k * n) as f64 / best / 1e9));
 	}
 	out
 }

@@ -188,9 +188,11 @@ fn load_text(path: &Path, text: &str, tok: &ChatTokenizer) -> Result<Vec<Example
 		if doc.trim().is_empty() {
 			continue;
 		}
-		let (mut ids, offsets) = tok
-			.encode_with_offsets(doc)
-			.map_err(|source| DataError::Tokenizer { file: path.into(), line: start_line, source })?;
+		let (mut ids, offsets) = tok.encode_with_offsets(doc).map_err(|source| DataError::Tokenizer {
+			file: path.into(),
+			line: start_line,
+			source,
+		})?;
 		let bytes = predicted_bytes(&offsets, &vec![true; ids.len()], doc.len());
 		ids.extend(eos);
 		out.push(Example { train: vec![true; ids.len()], ids, bytes, line: start_line });
@@ -242,7 +244,11 @@ pub fn pack(examples: &[Example], seq: usize, pad: u32) -> Packed {
 	let rows = members
 		.iter()
 		.map(|members| {
-			let mut row = Row { tokens: Vec::with_capacity(seq), targets: Vec::with_capacity(seq), positions: Vec::with_capacity(seq) };
+			let mut row = Row {
+				tokens: Vec::with_capacity(seq),
+				targets: Vec::with_capacity(seq),
+				positions: Vec::with_capacity(seq),
+			};
 			for &i in members {
 				let e = &examples[i];
 				for j in 0..len(e) {

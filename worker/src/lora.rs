@@ -112,7 +112,15 @@ impl Adapter {
 		let (l, scale) = (&self.layout, self.config.scale());
 		for s in &l.slots {
 			let mut delta = vec![0f32; s.out_dim * s.in_dim];
-			backend.matmul_nn(&mut delta, l.b(s, &self.params), l.a(s, &self.params), s.out_dim, l.rank, s.in_dim, false);
+			backend.matmul_nn(
+				&mut delta,
+				l.b(s, &self.params),
+				l.a(s, &self.params),
+				s.out_dim,
+				l.rank,
+				s.in_dim,
+				false,
+			);
 			let w = model.layers[s.layer].linear_mut(s.target);
 			w.iter_mut().zip(&delta).for_each(|(w, d)| *w += scale * d);
 		}

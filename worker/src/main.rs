@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use molting_worker::backend::{cpu::Cpu, Backend};
+use molting_worker::backend::cpu::{isa_path, Cpu, CpuBf16};
+use molting_worker::backend::Backend;
 use molting_worker::generate::{Generator, Sampling};
 use molting_worker::gguf::GgufFile;
 use molting_worker::model::{load_model, Model, ModelSource};
@@ -52,6 +53,9 @@ enum Command {
 		/// A PEFT adapter directory; without it, the base model.
 		#[arg(long)]
 		adapter: Option<PathBuf>,
+		/// Print the reports as JSON (`{"base": ..., "adapter": ...}`).
+		#[arg(long)]
+		json: bool,
 	},
 	/// Talk to a model, with or without an adapter.
 	Chat {
@@ -73,30 +77,50 @@ enum Command {
 		top_p: f32,
 		#[arg(long, default_value_t = 0)]
 		seed: u64,
+		/// Print each exchange as a JSON line with the token ids (`prompt_ids`, `reply_ids`).
+		#[arg(long)]
+		json: bool,
 	},
-	/// Time LoRA training steps on a real model.
+	/// Time a job's real training steps (the persona demo by default), with the figures the
+	/// PyTorch reference prints.
 	Bench {
-		#[arg(long, default_value = "models:SmolLM2-135M-Instruct.Q4_1.gguf")]
-		model: String,
-		#[arg(long, default_value_t = 4)]
-		batch: usize,
-		#[arg(long, default_value_t = 256)]
-		seq: usize,
-		#[arg(long, default_value_t = 16)]
-		rank: usize,
-		#[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+		#[arg(long, default_value = "worker/jobs/keeper.toml")]
+		spec: PathBuf,
+		/// fp32 (the reference class) or bf16 (frozen-weight products in bf16).
+		#[arg(long, value_enum)]
+		precision: Option<Precision>,
+		#[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
 		steps: u64,
 		#[arg(long, default_value_t = 1)]
 		warmup: usize,
+		/// Write every step's batches here (JSON), for the PyTorch reference.
+		#[arg(long)]
+		batches_out: Option<PathBuf>,
 		/// Print the report as JSON.
 		#[arg(long)]
 		json: bool,
-		/// Only time the matmul shapes of a step.
+		/// Only time the frozen-weight matmul shapes of a step.
 		#[arg(long)]
 		kernels: bool,
 	},
 	/// Describe a model: architecture, tensors, tokenizer, chat template.
 	Inspect { model: String },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Precision {
+	Fp32,
+	Bf16,
+}
+
+/// The backend for `precision` (the job's own when `None`).
+fn backend_for(precision: Precision) -> Result<Box<dyn Backend>> {
+	Ok(match precision {
+		Precision::Fp32 => Box::new(Cpu),
+		Precision::Bf16 => Box::new(CpuBf16::new().ok_or_else(|| {
+			anyhow::anyhow!("precision bf16 needs a CPU with AVX-512F and AVX512_BF16; this one has {}", isa_path())
+		})?),
+	})
 }
 
 /// A model argument: `models:NAME` in the model cache, else a path.
@@ -165,6 +189,14 @@ fn keep_freed_memory() {
 	}
 }
 
+/// The precision a job's spec names.
+fn job_precision(job: &Job) -> Precision {
+	match job.spec.train.precision {
+		molting_worker::spec::Precision::Fp32 => Precision::Fp32,
+		molting_worker::spec::Precision::Bf16 => Precision::Bf16,
+	}
+}
+
 fn main() {
 	keep_freed_memory();
 	let cli = Cli::parse();
@@ -179,10 +211,11 @@ fn run(cli: Cli) -> Result<()> {
 	if let Some(n) = cli.threads {
 		rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("thread pool")?;
 	}
-	let backend = Cpu;
 	match cli.command {
 		Command::Train { spec, out, stop_after } => {
 			let job = Job::prepare(&spec)?;
+			let backend = backend_for(job_precision(&job))?;
+			let backend = backend.as_ref();
 			job.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
 			eprintln!(
 				"{}: {} train rows of {} tokens, {} eval conversations; {} steps on {}",
@@ -195,7 +228,7 @@ fn run(cli: Cli) -> Result<()> {
 			);
 			let pb = progress(job.spec.train.steps, 0);
 			let mut cb = on_step(&pb);
-			let summary = train::train(&job, &out, &backend, RunOptions { stop_after, on_step: Some(&mut cb) })?;
+			let summary = train::train(&job, &out, backend, RunOptions { stop_after, on_step: Some(&mut cb) })?;
 			pb.finish_and_clear();
 			match summary {
 				Some(s) => print_summary(&s, &out),
@@ -210,16 +243,23 @@ fn run(cli: Cli) -> Result<()> {
 			let manifest = molting_worker::checkpoint::Manifest::load(&run)?;
 			let pb = progress(0, *manifest.steps.last().unwrap_or(&0));
 			let mut cb = on_step(&pb);
-			let (job, summary) =
-				train::resume(&run, &backend, RunOptions { stop_after: None, on_step: Some(&mut cb) })?;
-			let _ = job;
+			let job = Job::from_run(&run)?;
+			let backend = backend_for(job_precision(&job))?;
+			let summary = train::resume_job(
+				&job,
+				&run,
+				backend.as_ref(),
+				RunOptions { stop_after: None, on_step: Some(&mut cb) },
+			)?;
 			pb.finish_and_clear();
 			if let Some(s) = summary {
 				print_summary(&s, &run);
 			}
 		},
 		Command::Replay { run, from } => {
-			let r = train::replay(&run, from, &backend)?;
+			let job = Job::from_run(&run)?;
+			let backend = backend_for(job_precision(&job))?;
+			let r = train::replay_job(&job, &run, from, backend.as_ref())?;
 			println!("replayed steps {}..{} from checkpoint {}", r.from_step, r.to_step, r.from_index);
 			println!("recorded: {}", r.expected);
 			println!("computed: {}", r.found);
@@ -230,26 +270,36 @@ fn run(cli: Cli) -> Result<()> {
 				std::process::exit(2);
 			}
 		},
-		Command::Eval { spec, adapter } => {
+		Command::Eval { spec, adapter, json } => {
 			let job = Job::prepare(&spec)?;
+			let backend = backend_for(job_precision(&job))?;
+			let backend = backend.as_ref();
 			let show = |what: &str, r: train::EvalReport| {
 				println!(
 					"{what:13} eval loss {:.4} over {} tokens, {:.4} bits/byte over {} bytes, perplexity {:.2}",
 					r.loss, r.tokens, r.bits_per_byte, r.bytes, r.perplexity
 				)
 			};
-			let Some(base) = job.evaluate(&backend, None) else {
+			let Some(base) = job.evaluate(backend, None) else {
 				bail!("{}: the spec has no eval split", spec.display());
 			};
-			show("base model:", base);
-			if let Some(dir) = adapter {
-				let a = molting_worker::adapter::read_peft(&dir, &job.model.config).map_err(anyhow::Error::msg)?;
-				if let Some(r) = job.evaluate_with(&backend, Some(&a)) {
+			let with_adapter = match adapter {
+				Some(dir) => {
+					let a = molting_worker::adapter::read_peft(&dir, &job.model.config).map_err(anyhow::Error::msg)?;
+					job.evaluate_with(backend, Some(&a))
+				},
+				None => None,
+			};
+			if json {
+				println!("{}", serde_json::json!({"backend": backend.class(), "base": base, "adapter": with_adapter}));
+			} else {
+				show("base model:", base);
+				if let Some(r) = with_adapter {
 					show("with adapter:", r);
 				}
 			}
 		},
-		Command::Chat { model, adapter, system, prompt, max_tokens, temperature, top_p, seed } => {
+		Command::Chat { model, adapter, system, prompt, max_tokens, temperature, top_p, seed, json } => {
 			let (model, tok, source) = load(&model)?;
 			if tok.vocab_size() > model.config.vocab_size {
 				let (t, m) = (tok.vocab_size(), model.config.vocab_size);
@@ -260,7 +310,7 @@ fn run(cli: Cli) -> Result<()> {
 				None => None,
 			};
 			let context = model.config.max_position_embeddings.min(4096);
-			let mut generator = Generator::new(&backend, &model, adapter.as_ref(), context);
+			let mut generator = Generator::new(&Cpu, &model, adapter.as_ref(), context);
 			let sampling = Sampling { temperature, top_p, seed };
 			let mut answer = |user: &str| -> Result<()> {
 				let mut messages = Vec::new();
@@ -273,7 +323,15 @@ fn run(cli: Cli) -> Result<()> {
 					bail!("the prompt is {} tokens; the context holds {context}", ids.len());
 				}
 				let out = generator.generate(&ids, max_tokens, &tok.stop_ids, sampling, |_| {});
-				println!("> {user}\n{}\n", tok.decode(&out)?.trim());
+				let reply = tok.decode(&out)?;
+				if json {
+					println!(
+						"{}",
+						serde_json::json!({"prompt": user, "prompt_ids": ids, "reply_ids": out, "reply": reply})
+					);
+				} else {
+					println!("> {user}\n{}\n", reply.trim());
+				}
 				Ok(())
 			};
 			if prompt.is_empty() {
@@ -290,33 +348,58 @@ fn run(cli: Cli) -> Result<()> {
 				}
 			}
 		},
-		Command::Bench { model, batch, seq, rank, steps, warmup, json, kernels } => {
-			let (model, _, source) = load(&model)?;
+		Command::Bench { spec, precision, steps, warmup, batches_out, json, kernels } => {
+			let job = Job::prepare(&spec)?;
+			let backend = backend_for(precision.unwrap_or(job_precision(&job)))?;
+			let backend = backend.as_ref();
 			if kernels {
-				for (name, gflops) in molting_worker::bench::matmul_gflops(&backend, &model.config, batch * seq) {
+				let rows = job.spec.train.batch_size * job.spec.train.seq_len;
+				for (name, gflops) in molting_worker::bench::matmul_gflops(backend, &job.model.config, rows) {
 					println!("{name:32} {gflops:8.1} GFLOP/s");
 				}
 				return Ok(());
 			}
-			let r = molting_worker::bench::run(&backend, &model, batch, seq, rank, steps as usize, warmup);
+			let mut steps_seen = Vec::new();
+			let r = molting_worker::bench::run(backend, &job, steps as usize, warmup, |b| {
+				if batches_out.is_some() {
+					steps_seen.push(
+						b.iter()
+							.map(|b| serde_json::json!({"tokens": b.tokens, "targets": b.targets, "positions": b.positions, "batch": b.batch, "seq": b.seq}))
+							.collect::<Vec<_>>(),
+					);
+				}
+			});
+			if let Some(path) = batches_out {
+				let spec_json = serde_json::to_value(&job.spec)?;
+				let out = serde_json::json!({"spec": spec_json, "warmup": warmup, "steps": steps_seen,
+					"useful_gflops_per_step": r.useful_gflops_per_step});
+				std::fs::write(&path, serde_json::to_vec(&out)?).with_context(|| path.display().to_string())?;
+			}
 			if json {
 				println!("{}", serde_json::to_string(&r)?);
 			} else {
-				println!(
-					"model:        {} ({:.1}M parameters)",
-					source.path().display(),
-					model.num_params() as f64 / 1e6
-				);
+				println!("job:          {} ({} train rows)", spec.display(), job.train_rows.len());
 				println!("backend:      {} ({} threads)", r.backend, r.threads);
 				println!(
-					"workload:     batch {} x seq {}, LoRA r={} on q,k,v,o, {} timed steps",
-					r.batch, r.seq, r.rank, r.steps
+					"workload:     batch {} x seq {} x accum {}, LoRA r={} on {}, {} timed steps (median)",
+					r.batch,
+					r.seq,
+					r.grad_accum,
+					r.rank,
+					r.targets.join(","),
+					r.steps
 				);
 				println!("step time:    {:.3} s", r.step_seconds);
-				println!("throughput:   {:.1} tokens/s", r.tokens_per_second);
 				println!(
-					"compute:      {:.1} GFLOP/step, {:.1} GFLOP/s achieved",
-					r.gflops_per_step, r.achieved_gflops
+					"throughput:   {:.1} tokens/s, {:.1} trained tokens/s",
+					r.tokens_per_second, r.trained_tokens_per_second
+				);
+				println!(
+					"compute:      {:.1} useful GFLOP/step, {:.1} GFLOP/s = {:.0}% of the best GEMM rate here ({:.1})",
+					r.useful_gflops_per_step,
+					r.useful_gflops_per_second,
+					100.0 * r.share_of_best_gemm,
+					r.best_gemm_gflops
 				);
 				println!("peak memory:  {:.0} MiB", r.peak_rss_mib);
 				println!("loss:         {:.4} -> {:.4}", r.loss_first, r.loss_last);

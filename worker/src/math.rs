@@ -22,8 +22,7 @@ const EXP_F32_MIN: f32 = -87.336_55;
 const EXP_F32_MAX: f32 = 88.722_83;
 /// Taylor coefficients `1/k!` for `k = 0..=7`: on `|r| ≤ ln2/2` the truncation error is
 /// under `0.347⁸/8! ≈ 5e-9`, a tenth of an f32 ulp.
-const EXP_F32_POLY: [f32; 8] =
-	[1.0, 1.0, 0.5, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 720.0, 1.0 / 5040.0];
+const EXP_F32_POLY: [f32; 8] = [1.0, 1.0, 0.5, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 720.0, 1.0 / 5040.0];
 
 /// `eˣ` in f32 (see the module docs). Below −87.34 it returns 0, above 88.72 `+∞`.
 #[inline]

@@ -32,6 +32,7 @@
 //! max_grad_norm = 1.0
 //! seed = 42
 //! checkpoint_every = 10
+//! precision = "fp32"              # or "bf16": frozen-weight products in bf16 (its own class)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -106,6 +107,19 @@ pub struct TrainSection {
 	pub eps: f32,
 	pub seed: u64,
 	pub checkpoint_every: u64,
+	/// The arithmetic of the frozen weights' products, and so the reproducibility class a
+	/// miner must run: `fp32` (the reference) or `bf16`.
+	#[serde(default)]
+	pub precision: Precision,
+}
+
+/// See [`TrainSection::precision`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+	#[default]
+	Fp32,
+	Bf16,
 }
 
 fn one() -> usize {

@@ -13,7 +13,7 @@ use std::time::Instant;
 use crate::backend::Backend;
 use crate::checkpoint::{write_atomic, CheckpointError, Manifest, State};
 use crate::data::{self, Cursor, DataError, Example, Loader, Row};
-use crate::engine::{Batch, Engine, LossSum};
+use crate::engine::{Batch, Engine, FrozenModel, LossSum};
 use crate::lora::{Adapter, Layout};
 use crate::model::{load_model, Model, ModelError, ModelSource};
 use crate::optim::{clip_grad_norm, learning_rate, AdamW};
@@ -61,6 +61,8 @@ pub struct Job {
 	pub eval: Vec<Example>,
 	/// What the run should know but does not stop it (conversations cut to `seq_len`).
 	pub warnings: Vec<String>,
+	/// The model's frozen weights in each backend class's form, made on first use.
+	frozen: std::sync::Mutex<Vec<std::sync::Arc<FrozenModel>>>,
 }
 
 /// The eval split's score: each conversation scored on its own (attention and positions as
@@ -133,7 +135,9 @@ impl Job {
 		let warnings = packed
 			.truncated
 			.iter()
-			.map(|line| format!("{}:{line}: longer than seq_len = {seq}; cut to its first {seq} tokens", train_path.display()))
+			.map(|line| {
+				format!("{}:{line}: longer than seq_len = {seq}; cut to its first {seq} tokens", train_path.display())
+			})
 			.collect();
 		let eval = match (&spec.data.eval, &spec.data.eval_sha256) {
 			(Some(f), Some(h)) => {
@@ -157,6 +161,7 @@ impl Job {
 			train_rows: packed.rows,
 			eval,
 			warnings,
+			frozen: Default::default(),
 		})
 	}
 
@@ -226,6 +231,18 @@ impl Job {
 		(index as u64).saturating_mul(self.spec.train.checkpoint_every).min(self.spec.train.steps)
 	}
 
+	/// The model's frozen weights for `backend` (packed or converted once per class).
+	pub fn frozen_for(&self, backend: &dyn Backend) -> std::sync::Arc<FrozenModel> {
+		let class = backend.class();
+		let mut cache = self.frozen.lock().unwrap_or_else(|e| e.into_inner());
+		if let Some(f) = cache.iter().find(|f| f.class == class) {
+			return f.clone();
+		}
+		let f = std::sync::Arc::new(FrozenModel::new(backend, &self.model));
+		cache.push(f.clone());
+		f
+	}
+
 	/// The adapter holding `params`.
 	pub fn adapter(&self, params: &[f32]) -> Adapter {
 		Adapter::from_params(&self.model.config, self.spec.lora_config(), params.to_vec())
@@ -247,7 +264,8 @@ impl Job {
 		}
 		let row_len = self.eval.iter().map(|e| e.ids.len()).max().unwrap_or(1);
 		let packed = data::pack(&self.eval, row_len, 0);
-		let engine = Engine::new(backend, &self.model, adapter, row_len);
+		let frozen = self.frozen_for(backend);
+		let engine = Engine::with_frozen(backend, &self.model, &frozen, adapter, row_len);
 		let mut per_conv = vec![(0f64, 0usize); self.eval.len()];
 		let owner = owners(&packed);
 		for (chunk, owner) in packed.rows.chunks(EVAL_ROWS_PER_BATCH).zip(owner.chunks(EVAL_ROWS_PER_BATCH * row_len)) {
@@ -286,8 +304,10 @@ impl Job {
 		let hp = &self.spec.train;
 		let started = Instant::now();
 		// The parameters move into the adapter for the forward/backward and back for the update.
-		let adapter = Adapter::from_params(&self.model.config, self.spec.lora_config(), std::mem::take(&mut state.params));
-		let engine = Engine::new(backend, &self.model, Some(&adapter), hp.seq_len);
+		let adapter =
+			Adapter::from_params(&self.model.config, self.spec.lora_config(), std::mem::take(&mut state.params));
+		let frozen = self.frozen_for(backend);
+		let engine = Engine::with_frozen(backend, &self.model, &frozen, Some(&adapter), hp.seq_len);
 		let mut loader = Loader::new(&self.train_rows, state.seed, state.cursor);
 		let batches: Vec<Batch> = (0..hp.grad_accum).map(|_| loader.next_batch(hp.batch_size, hp.seq_len)).collect();
 		// The objective is the mean over the predicted tokens of the whole accumulated batch
@@ -386,6 +406,17 @@ pub fn train(job: &Job, run: &Path, backend: &dyn Backend, opts: RunOptions) -> 
 /// Continues the run in `run` from its last checkpoint.
 pub fn resume(run: &Path, backend: &dyn Backend, opts: RunOptions) -> Result<(Job, Option<Summary>), TrainError> {
 	let job = Job::from_run(run)?;
+	let summary = resume_job(&job, run, backend, opts)?;
+	Ok((job, summary))
+}
+
+/// [`resume`] with the run's job already loaded (`Job::from_run`).
+pub fn resume_job(
+	job: &Job,
+	run: &Path,
+	backend: &dyn Backend,
+	opts: RunOptions,
+) -> Result<Option<Summary>, TrainError> {
 	let manifest = Manifest::load(run)?;
 	let last = manifest
 		.hashes
@@ -399,13 +430,17 @@ pub fn resume(run: &Path, backend: &dyn Backend, opts: RunOptions) -> Result<(Jo
 	if let Ok(text) = std::fs::read_to_string(&metrics) {
 		let kept: String = text
 			.lines()
-			.filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= state.step))
+			.filter(|l| {
+				serde_json::from_str::<serde_json::Value>(l)
+					.ok()
+					.and_then(|v| v["step"].as_u64())
+					.is_some_and(|s| s <= state.step)
+			})
 			.map(|l| format!("{l}\n"))
 			.collect();
 		write_atomic(&metrics, kept.as_bytes())?;
 	}
-	let summary = continue_run(&job, run, backend, manifest, state, opts)?;
-	Ok((job, summary))
+	continue_run(job, run, backend, manifest, state, opts)
 }
 
 fn continue_run(
@@ -472,7 +507,11 @@ pub struct ReplayReport {
 /// Recomputes checkpoint `from + 1` from checkpoint `from` (whose file must match its
 /// recorded hash) and compares the state hash with the recorded one.
 pub fn replay(run: &Path, from: usize, backend: &dyn Backend) -> Result<ReplayReport, TrainError> {
-	let job = Job::from_run(run)?;
+	replay_job(&Job::from_run(run)?, run, from, backend)
+}
+
+/// [`replay`] with the run's job already loaded (`Job::from_run`).
+pub fn replay_job(job: &Job, run: &Path, from: usize, backend: &dyn Backend) -> Result<ReplayReport, TrainError> {
 	let manifest = Manifest::load(run)?;
 	let mut state = manifest.read_checked(run, from)?;
 	job.check_state(&state, from, &Manifest::checkpoint_path(run, from), backend)?;

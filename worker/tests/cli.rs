@@ -17,7 +17,9 @@ fn worker() -> Command {
 /// A spec for a bigger tiny job (long enough to kill it in the middle).
 fn setup(dir: &Path) -> std::path::PathBuf {
 	write_tiny_job(dir, |s| {
-		s.replace("steps = 12", "steps = 400").replace("checkpoint_every = 4", "checkpoint_every = 20").replace("seq_len = 48", "seq_len = 64")
+		s.replace("steps = 12", "steps = 400")
+			.replace("checkpoint_every = 4", "checkpoint_every = 20")
+			.replace("seq_len = 48", "seq_len = 64")
 	})
 }
 

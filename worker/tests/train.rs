@@ -295,22 +295,34 @@ fn plain_text_trains_with_loss_on_every_token() {
 }
 
 /// The final state hash of the tiny job (tests/fixtures/tiny-job.toml) on our reference
-/// class. Any change to the engine's arithmetic changes it: bump the kernel version
-/// (`backend::cpu::KERNELS_VERSION`, which is part of the class) and pin the new hash.
-const TINY_JOB_FINAL_HASH: (&str, &str) =
-	("x86_64-avx512f", "efe91c2f8c226bb3738bb2f8e4d52799d579b382d63588af087bb4c8dacb8bd1");
+/// classes, fp32 and bf16. Any change to the engine's arithmetic changes them: bump the
+/// kernel version (`backend::cpu::KERNELS_VERSION`, part of the class) and pin the new ones.
+const TINY_JOB_FP32: (&str, &str) =
+	("cpu/x86_64-avx512f", "05b0b0ff359f56ce10b65911b057415267adb194ca488f5d000d4b0a64c5c738");
+const TINY_JOB_BF16: (&str, &str) =
+	("cpu-bf16/x86_64-avx512bf16", "76c8315164a6420161e2d616bcbecb9ad297d6f23703bf28289aaf44619d8259");
 
 #[test]
-fn the_tiny_job_ends_at_its_pinned_hash() {
+fn the_tiny_job_ends_at_its_pinned_hashes() {
+	let version = format!("k{}/v{}", molting_worker::backend::cpu::KERNELS_VERSION, env!("CARGO_PKG_VERSION"));
 	let f = Fixture::new(|s| s);
-	let s = run(&f.prepare().unwrap(), &f.path("run"), 2);
-	let (isa, hash) = TINY_JOB_FINAL_HASH;
-	let class = format!("cpu/{isa}/k{}/v{}", molting_worker::backend::cpu::KERNELS_VERSION, env!("CARGO_PKG_VERSION"));
-	if s.backend != class {
-		eprintln!("no pinned hash for class {} (pinned: {class}); final hash {}", s.backend, s.final_state_hash);
-		return;
+	let s = run(&f.prepare().unwrap(), &f.path("fp32"), 2);
+	let (class, hash) = TINY_JOB_FP32;
+	if s.backend == format!("{class}/{version}") {
+		assert_eq!(s.final_state_hash, hash, "the tiny job's fp32 state changed: a deliberate class bump?");
+	} else {
+		eprintln!(
+			"no pinned hash for class {} (pinned: {class}/{version}); final hash {}",
+			s.backend, s.final_state_hash
+		);
 	}
-	assert_eq!(s.final_state_hash, hash, "the tiny job's final state changed: a deliberate class bump?");
+	let Some(bf16) = molting_worker::backend::cpu::CpuBf16::new() else { return };
+	let s = with_threads(2, || train(&f.prepare().unwrap(), &f.path("bf16"), &bf16, RunOptions::default()))
+		.unwrap()
+		.unwrap();
+	let (class, hash) = TINY_JOB_BF16;
+	assert_eq!(s.backend, format!("{class}/{version}"));
+	assert_eq!(s.final_state_hash, hash, "the tiny job's bf16 state changed: a deliberate class bump?");
 }
 
 #[test]
@@ -391,7 +403,11 @@ fn conversations_longer_than_seq_len_are_cut_with_a_warning_that_names_them() {
 	let f = Fixture::new(|s| s.replace("seq_len = 256", "seq_len = 150"));
 	let job = f.prepare().unwrap();
 	assert!(!job.warnings.is_empty());
-	assert!(job.warnings.iter().all(|w| w.contains("tiny.jsonl:") && w.contains("seq_len = 150")), "{:?}", job.warnings);
+	assert!(
+		job.warnings.iter().all(|w| w.contains("tiny.jsonl:") && w.contains("seq_len = 150")),
+		"{:?}",
+		job.warnings
+	);
 	// Every row is whole conversations: positions restart only at conversation starts.
 	for row in &job.train_rows {
 		assert_eq!(row.positions[0], 0);

@@ -24,9 +24,36 @@ pub struct AttnShape {
 	pub head_dim: usize,
 }
 
+/// A frozen weight `W` (`[out_dim × in_dim]`, a base model's linear layer or LM head) in
+/// the form a backend multiplies with: packed panels, another precision, device memory.
+/// Made once per model by [`Backend::freeze`]; only a backend of the class that made it
+/// can use it.
+pub struct Frozen {
+	pub out_dim: usize,
+	pub in_dim: usize,
+	pub class: String,
+	pub(crate) data: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl Frozen {
+	/// The backend's own form of the weight; panics if another class made it.
+	pub(crate) fn get<T: 'static>(&self, class: &str) -> &T {
+		assert_eq!(self.class, class, "a weight frozen by one backend class used by another");
+		self.data.downcast_ref::<T>().expect("the frozen form this backend makes")
+	}
+}
+
 pub trait Backend: Send + Sync {
 	/// The reproducibility class: runs of the same class give the same bits.
 	fn class(&self) -> String;
+
+	/// `W` (`[out_dim × in_dim]`, row-major) in this backend's form for
+	/// [`Backend::frozen_forward`] and [`Backend::frozen_backward`].
+	fn freeze(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Frozen;
+	/// `y[n×out] (+)= x[n×in] · Wᵀ`: a frozen linear layer.
+	fn frozen_forward(&self, y: &mut [f32], x: &[f32], w: &Frozen, n: usize, accumulate: bool);
+	/// `dx[n×in] (+)= dy[n×out] · W`: its input gradient.
+	fn frozen_backward(&self, dx: &mut [f32], dy: &[f32], w: &Frozen, n: usize, accumulate: bool);
 
 	/// `c[m×n] (+)= a[m×k] · b[n×k]ᵀ`: a linear layer, `x Wᵀ`.
 	fn matmul_nt(&self, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool);

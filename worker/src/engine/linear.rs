@@ -3,10 +3,11 @@
 
 use rayon::prelude::*;
 
-use crate::backend::Backend;
-use crate::rng::uniform_at;
+use crate::backend::{Backend, Frozen};
+use crate::rng::mix64;
 
-/// Elements per dropout task (each element's mask depends only on its index).
+/// Elements per dropout task (a multiple of 64; each element's mask depends only on its
+/// index).
 const DROPOUT_CHUNK: usize = 1 << 15;
 
 /// The trainable branch of one layer, as the forward sees it.
@@ -19,21 +20,66 @@ pub struct LoraBranch<'a> {
 	pub dropout: Option<(f32, u64)>,
 }
 
-impl LoraBranch<'_> {
-	/// `drop(x)`: elements zeroed with probability `p`, the rest scaled by `1/(1−p)`. The
-	/// mask is a function of (stream, element index), so the backward redraws it.
-	fn dropped(&self, x: &[f32]) -> Option<Vec<f32>> {
-		let (p, key) = self.dropout?;
-		let keep = 1.0 / (1.0 - p);
+/// Which inputs dropout keeps (bit `i`: element `i` kept), drawn once in the forward and
+/// used again by the backward. Element `i` is dropped iff `uniform_at(key, i) < p`.
+pub struct DropMask {
+	bits: Vec<u64>,
+	keep: f32,
+}
+
+impl DropMask {
+	fn new(p: f32, key: u64, len: usize) -> Self {
+		// uniform_at is u·2⁻²⁴ for a 24-bit integer u, so `< p` is `u < ⌈p·2²⁴⌉`.
+		let threshold = (p as f64 * (1u64 << 24) as f64).ceil() as u64;
+		let mut bits = vec![0u64; len.div_ceil(64)];
+		bits.par_chunks_mut(DROPOUT_CHUNK / 64).enumerate().for_each(|(c, words)| {
+			let first = (c * DROPOUT_CHUNK) as u64;
+			#[cfg(target_arch = "x86_64")]
+			if std::arch::is_x86_feature_detected!("avx512dq") {
+				// SAFETY: the CPU has the features the function is compiled for.
+				unsafe { keep_bits_avx512(words, key, first, threshold) };
+				return;
+			}
+			keep_bits(words, key, first, threshold);
+		});
+		DropMask { bits, keep: 1.0 / (1.0 - p) }
+	}
+
+	fn kept(&self, i: usize) -> bool {
+		self.bits[i / 64] >> (i % 64) & 1 == 1
+	}
+
+	/// `drop(x)`: dropped elements 0, kept ones scaled by `1/(1−p)`.
+	fn apply(&self, x: &[f32]) -> Vec<f32> {
 		let mut out = x.to_vec();
 		out.par_chunks_mut(DROPOUT_CHUNK).enumerate().for_each(|(c, chunk)| {
 			for (j, v) in chunk.iter_mut().enumerate() {
-				let i = (c * DROPOUT_CHUNK + j) as u64;
-				*v = if uniform_at(key, i) < p { 0.0 } else { *v * keep };
+				*v = if self.kept(c * DROPOUT_CHUNK + j) { *v * self.keep } else { 0.0 };
 			}
 		});
-		Some(out)
+		out
 	}
+}
+
+/// Bit `j` of `words[w]`: whether element `first + 64w + j` is kept (integer arithmetic:
+/// the same on every CPU, vectorised or not).
+#[inline(always)]
+fn keep_bits(words: &mut [u64], key: u64, first: u64, threshold: u64) {
+	for (w, word) in words.iter_mut().enumerate() {
+		let base = first + 64 * w as u64;
+		let mut bits = 0u64;
+		for j in 0..64 {
+			let u = mix64(key ^ mix64(base + j)) >> 40;
+			bits |= ((u >= threshold) as u64) << j;
+		}
+		*word = bits;
+	}
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn keep_bits_avx512(words: &mut [u64], key: u64, first: u64, threshold: u64) {
+	keep_bits(words, key, first, threshold)
 }
 
 /// Shapes of one call: `n` rows of `in_dim` in, `out_dim` out.
@@ -44,29 +90,31 @@ pub struct Dims {
 	pub out_dim: usize,
 }
 
-/// Forward. Returns `(α/r) · drop(x) Aᵀ` (`[n × r]`), which the backward needs.
+/// Forward. Returns `(α/r) · drop(x) Aᵀ` (`[n × r]`) and the dropout mask, which the
+/// backward needs.
 pub fn forward(
 	be: &dyn Backend,
 	y: &mut [f32],
 	x: &[f32],
-	w: &[f32],
+	w: &Frozen,
 	bias: &[f32],
 	lora: Option<&LoraBranch>,
 	d: Dims,
-) -> Vec<f32> {
-	be.matmul_nt(y, x, w, d.n, d.in_dim, d.out_dim, false);
+) -> (Vec<f32>, Option<DropMask>) {
+	be.frozen_forward(y, x, w, d.n, false);
 	if !bias.is_empty() {
 		for row in y.chunks_exact_mut(d.out_dim) {
 			row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
 		}
 	}
-	let Some(l) = lora else { return Vec::new() };
-	let dropped = l.dropped(x);
+	let Some(l) = lora else { return (Vec::new(), None) };
+	let mask = l.dropout.map(|(p, key)| DropMask::new(p, key, x.len()));
+	let dropped = mask.as_ref().map(|m| m.apply(x));
 	let mut xa = vec![0f32; d.n * l.rank];
 	be.matmul_nt(&mut xa, dropped.as_deref().unwrap_or(x), l.a, d.n, d.in_dim, l.rank, false);
 	xa.iter_mut().for_each(|v| *v *= l.scale);
 	be.matmul_nt(y, &xa, l.b, d.n, l.rank, d.out_dim, true);
-	xa
+	(xa, mask)
 }
 
 /// Backward. `dx` (if wanted) gets `+=` or `=` the input gradient; `grad_a`/`grad_b` get `+=`.
@@ -76,42 +124,66 @@ pub fn backward(
 	dx: Option<(&mut [f32], bool)>,
 	dy: &[f32],
 	x: &[f32],
-	w: &[f32],
-	lora: Option<(&LoraBranch, &[f32], &mut [f32], &mut [f32])>,
+	w: &Frozen,
+	lora: Option<(&LoraBranch, &[f32], Option<&DropMask>, &mut [f32], &mut [f32])>,
 	d: Dims,
 ) {
 	let Dims { n, in_dim, out_dim } = d;
 	let mut dx = dx;
 	if let Some((dx, accumulate)) = dx.as_mut() {
-		be.matmul_nn(dx, dy, w, n, out_dim, in_dim, *accumulate);
+		be.frozen_backward(dx, dy, w, n, *accumulate);
 	}
-	let Some((l, xa, grad_a, grad_b)) = lora else { return };
+	let Some((l, xa, mask, grad_a, grad_b)) = lora else { return };
 	let r = l.rank;
-	// dB += dyᵀ · (α/r) drop(x) Aᵀ
-	be.matmul_tn(grad_b, dy, xa, out_dim, n, r, true);
+	// dB += dyᵀ · (α/r) drop(x) Aᵀ, computed as its transpose ((α/r) drop(x) Aᵀ)ᵀ dy so
+	// that the long operand, dy, is read by rows.
+	let mut dbt = vec![0f32; r * out_dim];
+	be.matmul_tn(&mut dbt, xa, dy, r, n, out_dim, false);
+	for (o, row) in grad_b.chunks_exact_mut(r).enumerate() {
+		for (j, g) in row.iter_mut().enumerate() {
+			*g += dbt[j * out_dim + o];
+		}
+	}
 	// g = (α/r) · dy B;  dA += gᵀ drop(x);  dx += drop'(g A)
 	let mut g = vec![0f32; n * r];
 	be.matmul_nn(&mut g, dy, l.b, n, out_dim, r, false);
 	g.iter_mut().for_each(|v| *v *= l.scale);
-	let dropped = l.dropped(x);
+	let dropped = mask.map(|m| m.apply(x));
 	be.matmul_tn(grad_a, &g, dropped.as_deref().unwrap_or(x), r, n, in_dim, true);
 	if let Some((dx, _)) = dx {
-		match l.dropout {
+		match mask {
 			None => be.matmul_nn(dx, &g, l.a, n, r, in_dim, true),
-			Some((p, key)) => {
+			Some(m) => {
 				let mut t = vec![0f32; n * in_dim];
 				be.matmul_nn(&mut t, &g, l.a, n, r, in_dim, false);
-				let keep = 1.0 / (1.0 - p);
 				dx.par_chunks_mut(DROPOUT_CHUNK).zip(t.par_chunks(DROPOUT_CHUNK)).enumerate().for_each(
 					|(c, (dx, t))| {
 						for (j, (dx, t)) in dx.iter_mut().zip(t).enumerate() {
-							if uniform_at(key, (c * DROPOUT_CHUNK + j) as u64) >= p {
-								*dx += t * keep;
+							if m.kept(c * DROPOUT_CHUNK + j) {
+								*dx += t * m.keep;
 							}
 						}
 					},
 				);
 			},
 		}
+	}
+}
+
+#[cfg(test)]
+mod tests {
+	use super::*;
+	use crate::rng::uniform_at;
+
+	#[test]
+	fn the_mask_is_the_documented_draw() {
+		let (p, key) = (0.05f32, 1234u64);
+		let m = DropMask::new(p, key, 70_000);
+		let mut dropped = 0;
+		for i in 0..70_000 {
+			assert_eq!(m.kept(i), uniform_at(key, i as u64) >= p, "element {i}");
+			dropped += !m.kept(i) as usize;
+		}
+		assert!((dropped as f64 / 70_000.0 - 0.05).abs() < 0.005, "{dropped} dropped");
 	}
 }

@@ -7,8 +7,8 @@
 mod block;
 mod linear;
 
-use crate::backend::Backend;
-use crate::lora::{Adapter, Layout, LoraConfig};
+use crate::backend::{Backend, Frozen};
+use crate::lora::{Adapter, Layout, LoraConfig, Target};
 use crate::model::Model;
 
 /// Rows of the LM head computed at once: bounds the logits buffer (`rows × vocab` floats)
@@ -89,10 +89,46 @@ pub(crate) struct Pass<'b> {
 	dropout_key: Option<u64>,
 }
 
+/// A model's frozen weights (every block's seven linear layers and the LM head) in a
+/// backend's form: made once (packing, conversion to bf16) and used by every step.
+pub struct FrozenModel {
+	pub class: String,
+	/// Per layer, by [`Target::ALL`] order.
+	layers: Vec<[Frozen; 7]>,
+	head: Frozen,
+}
+
+impl FrozenModel {
+	pub fn new(backend: &dyn Backend, model: &Model) -> Self {
+		let c = &model.config;
+		let layers = (0..model.layers.len())
+			.map(|l| {
+				Target::ALL.map(|t| {
+					let (in_dim, out_dim) = t.dims(c);
+					backend.freeze(model.linear(l, t), out_dim, in_dim)
+				})
+			})
+			.collect();
+		let head = backend.freeze(model.lm_head(), c.vocab_size, c.hidden_size);
+		FrozenModel { class: backend.class(), layers, head }
+	}
+
+	pub(crate) fn linear(&self, layer: usize, t: Target) -> &Frozen {
+		&self.layers[layer][Target::ALL.iter().position(|&x| x == t).unwrap_or(0)]
+	}
+}
+
+/// The frozen weights an engine uses: its own, or shared with other engines.
+enum FrozenRef<'a> {
+	Owned(Box<FrozenModel>),
+	Shared(&'a FrozenModel),
+}
+
 /// A model (and optionally an adapter) bound to a backend.
 pub struct Engine<'a> {
 	backend: &'a dyn Backend,
 	model: &'a Model,
+	frozen: FrozenRef<'a>,
 	adapter: Option<&'a Adapter>,
 	layout: Layout,
 	/// `[max_seq × head_dim/2]` tables.
@@ -102,14 +138,45 @@ pub struct Engine<'a> {
 }
 
 impl<'a> Engine<'a> {
+	/// An engine that freezes `model`'s weights for itself (tests, one-off use).
 	pub fn new(backend: &'a dyn Backend, model: &'a Model, adapter: Option<&'a Adapter>, max_seq: usize) -> Self {
+		let frozen = FrozenRef::Owned(Box::new(FrozenModel::new(backend, model)));
+		Self::build(backend, model, frozen, adapter, max_seq)
+	}
+
+	/// An engine on weights frozen once for `backend` (what training steps use).
+	pub fn with_frozen(
+		backend: &'a dyn Backend,
+		model: &'a Model,
+		frozen: &'a FrozenModel,
+		adapter: Option<&'a Adapter>,
+		max_seq: usize,
+	) -> Self {
+		assert_eq!(frozen.class, backend.class(), "weights frozen for another backend class");
+		Self::build(backend, model, FrozenRef::Shared(frozen), adapter, max_seq)
+	}
+
+	fn build(
+		backend: &'a dyn Backend,
+		model: &'a Model,
+		frozen: FrozenRef<'a>,
+		adapter: Option<&'a Adapter>,
+		max_seq: usize,
+	) -> Self {
 		let c = &model.config;
 		let layout = match adapter {
 			Some(a) => a.layout.clone(),
 			None => Layout::new(c, &LoraConfig { rank: 0, alpha: 0.0, dropout: 0.0, targets: vec![] }),
 		};
 		let (rope_cos, rope_sin) = rope_tables(&c.rope_inv_freq(), max_seq);
-		Engine { backend, model, adapter, layout, rope_cos, rope_sin, max_seq }
+		Engine { backend, model, frozen, adapter, layout, rope_cos, rope_sin, max_seq }
+	}
+
+	fn frozen(&self) -> &FrozenModel {
+		match &self.frozen {
+			FrozenRef::Owned(f) => f,
+			FrozenRef::Shared(f) => f,
+		}
 	}
 
 	fn embed(&self, tokens: &[u32]) -> Vec<f32> {
@@ -184,7 +251,7 @@ impl<'a> Engine<'a> {
 		let mut xf = vec![0f32; rows * h];
 		let mut rstd = vec![0f32; rows];
 		be.rmsnorm_forward(&mut xf, &mut rstd, &xs, &self.model.final_norm, h, c.rms_norm_eps);
-		let head = self.model.lm_head();
+		let head = &self.frozen().head;
 		let (mut dxf, scale) = match &dx {
 			Some((_, s)) => (Some(vec![0f32; rows * h]), *s),
 			None => (None, 0.0),
@@ -194,10 +261,10 @@ impl<'a> Engine<'a> {
 		for r0 in (0..rows).step_by(LM_HEAD_ROWS) {
 			let n = LM_HEAD_ROWS.min(rows - r0);
 			let logits = &mut logits[..n * v];
-			be.matmul_nt(logits, &xf[r0 * h..(r0 + n) * h], head, n, h, v, false);
+			be.frozen_forward(logits, &xf[r0 * h..(r0 + n) * h], head, n, false);
 			be.cross_entropy(logits, &ts[r0..r0 + n], v, scale, &mut ls[r0..r0 + n]);
 			if let Some(dxf) = dxf.as_mut() {
-				be.matmul_nn(&mut dxf[r0 * h..(r0 + n) * h], logits, head, n, v, h, false);
+				be.frozen_backward(&mut dxf[r0 * h..(r0 + n) * h], logits, head, n, false);
 			}
 		}
 		if let (Some((dx, _)), Some(dxf)) = (dx, dxf) {
@@ -231,11 +298,12 @@ impl<'a> Engine<'a> {
 		}
 		let c = &self.model.config;
 		let (h, v, rows) = (c.hidden_size, c.vocab_size, tokens.len());
+		let _ = v;
 		let mut xf = vec![0f32; rows * h];
 		let mut rstd = vec![0f32; rows];
 		self.backend.rmsnorm_forward(&mut xf, &mut rstd, &x, &self.model.final_norm, h, c.rms_norm_eps);
 		let mut logits = vec![0f32; rows * v];
-		self.backend.matmul_nt(&mut logits, &xf, self.model.lm_head(), rows, h, v, false);
+		self.backend.frozen_forward(&mut logits, &xf, &self.frozen().head, rows, false);
 		logits
 	}
 }

@@ -251,7 +251,12 @@ const GGUF_NAMES: Names = Names {
 
 /// Every weight of `config`'s model from `store`, shapes checked; `qk_permuted` puts Q/K
 /// rows back from llama.cpp's order.
-fn load_weights(store: &impl TensorStore, config: ModelConfig, n: &Names, qk_permuted: bool) -> Result<Model, ModelError> {
+fn load_weights(
+	store: &impl TensorStore,
+	config: ModelConfig,
+	n: &Names,
+	qk_permuted: bool,
+) -> Result<Model, ModelError> {
 	let (h, q, kv, f, v) =
 		(config.hidden_size, config.q_dim(), config.kv_dim(), config.intermediate_size, config.vocab_size);
 	let mut layers = Vec::with_capacity(config.num_layers);

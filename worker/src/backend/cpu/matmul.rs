@@ -45,15 +45,10 @@ pub(super) fn gemm_tiled(
 	assert!((k - 1) * b_rs + (n - 1) * b_cs < b.len(), "matmul rhs too short");
 	// The grid is a function of the shape only: at most TILE_M × TILE_N per tile, and rows
 	// split further until there are at least MIN_TILES tiles to share out.
-	let col_tiles = n.div_ceil(TILE_N);
-	let row_tiles = MIN_TILES.div_ceil(col_tiles).max(m.div_ceil(TILE_M));
-	let tile_m = m.div_ceil(row_tiles).next_multiple_of(ROW_QUANTUM).min(TILE_M).max(1);
-	let tiles: Vec<(usize, usize)> =
-		(0..m).step_by(tile_m).flat_map(|i| (0..n).step_by(TILE_N).map(move |j| (i, j))).collect();
+	let tiles = tile_grid(m, n);
 	let cp = SharedMut(c.as_mut_ptr());
-	let run = |&(i0, j0): &(usize, usize)| {
+	let run = |&(i0, j0, mi, nj): &(usize, usize, usize, usize)| {
 		let cp = cp;
-		let (mi, nj) = (tile_m.min(m - i0), TILE_N.min(n - j0));
 		// SAFETY: tiles are disjoint blocks of `c`; the bounds of `a`, `b` and `c` were checked
 		// above for the whole product, and a tile reads and writes a subset of it.
 		unsafe {
@@ -77,6 +72,107 @@ pub(super) fn gemm_tiled(
 	} else {
 		tiles.par_iter().for_each(run);
 	}
+}
+
+/// `c[m×n] (+)= A·B` with `B` pre-packed, `A(i,p) = a[i*k + p]`: the same tile grid and
+/// the same arithmetic as [`gemm_tiled`] (packing only copies), so the same bits.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn gemm_tiled_packed(
+	c: &mut [f32],
+	m: usize,
+	a: &[f32],
+	b: &super::sgemm_avx512::PackedB,
+	accumulate: bool,
+) {
+	let (k, n) = (b.k, b.n);
+	assert_eq!(c.len(), m * n, "matmul output is not m×n");
+	assert!(a.len() >= m * k, "matmul lhs too short");
+	assert!(std::arch::is_x86_feature_detected!("avx512f"), "packed operands need AVX-512F");
+	if m == 0 {
+		return;
+	}
+	let tiles = tile_grid(m, n);
+	let cp = SharedMut(c.as_mut_ptr());
+	let run = |&(i0, j0, mi, nj): &(usize, usize, usize, usize)| {
+		let cp = cp;
+		// SAFETY: AVX-512F checked; tiles are disjoint blocks of `c`; `a` holds m rows of k;
+		// column tiles start at multiples of TILE_N, a multiple of the kernel's strip width.
+		unsafe {
+			super::sgemm_avx512::sgemm_packed(
+				mi,
+				nj,
+				cp.0.add(i0 * n + j0),
+				n,
+				a.as_ptr().add(i0 * k),
+				k,
+				b,
+				j0,
+				accumulate,
+			)
+		}
+	};
+	if tiles.len() == 1 {
+		run(&tiles[0]);
+	} else {
+		tiles.par_iter().for_each(run);
+	}
+}
+
+/// `c[m×n] (+)= A·B` with `A` as bf16 rows (`lda` apart) and `B` packed in bf16: the
+/// same tile grid as [`gemm_tiled`].
+#[cfg(target_arch = "x86_64")]
+pub(super) fn gemm_tiled_bf16(
+	c: &mut [f32],
+	m: usize,
+	a: &[u16],
+	lda: usize,
+	b: &super::sgemm_bf16::PackedBf16,
+	accumulate: bool,
+) {
+	let n = b.n;
+	assert_eq!(c.len(), m * n, "matmul output is not m×n");
+	assert!(a.len() >= m * lda && lda >= b.k, "matmul lhs too short");
+	assert!(super::has_bf16(), "bf16 products need AVX-512F and AVX512_BF16");
+	if m == 0 {
+		return;
+	}
+	let tiles = tile_grid(m, n);
+	let cp = SharedMut(c.as_mut_ptr());
+	let run = |&(i0, j0, mi, nj): &(usize, usize, usize, usize)| {
+		let cp = cp;
+		// SAFETY: the CPU features are checked; tiles are disjoint blocks of `c`; `a` holds
+		// m rows; column tiles start at multiples of TILE_N, a multiple of the strip width.
+		unsafe {
+			super::sgemm_bf16::sgemm_bf16(
+				mi,
+				nj,
+				cp.0.add(i0 * n + j0),
+				n,
+				a.as_ptr().add(i0 * lda),
+				lda,
+				b,
+				j0,
+				accumulate,
+			)
+		}
+	};
+	if tiles.len() == 1 {
+		run(&tiles[0]);
+	} else {
+		tiles.par_iter().for_each(run);
+	}
+}
+
+/// The tiles of an `m × n` output: `(row, column, rows, columns)`, a function of the
+/// shape only (see the module docs).
+fn tile_grid(m: usize, n: usize) -> Vec<(usize, usize, usize, usize)> {
+	let col_tiles = n.div_ceil(TILE_N);
+	let row_tiles = MIN_TILES.div_ceil(col_tiles).max(m.div_ceil(TILE_M));
+	let tile_m = m.div_ceil(row_tiles).next_multiple_of(ROW_QUANTUM).min(TILE_M).max(1);
+	(0..m)
+		.step_by(tile_m)
+		.flat_map(|i| (0..n).step_by(TILE_N).map(move |j| (i, j, tile_m.min(m - i), TILE_N.min(n - j))))
+		.collect()
 }
 
 /// One single-threaded strided product, `dst (+)= beta · lhs · rhs`: a matmul tile, or one

@@ -12,14 +12,55 @@ mod rmsnorm;
 mod rope;
 #[cfg(target_arch = "x86_64")]
 mod sgemm_avx512;
+#[cfg(target_arch = "x86_64")]
+mod sgemm_bf16;
 mod swiglu;
 mod xent;
 
-use super::{AttnShape, Backend};
+use super::{AttnShape, Backend, Frozen};
 
-/// The CPU backend. Stateless: the thread count is the enclosing rayon pool's.
+/// The CPU backend in f32: the reference. Stateless: the thread count is the enclosing
+/// rayon pool's.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Cpu;
+
+/// The CPU backend with the frozen weights' products in bf16 (`vdpbf16ps`, f32
+/// accumulation; weights converted once, activations per product). Everything else, LoRA
+/// included, is [`Cpu`]'s f32. Its own reproducibility class; needs AVX512_BF16.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuBf16(());
+
+impl CpuBf16 {
+	/// `None` where the CPU lacks AVX-512F or AVX512_BF16.
+	pub fn new() -> Option<Self> {
+		has_bf16().then_some(CpuBf16(()))
+	}
+}
+
+/// Whether the CPU has the bf16 path's instructions.
+pub fn has_bf16() -> bool {
+	#[cfg(target_arch = "x86_64")]
+	{
+		std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16")
+	}
+	#[cfg(not(target_arch = "x86_64"))]
+	false
+}
+
+/// The CPU's form of a frozen weight.
+enum CpuFrozen {
+	/// Packed once for our AVX-512 kernel, for `x Wᵀ` and for `dY W`.
+	#[cfg(target_arch = "x86_64")]
+	Packed { forward: sgemm_avx512::PackedB, backward: sgemm_avx512::PackedB },
+	/// The plain matrix (the `gemm` crate packs as it goes).
+	Plain(Vec<f32>),
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Bf16Frozen {
+	forward: sgemm_bf16::PackedBf16,
+	backward: sgemm_bf16::PackedBf16,
+}
 
 /// A raw pointer that may cross threads; every use writes disjoint elements.
 #[derive(Clone, Copy)]
@@ -58,9 +99,46 @@ pub fn class() -> String {
 	format!("cpu/{}/k{KERNELS_VERSION}/v{}", isa_path(), env!("CARGO_PKG_VERSION"))
 }
 
+/// The bf16 backend's class, e.g. `cpu-bf16/x86_64-avx512bf16/k2/v0.1.0`.
+pub fn bf16_class() -> String {
+	format!("cpu-bf16/x86_64-avx512bf16/k{KERNELS_VERSION}/v{}", env!("CARGO_PKG_VERSION"))
+}
+
 impl Backend for Cpu {
 	fn class(&self) -> String {
 		class()
+	}
+
+	fn freeze(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Frozen {
+		assert_eq!(w.len(), out_dim * in_dim, "weight is not out × in");
+		#[cfg(target_arch = "x86_64")]
+		let data = if std::arch::is_x86_feature_detected!("avx512f") {
+			CpuFrozen::Packed {
+				forward: sgemm_avx512::PackedB::new(w, in_dim, out_dim, (1, in_dim)),
+				backward: sgemm_avx512::PackedB::new(w, out_dim, in_dim, (in_dim, 1)),
+			}
+		} else {
+			CpuFrozen::Plain(w.to_vec())
+		};
+		#[cfg(not(target_arch = "x86_64"))]
+		let data = CpuFrozen::Plain(w.to_vec());
+		Frozen { out_dim, in_dim, class: class(), data: Box::new(data) }
+	}
+
+	fn frozen_forward(&self, y: &mut [f32], x: &[f32], w: &Frozen, n: usize, accumulate: bool) {
+		match w.get::<CpuFrozen>(&class()) {
+			#[cfg(target_arch = "x86_64")]
+			CpuFrozen::Packed { forward, .. } => matmul::gemm_tiled_packed(y, n, x, forward, accumulate),
+			CpuFrozen::Plain(m) => self.matmul_nt(y, x, m, n, w.in_dim, w.out_dim, accumulate),
+		}
+	}
+
+	fn frozen_backward(&self, dx: &mut [f32], dy: &[f32], w: &Frozen, n: usize, accumulate: bool) {
+		match w.get::<CpuFrozen>(&class()) {
+			#[cfg(target_arch = "x86_64")]
+			CpuFrozen::Packed { backward, .. } => matmul::gemm_tiled_packed(dx, n, dy, backward, accumulate),
+			CpuFrozen::Plain(m) => self.matmul_nn(dx, dy, m, n, w.out_dim, w.in_dim, accumulate),
+		}
 	}
 
 	fn matmul_nt(&self, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
@@ -137,6 +215,123 @@ impl Backend for Cpu {
 
 	fn cross_entropy(&self, logits: &mut [f32], targets: &[i32], vocab: usize, scale: f32, losses: &mut [f64]) {
 		xent::forward_backward(logits, targets, vocab, scale, losses)
+	}
+}
+
+/// Everything but the frozen products is [`Cpu`]'s.
+impl Backend for CpuBf16 {
+	fn class(&self) -> String {
+		bf16_class()
+	}
+
+	fn freeze(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Frozen {
+		assert_eq!(w.len(), out_dim * in_dim, "weight is not out × in");
+		#[cfg(target_arch = "x86_64")]
+		{
+			let data = Bf16Frozen {
+				forward: sgemm_bf16::PackedBf16::new(w, in_dim, out_dim, (1, in_dim)),
+				backward: sgemm_bf16::PackedBf16::new(w, out_dim, in_dim, (in_dim, 1)),
+			};
+			Frozen { out_dim, in_dim, class: bf16_class(), data: Box::new(data) }
+		}
+		#[cfg(not(target_arch = "x86_64"))]
+		unreachable!("CpuBf16 is only made where the CPU has AVX512_BF16")
+	}
+
+	fn frozen_forward(&self, y: &mut [f32], x: &[f32], w: &Frozen, n: usize, accumulate: bool) {
+		#[cfg(target_arch = "x86_64")]
+		{
+			let f = w.get::<Bf16Frozen>(&bf16_class());
+			let (a, lda) = sgemm_bf16::rows_to_bf16(x, n, w.in_dim);
+			matmul::gemm_tiled_bf16(y, n, &a, lda, &f.forward, accumulate);
+		}
+		#[cfg(not(target_arch = "x86_64"))]
+		unreachable!("{y:?}{x:?}{n}{accumulate}{}", w.in_dim)
+	}
+
+	fn frozen_backward(&self, dx: &mut [f32], dy: &[f32], w: &Frozen, n: usize, accumulate: bool) {
+		#[cfg(target_arch = "x86_64")]
+		{
+			let f = w.get::<Bf16Frozen>(&bf16_class());
+			let (a, lda) = sgemm_bf16::rows_to_bf16(dy, n, w.out_dim);
+			matmul::gemm_tiled_bf16(dx, n, &a, lda, &f.backward, accumulate);
+		}
+		#[cfg(not(target_arch = "x86_64"))]
+		unreachable!("{dx:?}{dy:?}{n}{accumulate}{}", w.in_dim)
+	}
+
+	fn matmul_nt(&self, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
+		Cpu.matmul_nt(c, a, b, m, k, n, accumulate)
+	}
+
+	fn matmul_nn(&self, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
+		Cpu.matmul_nn(c, a, b, m, k, n, accumulate)
+	}
+
+	fn matmul_tn(&self, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
+		Cpu.matmul_tn(c, a, b, m, k, n, accumulate)
+	}
+
+	fn rmsnorm_forward(&self, out: &mut [f32], rstd: &mut [f32], x: &[f32], w: &[f32], dim: usize, eps: f32) {
+		Cpu.rmsnorm_forward(out, rstd, x, w, dim, eps)
+	}
+
+	fn rmsnorm_backward(&self, dx: &mut [f32], dout: &[f32], x: &[f32], w: &[f32], rstd: &[f32], dim: usize) {
+		Cpu.rmsnorm_backward(dx, dout, x, w, rstd, dim)
+	}
+
+	fn rope(
+		&self,
+		x: &mut [f32],
+		width: usize,
+		cos: &[f32],
+		sin: &[f32],
+		positions: &[u32],
+		head_dim: usize,
+		inverse: bool,
+	) {
+		Cpu.rope(x, width, cos, sin, positions, head_dim, inverse)
+	}
+
+	fn attention_forward(
+		&self,
+		out: &mut [f32],
+		probs: &mut [f32],
+		q: &[f32],
+		k: &[f32],
+		v: &[f32],
+		positions: &[u32],
+		s: AttnShape,
+	) {
+		Cpu.attention_forward(out, probs, q, k, v, positions, s)
+	}
+
+	fn attention_backward(
+		&self,
+		dq: &mut [f32],
+		dk: &mut [f32],
+		dv: &mut [f32],
+		dout: &[f32],
+		probs: &[f32],
+		q: &[f32],
+		k: &[f32],
+		v: &[f32],
+		positions: &[u32],
+		s: AttnShape,
+	) {
+		Cpu.attention_backward(dq, dk, dv, dout, probs, q, k, v, positions, s)
+	}
+
+	fn swiglu_forward(&self, out: &mut [f32], gate: &[f32], up: &[f32]) {
+		Cpu.swiglu_forward(out, gate, up)
+	}
+
+	fn swiglu_backward(&self, dgate: &mut [f32], dup: &mut [f32], dout: &[f32], gate: &[f32], up: &[f32]) {
+		Cpu.swiglu_backward(dgate, dup, dout, gate, up)
+	}
+
+	fn cross_entropy(&self, logits: &mut [f32], targets: &[i32], vocab: usize, scale: f32, losses: &mut [f64]) {
+		Cpu.cross_entropy(logits, targets, vocab, scale, losses)
 	}
 }
 

@@ -240,9 +240,7 @@ fn attention_of_a_document_is_the_same_bits_as_alone_over_several_row_blocks() {
 	for i in [0, 63, 64, 149] {
 		for h in 0..heads {
 			let qi = &q[(a + i) * qw + h * d..][..d];
-			let scores: Vec<f64> = (0..=i)
-				.map(|j| dot(qi, &k[(a + j) * kvw..][..d]) / (d as f64).sqrt())
-				.collect();
+			let scores: Vec<f64> = (0..=i).map(|j| dot(qi, &k[(a + j) * kvw..][..d]) / (d as f64).sqrt()).collect();
 			let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
 			let w: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
 			let z: f64 = w.iter().sum();
@@ -296,4 +294,70 @@ fn cross_entropy_backward_matches_finite_differences() {
 		assert!((losses[r] - want).abs() < 1e-6 * want.abs().max(1.0), "row {r}: {} vs {want}", losses[r]);
 	}
 	check_grad("cross-entropy", &logits, &grad, |l| ce(&mut l.to_vec()).iter().sum());
+}
+
+#[test]
+fn frozen_products_give_the_plain_matmuls_bits() {
+	// Packing the weight once changes where it is read from, not the arithmetic.
+	let (m, k, n) = (37, 389, 70);
+	let (x, w, dy) = (random(m * k, 60), random(n * k, 61), random(m * n, 62));
+	let frozen = Cpu.freeze(&w, n, k);
+	let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
+	Cpu.frozen_forward(&mut a, &x, &frozen, m, false);
+	Cpu.matmul_nt(&mut b, &x, &w, m, k, n, false);
+	assert_eq!(a, b);
+	let (mut a, mut b) = (random(m * k, 63), random(m * k, 63));
+	Cpu.frozen_backward(&mut a, &dy, &frozen, m, true);
+	Cpu.matmul_nn(&mut b, &dy, &w, m, n, k, true);
+	assert_eq!(a, b);
+}
+
+#[test]
+fn bf16_products_match_an_f64_product_of_the_rounded_operands() {
+	let Some(bf) = CpuBf16::new() else {
+		eprintln!("no AVX512_BF16 here: the bf16 backend is not available");
+		return;
+	};
+	let round =
+		|v: &[f32]| -> Vec<f32> { v.iter().map(|&x| f32::from_bits((sgemm_bf16::to_bf16(x) as u32) << 16)).collect() };
+	// k over one and two blocks of 256 and odd (a padded pair), edge tiles both ways,
+	// several row and column tiles.
+	for (si, &(m, k, n)) in [(1, 1, 1), (13, 389, 33), (530, 7, 1030), (25, 600, 65), (12, 256, 32)].iter().enumerate()
+	{
+		let seed = 100 + 10 * si as u64;
+		let (x, w, dy) = (random(m * k, seed), random(n * k, seed + 1), random(m * n, seed + 2));
+		let frozen = bf.freeze(&w, n, k);
+		let (xr, wr, dyr) = (round(&x), round(&w), round(&dy));
+		let init = random(m * n, seed + 3);
+		for accumulate in [false, true] {
+			let mut y = init.clone();
+			bf.frozen_forward(&mut y, &x, &frozen, m, accumulate);
+			let (want, mag) = naive(m, k, n, |i, p| xr[i * k + p], |p, j| wr[j * k + p]);
+			for idx in 0..m * n {
+				let base = if accumulate { init[idx] as f64 } else { 0.0 };
+				let err = (y[idx] as f64 - base - want[idx]).abs();
+				let tol = 4.0 * f32::EPSILON as f64 * (mag[idx] + base.abs()) + 1e-30;
+				assert!(
+					err <= tol,
+					"bf16 forward {m}x{k}x{n} at {idx}: {} vs {} ({err:.2e} > {tol:.2e})",
+					y[idx],
+					base + want[idx]
+				);
+			}
+		}
+		let mut dx = vec![0f32; m * k];
+		bf.frozen_backward(&mut dx, &dy, &frozen, m, false);
+		let (want, mag) = naive(m, n, k, |i, p| dyr[i * n + p], |p, j| wr[p * k + j]);
+		for idx in 0..m * k {
+			let err = (dx[idx] as f64 - want[idx]).abs();
+			assert!(err <= 4.0 * f32::EPSILON as f64 * mag[idx] + 1e-30, "bf16 backward {m}x{k}x{n} at {idx}");
+		}
+		// Against the unrounded product the error is bf16's: about 2⁻⁸ of the magnitude.
+		let mut y = vec![0f32; m * n];
+		bf.frozen_forward(&mut y, &x, &frozen, m, false);
+		let (exact, mag) = naive(m, k, n, |i, p| x[i * k + p], |p, j| w[j * k + p]);
+		for idx in 0..m * n {
+			assert!((y[idx] as f64 - exact[idx]).abs() <= 2f64.powi(-7) * mag[idx] + 1e-30);
+		}
+	}
 }

@@ -1,0 +1,189 @@
+//! Products with a frozen weight in bf16 on AVX512_BF16: `vdpbf16ps` multiplies pairs of
+//! bf16 and accumulates them into f32 lanes. The weight is converted and packed once
+//! ([`PackedBf16`]); the activations are converted per call. Everything around these
+//! products (LoRA, norms, attention, softmax, loss, the optimizer) stays in f32.
+//!
+//! Layout and blocking follow the f32 kernel (`sgemm_avx512`): blocks of `KC` along the
+//! reduction, `NR`-wide column strips, a 12×32 register tile. In a strip, reduction index
+//! `p` sits at `[p/2][column][p%2]`, so one 32-bit load holds the pair a `vdpbf16ps` lane
+//! wants; odd lengths are padded with zeros. Each output element is one chain of
+//! `vdpbf16ps` over a block in order, added to the output block after block in order:
+//! nothing depends on threads.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+const MR: usize = 12;
+const NR: usize = 32;
+/// Reduction elements per block (even).
+const KC: usize = 256;
+
+/// f32 → bf16, rounding to nearest even (NaN stays NaN; no flushing of subnormals). Our
+/// own conversion, so it is the same on every CPU.
+#[inline]
+pub(crate) fn to_bf16(x: f32) -> u16 {
+	if x.is_nan() {
+		return 0x7fc0;
+	}
+	let b = x.to_bits();
+	((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+#[cfg(test)]
+pub(crate) fn from_bf16(x: u16) -> f32 {
+	f32::from_bits((x as u32) << 16)
+}
+
+/// `B` (`[k × n]`) in bf16, packed for the kernel (see the module docs).
+pub(crate) struct PackedBf16 {
+	pub k: usize,
+	pub n: usize,
+	buf: Vec<u16>,
+	start: usize,
+}
+
+impl PackedBf16 {
+	/// Converts and packs `B(p,j) = b[p*b_rs + j*b_cs]`.
+	pub fn new(b: &[f32], k: usize, n: usize, (b_rs, b_cs): (usize, usize)) -> Self {
+		assert!(k > 0 && n > 0 && (k - 1) * b_rs + (n - 1) * b_cs < b.len(), "packed operand out of bounds");
+		let strips = n.div_ceil(NR);
+		let len = strips * NR * k.next_multiple_of(2);
+		let mut buf = vec![0u16; len + 32];
+		let start = buf.as_ptr().align_offset(64).min(32);
+		let data = &mut buf[start..start + len];
+		for p0 in (0..k).step_by(KC) {
+			let kc = KC.min(k - p0);
+			let block = &mut data[p0 * strips * NR..];
+			let kc2 = kc.next_multiple_of(2);
+			for s in 0..strips {
+				let strip = &mut block[s * NR * kc2..(s + 1) * NR * kc2];
+				for j in 0..NR.min(n - s * NR) {
+					for p in 0..kc {
+						strip[(p / 2) * 2 * NR + 2 * j + p % 2] = to_bf16(b[(p0 + p) * b_rs + (s * NR + j) * b_cs]);
+					}
+				}
+			}
+		}
+		PackedBf16 { k, n, buf, start }
+	}
+
+	fn data(&self) -> &[u16] {
+		&self.buf[self.start..]
+	}
+}
+
+/// `m` rows of `k` f32 as bf16, each row padded to an even length: the left operand.
+pub(crate) fn rows_to_bf16(a: &[f32], m: usize, k: usize) -> (Vec<u16>, usize) {
+	let lda = k.next_multiple_of(2);
+	let mut out = vec![0u16; m * lda];
+	for (dst, src) in out.chunks_exact_mut(lda).zip(a.chunks_exact(k)) {
+		dst.iter_mut().zip(src).for_each(|(d, &s)| *d = to_bf16(s));
+	}
+	(out, lda)
+}
+
+/// `C[m×n] (+)= A·B[:, j0..j0+n]`, `A` bf16 rows `lda` apart, `C(i,j) = c[i*c_rs + j]`.
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX512_BF16; `a` must hold `m` rows; `j0` a multiple
+/// of `NR` with `j0 + n ≤ b.n`; `c` valid for the block.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub(super) unsafe fn sgemm_bf16(
+	m: usize,
+	n: usize,
+	c: *mut f32,
+	c_rs: usize,
+	a: *const u16,
+	lda: usize,
+	b: &PackedBf16,
+	j0: usize,
+	accumulate: bool,
+) {
+	debug_assert!(j0 % NR == 0 && j0 + n <= b.n);
+	let (n_strips, m_strips) = (n.div_ceil(NR), m.div_ceil(MR));
+	let all_strips = b.n.div_ceil(NR);
+	let mut tile = [0f32; MR * NR];
+	for (block, p0) in (0..b.k).step_by(KC).enumerate() {
+		let kc2 = KC.min(b.k - p0).next_multiple_of(2);
+		let panel = b.data().as_ptr().add(p0 * all_strips * NR + (j0 / NR) * NR * kc2);
+		let add = accumulate || block > 0;
+		for sj in 0..n_strips {
+			let cols = NR.min(n - sj * NR);
+			let bs = panel.add(sj * NR * kc2);
+			for si in 0..m_strips {
+				let rows = MR.min(m - si * MR);
+				let cp = c.add(si * MR * c_rs + sj * NR);
+				let full = rows == MR && cols == NR;
+				let (dst, dst_rs, dst_add) = if full { (cp, c_rs, add) } else { (tile.as_mut_ptr(), NR, false) };
+				kernel(kc2 / 2, a.add(si * MR * lda + p0), lda, rows, bs, dst, dst_rs, dst_add);
+				if !full {
+					for i in 0..rows {
+						for j in 0..cols {
+							let d = cp.add(i * c_rs + j);
+							*d = if add { *d + tile[i * NR + j] } else { tile[i * NR + j] };
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+/// The 12×32 register tile over `pairs` reduction pairs: `C = (C +) Σ A(i,p)·B(p,j)`.
+/// Missing rows repeat the last (their results unused).
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn kernel(
+	pairs: usize,
+	a: *const u16,
+	lda: usize,
+	rows: usize,
+	b: *const u16,
+	c: *mut f32,
+	c_rs: usize,
+	add: bool,
+) {
+	let mut row_ptr = [a; MR];
+	for (i, r) in row_ptr.iter_mut().enumerate() {
+		*r = a.add(i.min(rows - 1) * lda);
+	}
+	let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+	for pp in 0..pairs {
+		let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(pp * 2 * NR) as *const _));
+		let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(pp * 2 * NR + NR) as *const _));
+		for i in 0..MR {
+			let pair = (row_ptr[i].add(2 * pp) as *const i32).read_unaligned();
+			let ai: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+			acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
+			acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+		}
+	}
+	for (i, row) in acc.iter().enumerate() {
+		let cr = c.add(i * c_rs);
+		if add {
+			_mm512_storeu_ps(cr, _mm512_add_ps(_mm512_loadu_ps(cr), row[0]));
+			_mm512_storeu_ps(cr.add(16), _mm512_add_ps(_mm512_loadu_ps(cr.add(16)), row[1]));
+		} else {
+			_mm512_storeu_ps(cr, row[0]);
+			_mm512_storeu_ps(cr.add(16), row[1]);
+		}
+	}
+}
+
+#[cfg(test)]
+mod tests {
+	use super::*;
+
+	#[test]
+	fn bf16_conversion_rounds_to_nearest_even() {
+		assert_eq!(to_bf16(1.0), 0x3f80);
+		// 1 + 2⁻⁸ is halfway between two bf16 values: ties to the even one (1.0).
+		assert_eq!(to_bf16(1.0 + 1.0 / 256.0), 0x3f80);
+		// 1 + 3·2⁻⁸ is halfway too: up to the even 1 + 2⁻⁶.
+		assert_eq!(to_bf16(1.0 + 3.0 / 256.0), 0x3f82);
+		assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
+		assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+		assert_eq!(to_bf16(f32::INFINITY), 0x7f80);
+	}
+}
