@@ -7,7 +7,9 @@
 #      (rustup cannot download targets on our machines; see shared/notes/toolchain.md)
 #   3. Debian's Rust registered with rustup as the `debian-web` toolchain, which the
 #      workspace's `.cargo/config.toml` names as WASM_BUILD_TOOLCHAIN
-#   4. the Node.js packages the JS end-to-end tests use (`npm ci`, committed lock file)
+#   4. the Node.js packages the JS tests use (`npm ci`, committed lock files): @polkadot/api
+#      for the end-to-end tests, node-llama-cpp (its prebuilt linux-x64 llama.cpp only) for
+#      the check of the worker's GGUF adapters
 #   5. SmolLM2-135M-Instruct (GGUF) in the model cache (scripts/fetch-models.sh)
 set -euo pipefail
 
@@ -81,16 +83,21 @@ else
 	say "rustup toolchain debian-web: $(rustup run debian-web rustc --version)"
 fi
 
-# --- 4. Node.js packages for the @polkadot/api tests ------------------------------------
-if [ -f "$REPO/tests/js/package-lock.json" ]; then
-	if [ ! -d "$REPO/tests/js/node_modules" ] ||
-		[ "$REPO/tests/js/package-lock.json" -nt "$REPO/tests/js/node_modules/.package-lock.json" ]; then
-		say "installing Node.js test packages (npm ci)"
-		(cd "$REPO/tests/js" && npm ci --no-audit --no-fund --loglevel=error)
+# --- 4. Node.js packages for the JS tests ----------------------------------------------
+# node-llama-cpp: without its optional packages (CUDA, Vulkan, other platforms: 640 MB) and
+# without install scripts (it would try to fetch or build llama.cpp); the linux-x64
+# prebuilt binaries are a direct dependency instead.
+npm_ci() {
+	local dir="$1"; shift
+	if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+		say "installing Node.js test packages in ${dir#"$REPO"/} (npm ci)"
+		(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error "$@")
 	else
-		say "Node.js test packages: already installed"
+		say "Node.js test packages in ${dir#"$REPO"/}: already installed"
 	fi
-fi
+}
+npm_ci "$REPO/tests/js"
+npm_ci "$REPO/tests/llamacpp" --omit=optional --ignore-scripts
 
 # --- 5. Models: SmolLM2-135M-Instruct for the worker's tests and demo --------------------
 "$REPO/scripts/fetch-models.sh"

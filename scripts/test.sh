@@ -41,3 +41,5 @@ stage deps check_one_sdk_line
 stage build cargo build --profile "$MOLTING_PROFILE" --workspace
 stage rust-tests cargo test --profile "$MOLTING_PROFILE" --workspace
 stage js-tests bash -c 'cd tests/js && npm test'
+# llama.cpp itself loads the worker's GGUF LoRA (trains a short job first: about a minute).
+stage llamacpp bash -c 'cd tests/llamacpp && npm test'

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The worker against PyTorch on the same LoRA training steps, in one go, on this machine:
-# `molt-worker bench` and scripts/bench/torch_reference.py (fp32, and bf16 autocast) on
-# SmolLM2-135M-Instruct, batch 4 x seq 256, LoRA r=16 on q,k,v,o by default. Prints a
-# markdown table (tokens/s, step time, peak memory, ratio). Extra arguments (--batch,
-# --seq, --rank, --steps, --warmup) go to both sides.
+# `molt-worker bench` (fp32 and bf16) on the persona demo's real batches (packed Keeper
+# conversations; LoRA r=16 on q,k,v,o,gate,up,down; batch 4 x 256), then
+# scripts/bench/torch_reference.py (fp32, and bf16 autocast) on exactly those batches.
+# Prints a markdown table: tokens/s, trained (assistant) tokens/s, step time, peak
+# memory, useful GFLOP/s and its share of the best GEMM rate each side measured here.
+# Extra arguments (--spec, --steps, --warmup) go to the worker.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 cd "$REPO"
@@ -11,21 +13,32 @@ say "building molt-worker"
 cargo build --quiet -p molting-worker --bin molt-worker
 WORKER="$CARGO_TARGET_DIR/debug/molt-worker"
 "$REPO/scripts/fetch-models.sh" >/dev/null
-say "worker"
-w=$("$WORKER" bench --json "$@")
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+say "worker fp32"
+w32=$("$WORKER" bench --json --precision fp32 --batches-out "$tmp/batches.json" "$@")
+say "worker bf16"
+w16=$("$WORKER" bench --json --precision bf16 "$@")
 say "PyTorch fp32"
-t32=$("$REPO/scripts/reference/run.sh" bench --json --dtype fp32 "$@" 2>/dev/null | tail -1)
+t32=$("$REPO/scripts/reference/run.sh" bench --batches "$tmp/batches.json" --json --dtype fp32 2>/dev/null | tail -1)
 say "PyTorch bf16 autocast"
-t16=$("$REPO/scripts/reference/run.sh" bench --json --dtype bf16 "$@" 2>/dev/null | tail -1)
-python3 - "$w" "$t32" "$t16" <<'PY'
+t16=$("$REPO/scripts/reference/run.sh" bench --batches "$tmp/batches.json" --json --dtype bf16 2>/dev/null | tail -1)
+python3 - "$w32" "$w16" "$t32" "$t16" <<'PY'
 import json, sys
-w, t32, t16 = (json.loads(a) for a in sys.argv[1:])
-print(f"\nbatch {w['batch']} x seq {w['seq']}, LoRA r={w['rank']} on q,k,v,o, {w['steps']} timed steps, {w['threads']} threads\n")
-print("| implementation | tokens/s | step time (s) | peak memory (MiB) | worker speed ratio |")
-print("|---|---:|---:|---:|---:|")
-rows = [(f"molt-worker ({w['backend']}, fp32)", w), (t32["impl"], t32), (t16["impl"] + " autocast", t16)]
-for name, r in rows:
-    ratio = w["tokens_per_second"] / r["tokens_per_second"]
-    print(f"| {name} | {r['tokens_per_second']:.1f} | {r['step_seconds']:.2f} | {r['peak_rss_mib']:.0f} | {ratio:.2f}x |")
-print(f"\nworker: {w['gflops_per_step']:.0f} GFLOP per step, {w['achieved_gflops']:.1f} GFLOP/s achieved")
+w32, w16, t32, t16 = (json.loads(a) for a in sys.argv[1:])
+print(f"\nbatch {w32['batch']} x seq {w32['seq']} x accum {w32['grad_accum']}, LoRA r={w32['rank']} on "
+      f"{','.join(w32['targets'])}, the same {w32['steps']} timed steps of Keeper data on each side (median), "
+      f"{w32['threads']} threads\n")
+print("| implementation | tokens/s | trained tokens/s | step time (s) | peak memory (MiB) | useful GFLOP/s | % of best GEMM | worker fp32 / bf16 speed ratio |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+rows = [(f"molt-worker fp32 ({w32['backend']})", w32, w32), (f"molt-worker bf16 ({w16['backend']})", w16, w16),
+        (t32["impl"], t32, w32), (t16["impl"] + " autocast", t16, w16)]
+for name, r, mine in rows:
+    ratio = mine["tokens_per_second"] / r["tokens_per_second"]
+    print(f"| {name} | {r['tokens_per_second']:.1f} | {r['trained_tokens_per_second']:.1f} | {r['step_seconds']:.2f} | "
+          f"{r['peak_rss_mib']:.0f} | {r['useful_gflops_per_second']:.1f} | {100 * r['share_of_best_gemm']:.0f}% | {ratio:.2f}x |")
+print(f"\nuseful work: {w32['useful_gflops_per_step']:.0f} GFLOP per step. Best GEMM rates measured in this run: "
+      f"worker fp32 {w32['best_gemm_gflops']:.0f}, worker bf16 {w16['best_gemm_gflops']:.0f}, "
+      f"torch.mm fp32 {t32['best_gemm_gflops']:.0f}, bf16 {t16['best_gemm_gflops']:.0f} GFLOP/s. "
+      f"The ratio column is the matching worker row's tokens/s over this row's (fp32 to fp32, bf16 to bf16).")
 PY

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """The PyTorch reference for `molt-worker bench`: the same LoRA training steps on the same
-model (SmolLM2-135M-Instruct from the same GGUF, dequantised to fp32 by transformers),
-batch x seq random tokens, LoRA on q,k,v,o via PEFT, AdamW, gradient clipping.
+model and the same batches. SmolLM2-135M-Instruct from the same GGUF (dequantised to fp32
+by transformers), LoRA via PEFT with the job's rank, alpha, dropout and targets, AdamW,
+gradient clipping; the batches are the ones the worker trained on (`molt-worker bench
+--batches-out FILE`: the packed Keeper rows, their targets and per-conversation positions,
+passed as `position_ids`).
 
-    torch_reference.py MODEL.gguf [--batch 4] [--seq 256] [--rank 16] [--steps 3]
-                       [--warmup 1] [--dtype fp32|bf16] [--json]
+    torch_reference.py MODEL.gguf --batches FILE [--dtype fp32|bf16] [--json]
 
 `--dtype bf16` runs the forward and backward under CPU bf16 autocast (master weights fp32).
-Prints the same figures as the worker: step time, tokens/s, peak memory (VmHWM).
+Prints the worker's figures: median step time, raw and trained tokens/s, peak memory
+(VmHWM), the useful GFLOP/s (the worker's count of the same batches' useful work) and its
+share of the best `torch.mm` rate measured here on the model's big shapes.
 """
-import argparse, json, pathlib, time
+import argparse, json, pathlib, statistics, time
 import torch
 from transformers import AutoModelForCausalLM
 from peft import LoraConfig, get_peft_model
@@ -22,50 +26,81 @@ def peak_rss_mib():
     return 0.0
 
 
+def best_mm_gflops(dtype, hidden, inter, rows):
+    """Best of five `torch.mm` on the shapes the worker's --kernels times."""
+    best = 0.0
+    for m, k, n in [(rows, hidden, hidden), (rows, hidden, inter), (rows, inter, hidden)]:
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        torch.mm(a, b)
+        for _ in range(5):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            best = max(best, 2 * m * k * n / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
 ap = argparse.ArgumentParser()
 ap.add_argument("model")
-ap.add_argument("--batch", type=int, default=4)
-ap.add_argument("--seq", type=int, default=256)
-ap.add_argument("--rank", type=int, default=16)
-ap.add_argument("--steps", type=int, default=3)
-ap.add_argument("--warmup", type=int, default=1)
+ap.add_argument("--batches", required=True)
 ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
 ap.add_argument("--json", action="store_true")
 a = ap.parse_args()
 
+run = json.loads(pathlib.Path(a.batches).read_text())
+spec, steps, warmup = run["spec"], run["steps"], run["warmup"]
+lora, hp = spec["lora"], spec["train"]
+modules = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "gate": "gate_proj", "up": "up_proj",
+           "down": "down_proj"}
+
 gguf = pathlib.Path(a.model)
 torch.manual_seed(0)
-model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32)
+model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
 model.config.use_cache = False
-model = get_peft_model(model, LoraConfig(r=a.rank, lora_alpha=2 * a.rank, lora_dropout=0.0,
-                                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM"))
+model = get_peft_model(model, LoraConfig(r=lora["rank"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                                         target_modules=[modules[t] for t in lora["targets"]], task_type="CAUSAL_LM"))
 model.train()
-opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
+params = [p for p in model.parameters() if p.requires_grad]
+opt = torch.optim.AdamW(params, lr=hp["lr"], betas=(hp.get("beta1", 0.9), hp.get("beta2", 0.999)),
+                        eps=hp.get("eps", 1e-8), weight_decay=hp.get("weight_decay", 0.0))
 vocab = model.config.vocab_size
-tokens = torch.randint(0, vocab, (a.batch, a.seq + 1))
-inputs, labels = tokens[:, :-1], tokens[:, 1:]
+mm = best_mm_gflops(torch.float32 if a.dtype == "fp32" else torch.bfloat16, model.config.hidden_size,
+                    model.config.intermediate_size, hp["batch_size"] * hp["seq_len"])
 
-losses, timed = [], 0.0
-for i in range(a.warmup + a.steps):
+times, losses, counted = [], [], 0
+for i, micro in enumerate(steps):
     t0 = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.dtype == "bf16"):
-        logits = model(input_ids=inputs).logits
-        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, vocab), labels.reshape(-1))
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+    total = sum(sum(t >= 0 for t in b["targets"]) for b in micro)
+    loss_sum = 0.0
+    for b in micro:
+        shape = (b["batch"], b["seq"])
+        ids = torch.tensor(b["tokens"]).view(shape)
+        pos = torch.tensor(b["positions"]).view(shape)
+        tgt = torch.tensor(b["targets"]).view(-1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.dtype == "bf16"):
+            logits = model(input_ids=ids, position_ids=pos).logits
+            loss = torch.nn.functional.cross_entropy(logits.float().view(-1, vocab), tgt, ignore_index=-1,
+                                                     reduction="sum")
+        (loss / max(total, 1)).backward()
+        loss_sum += loss.item()
+    torch.nn.utils.clip_grad_norm_(params, hp.get("max_grad_norm", 1.0))
     opt.step()
     opt.zero_grad(set_to_none=True)
-    if i >= a.warmup:
-        timed += time.perf_counter() - t0
-    losses.append(loss.item())
+    if i >= warmup:
+        times.append(time.perf_counter() - t0)
+        counted += total
+    losses.append(loss_sum / max(total, 1))
 
-step = timed / a.steps
-report = {"impl": f"pytorch {torch.__version__} {a.dtype}", "threads": torch.get_num_threads(), "batch": a.batch,
-          "seq": a.seq, "rank": a.rank, "steps": a.steps, "step_seconds": step,
-          "tokens_per_second": a.batch * a.seq / step, "peak_rss_mib": peak_rss_mib(),
+step = statistics.median(times)
+timed = len(times)
+tokens = hp["batch_size"] * hp["seq_len"] * hp.get("grad_accum", 1)
+useful = run["useful_gflops_per_step"]
+report = {"impl": f"pytorch {torch.__version__} {a.dtype}", "threads": torch.get_num_threads(),
+          "steps": timed, "step_seconds": step, "tokens_per_second": tokens / step,
+          "trained_tokens_per_second": counted / timed / step, "useful_gflops_per_second": useful / step,
+          "best_gemm_gflops": mm, "share_of_best_gemm": useful / step / mm, "peak_rss_mib": peak_rss_mib(),
           "loss_first": losses[0], "loss_last": losses[-1]}
 if a.json:
     print(json.dumps(report))
 else:
     for k, v in report.items():
-        print(f"{k:18} {v}")
+        print(f"{k:26} {v}")

@@ -56,6 +56,10 @@ enum Command {
 		/// Print the reports as JSON (`{"base": ..., "adapter": ...}`).
 		#[arg(long)]
 		json: bool,
+		/// With --json: every conversation too (its token ids, assistant mask, and summed
+		/// loss and token count with and without the adapter).
+		#[arg(long, requires = "json")]
+		conversations: bool,
 	},
 	/// Talk to a model, with or without an adapter.
 	Chat {
@@ -270,7 +274,7 @@ fn run(cli: Cli) -> Result<()> {
 				std::process::exit(2);
 			}
 		},
-		Command::Eval { spec, adapter, json } => {
+		Command::Eval { spec, adapter, json, conversations } => {
 			let job = Job::prepare(&spec)?;
 			let backend = backend_for(job_precision(&job))?;
 			let backend = backend.as_ref();
@@ -283,15 +287,31 @@ fn run(cli: Cli) -> Result<()> {
 			let Some(base) = job.evaluate(backend, None) else {
 				bail!("{}: the spec has no eval split", spec.display());
 			};
-			let with_adapter = match adapter {
+			let adapter = match adapter {
 				Some(dir) => {
-					let a = molting_worker::adapter::read_peft(&dir, &job.model.config).map_err(anyhow::Error::msg)?;
-					job.evaluate_with(backend, Some(&a))
+					Some(molting_worker::adapter::read_peft(&dir, &job.model.config).map_err(anyhow::Error::msg)?)
 				},
 				None => None,
 			};
+			let with_adapter = adapter.as_ref().and_then(|a| job.evaluate_with(backend, Some(a)));
 			if json {
-				println!("{}", serde_json::json!({"backend": backend.class(), "base": base, "adapter": with_adapter}));
+				let mut out = serde_json::json!({"backend": backend.class(), "base": base, "adapter": with_adapter});
+				if conversations {
+					let each = |a| job.evaluate_each(backend, a);
+					let (b, w) = (each(None), adapter.as_ref().map(|a| each(Some(a))));
+					let convs: Vec<_> = job
+						.eval
+						.iter()
+						.enumerate()
+						.map(|(i, e)| {
+							let score = |r: &(f64, usize)| serde_json::json!({"loss_sum": r.0, "tokens": r.1});
+							serde_json::json!({"line": e.line, "ids": e.ids, "mask": e.train.iter().map(|&t| t as u8).collect::<Vec<_>>(),
+								"base": score(&b[i]), "adapter": w.as_ref().map(|w| score(&w[i]))})
+						})
+						.collect();
+					out["conversations"] = serde_json::json!(convs);
+				}
+				println!("{out}");
 			} else {
 				show("base model:", base);
 				if let Some(r) = with_adapter {

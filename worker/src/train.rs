@@ -254,19 +254,39 @@ impl Job {
 		self.evaluate_with(backend, params.map(|p| self.adapter(p)).as_ref())
 	}
 
-	/// The eval split's score with any adapter for this model. Conversations are packed into
-	/// rows as long as the longest (block-diagonal attention, positions from 0 each: the
-	/// same bits as one conversation at a time), and their sums are combined in an order
-	/// that depends on the values only, so neither `seq_len` nor the file's order matter.
+	/// The eval split's score with any adapter for this model (see
+	/// [`Job::evaluate_each`]), combined in an order that depends on the values only, so
+	/// neither `seq_len` nor the file's order matter.
 	pub fn evaluate_with(&self, backend: &dyn Backend, adapter: Option<&Adapter>) -> Option<EvalReport> {
 		if self.eval.is_empty() {
 			return None;
+		}
+		let mut results: Vec<(f64, usize, usize)> =
+			self.evaluate_each(backend, adapter).iter().zip(&self.eval).map(|(&(s, n), e)| (s, n, e.bytes)).collect();
+		results.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+		let (sum, tokens, bytes) = results.iter().fold((0f64, 0, 0), |a, r| (a.0 + r.0, a.1 + r.1, a.2 + r.2));
+		let loss = if tokens == 0 { 0.0 } else { sum / tokens as f64 };
+		Some(EvalReport {
+			loss,
+			tokens,
+			bytes,
+			bits_per_byte: if bytes == 0 { 0.0 } else { sum / std::f64::consts::LN_2 / bytes as f64 },
+			perplexity: crate::math::exp_f64(loss),
+		})
+	}
+
+	/// Each eval conversation's summed loss (nats) and predicted-token count, in file order.
+	/// Conversations are packed into rows as long as the longest (block-diagonal attention,
+	/// positions from 0 each: the same bits as one conversation at a time).
+	pub fn evaluate_each(&self, backend: &dyn Backend, adapter: Option<&Adapter>) -> Vec<(f64, usize)> {
+		let mut per_conv = vec![(0f64, 0usize); self.eval.len()];
+		if self.eval.is_empty() {
+			return per_conv;
 		}
 		let row_len = self.eval.iter().map(|e| e.ids.len()).max().unwrap_or(1);
 		let packed = data::pack(&self.eval, row_len, 0);
 		let frozen = self.frozen_for(backend);
 		let engine = Engine::with_frozen(backend, &self.model, &frozen, adapter, row_len);
-		let mut per_conv = vec![(0f64, 0usize); self.eval.len()];
 		let owner = owners(&packed);
 		for (chunk, owner) in packed.rows.chunks(EVAL_ROWS_PER_BATCH).zip(owner.chunks(EVAL_ROWS_PER_BATCH * row_len)) {
 			let batch = Batch {
@@ -285,18 +305,7 @@ impl Job {
 				}
 			}
 		}
-		let mut results: Vec<(f64, usize, usize)> =
-			per_conv.iter().zip(&self.eval).map(|(&(s, n), e)| (s, n, e.bytes)).collect();
-		results.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-		let (sum, tokens, bytes) = results.iter().fold((0f64, 0, 0), |a, r| (a.0 + r.0, a.1 + r.1, a.2 + r.2));
-		let loss = if tokens == 0 { 0.0 } else { sum / tokens as f64 };
-		Some(EvalReport {
-			loss,
-			tokens,
-			bytes,
-			bits_per_byte: if bytes == 0 { 0.0 } else { sum / std::f64::consts::LN_2 / bytes as f64 },
-			perplexity: crate::math::exp_f64(loss),
-		})
+		per_conv
 	}
 
 	/// One optimizer step from `state`: `grad_accum` micro-batches, clipping, AdamW.

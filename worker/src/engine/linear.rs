@@ -45,19 +45,35 @@ impl DropMask {
 		DropMask { bits, keep: 1.0 / (1.0 - p) }
 	}
 
+	#[cfg(test)]
 	fn kept(&self, i: usize) -> bool {
 		self.bits[i / 64] >> (i % 64) & 1 == 1
 	}
 
 	/// `drop(x)`: dropped elements 0, kept ones scaled by `1/(1−p)`.
 	fn apply(&self, x: &[f32]) -> Vec<f32> {
-		let mut out = x.to_vec();
-		out.par_chunks_mut(DROPOUT_CHUNK).enumerate().for_each(|(c, chunk)| {
-			for (j, v) in chunk.iter_mut().enumerate() {
-				*v = if self.kept(c * DROPOUT_CHUNK + j) { *v * self.keep } else { 0.0 };
+		let mut out = vec![0f32; x.len()];
+		out.par_chunks_mut(DROPOUT_CHUNK).zip(x.par_chunks(DROPOUT_CHUNK)).enumerate().for_each(|(c, (out, x))| {
+			let words = &self.bits[c * DROPOUT_CHUNK / 64..];
+			for ((out, x), &w) in out.chunks_mut(64).zip(x.chunks(64)).zip(words) {
+				for (j, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+					*o = if w >> j & 1 == 1 { v * self.keep } else { 0.0 };
+				}
 			}
 		});
 		out
+	}
+
+	/// `dx += drop'(t)`: `t · 1/(1−p)` where the input was kept.
+	fn add_kept(&self, dx: &mut [f32], t: &[f32]) {
+		dx.par_chunks_mut(DROPOUT_CHUNK).zip(t.par_chunks(DROPOUT_CHUNK)).enumerate().for_each(|(c, (dx, t))| {
+			let words = &self.bits[c * DROPOUT_CHUNK / 64..];
+			for ((dx, t), &w) in dx.chunks_mut(64).zip(t.chunks(64)).zip(words) {
+				for (j, (d, &v)) in dx.iter_mut().zip(t).enumerate() {
+					*d += if w >> j & 1 == 1 { v * self.keep } else { 0.0 };
+				}
+			}
+		});
 	}
 }
 
@@ -156,15 +172,7 @@ pub fn backward(
 			Some(m) => {
 				let mut t = vec![0f32; n * in_dim];
 				be.matmul_nn(&mut t, &g, l.a, n, r, in_dim, false);
-				dx.par_chunks_mut(DROPOUT_CHUNK).zip(t.par_chunks(DROPOUT_CHUNK)).enumerate().for_each(
-					|(c, (dx, t))| {
-						for (j, (dx, t)) in dx.iter_mut().zip(t).enumerate() {
-							if m.kept(c * DROPOUT_CHUNK + j) {
-								*dx += t * m.keep;
-							}
-						}
-					},
-				);
+				m.add_kept(dx, &t);
 			},
 		}
 	}
