@@ -7,6 +7,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/molting/target}"
 MOLTING_PROFILE="${MOLTING_PROFILE:-dev}"
 if [ "$MOLTING_PROFILE" = "dev" ]; then PROFILE_DIR=debug; else PROFILE_DIR="$MOLTING_PROFILE"; fi
 export MOLTING_NODE_BIN="${MOLTING_NODE_BIN:-$CARGO_TARGET_DIR/$PROFILE_DIR/molting-node}"
+export MOLTING_WORKER_BIN="${MOLTING_WORKER_BIN:-$CARGO_TARGET_DIR/$PROFILE_DIR/molt-worker}"
 # Where models live (scripts/fetch-models.sh fills it; the worker's tests read it).
 export MOLTING_MODELS="${MOLTING_MODELS:-$HOME/.cache/molting/models}"
 say() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0" .sh)" "$*"; }
