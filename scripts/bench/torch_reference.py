@@ -26,10 +26,11 @@ def peak_rss_mib():
     return 0.0
 
 
-def best_mm_gflops(dtype, hidden, inter, rows):
+def best_mm_gflops(dtype, hidden, inter, vocab, rows):
     """Best of five `torch.mm` on the shapes the worker's --kernels times."""
     best = 0.0
-    for m, k, n in [(rows, hidden, hidden), (rows, hidden, inter), (rows, inter, hidden)]:
+    for m, k, n in [(rows, hidden, hidden), (rows, hidden, inter), (rows, inter, hidden), (256, hidden, vocab),
+                    (256, vocab, hidden)]:
         a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
         torch.mm(a, b)
         for _ in range(5):
@@ -64,7 +65,7 @@ opt = torch.optim.AdamW(params, lr=hp["lr"], betas=(hp.get("beta1", 0.9), hp.get
                         eps=hp.get("eps", 1e-8), weight_decay=hp.get("weight_decay", 0.0))
 vocab = model.config.vocab_size
 mm = best_mm_gflops(torch.float32 if a.dtype == "fp32" else torch.bfloat16, model.config.hidden_size,
-                    model.config.intermediate_size, hp["batch_size"] * hp["seq_len"])
+                    model.config.intermediate_size, vocab, hp["batch_size"] * hp["seq_len"])
 
 times, losses, counted = [], [], 0
 for i, micro in enumerate(steps):

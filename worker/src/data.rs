@@ -8,7 +8,8 @@
 //! conversation keeps its own positions from 0, so attention stays inside it and RoPE sees
 //! it as if alone; its last token predicts nothing (no target across a boundary). The rest
 //! of a row is padding, positions from 0 again, no targets. A conversation longer than a
-//! row is cut to `seq_len` tokens and reported (`Packed::truncated`).
+//! row is cut to `seq_len` tokens, then shifted like any other (as TRL truncates before it
+//! shifts), and reported (`Packed::truncated`, with whether any target is left).
 
 use std::path::{Path, PathBuf};
 
@@ -218,8 +219,9 @@ pub struct Packed {
 	pub rows: Vec<Row>,
 	/// The examples (indices into the input) each row holds, in the row's order.
 	pub members: Vec<Vec<usize>>,
-	/// Lines of the conversations that were cut to the row length, in file order.
-	pub truncated: Vec<usize>,
+	/// The conversations that were cut to the row length, in file order: their line, and
+	/// whether any of their predicted tokens is left.
+	pub truncated: Vec<(usize, bool)>,
 }
 
 /// Packs whole examples into rows of `seq` tokens (see the module docs), padding with `pad`.
@@ -254,7 +256,7 @@ pub fn pack(examples: &[Example], seq: usize, pad: u32) -> Packed {
 				for j in 0..len(e) {
 					row.tokens.push(e.ids[j]);
 					let next = j + 1;
-					row.targets.push(if next < e.ids.len() && e.train[next] { e.ids[next] as i32 } else { -1 });
+					row.targets.push(if next < len(e) && e.train[next] { e.ids[next] as i32 } else { -1 });
 					row.positions.push(j as u32);
 				}
 			}
@@ -265,7 +267,8 @@ pub fn pack(examples: &[Example], seq: usize, pad: u32) -> Packed {
 			row
 		})
 		.collect();
-	let truncated = examples.iter().filter(|e| e.ids.len() > seq).map(|e| e.line).collect();
+	let truncated =
+		examples.iter().filter(|e| e.ids.len() > seq).map(|e| (e.line, e.train[1..seq].iter().any(|&t| t))).collect();
 	Packed { rows, members, truncated }
 }
 
@@ -359,10 +362,13 @@ mod tests {
 	fn a_conversation_longer_than_a_row_is_cut_and_reported() {
 		let ex = [example(4, 10, 7), example(13, 50, 9)];
 		let p = pack(&ex, 8, 0);
-		assert_eq!(p.truncated, vec![9]);
+		assert_eq!(p.truncated, vec![(9, true)]);
 		assert_eq!(p.rows[0].tokens, (50..58).collect::<Vec<u32>>());
-		// Its last kept token still predicts its true next token.
-		assert_eq!(p.rows[0].targets[7], 58);
+		// Cut, then shifted: its last kept token predicts nothing, as in TRL.
+		assert_eq!(p.rows[0].targets, vec![-1, -1, -1, -1, -1, 56, 57, -1]);
+		// Cut before its first predicted token: reported as such.
+		let q = pack(&[example(20, 0, 4)], 8, 0);
+		assert_eq!(q.truncated, vec![(4, false)]);
 		assert_eq!(p.rows[1].positions[..4], [0, 1, 2, 3]);
 	}
 }

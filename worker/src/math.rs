@@ -17,8 +17,10 @@
 const LOG2E_F32: f32 = std::f32::consts::LOG2_E;
 const LN2_HI_F32: f32 = 0.693_145_75; // 0x3f317200
 const LN2_LO_F32: f32 = 1.428_606_8e-6; // 0x35bfbe8e
-/// Below this `exp` is 0 (the result would be subnormal), above it `+∞`.
-const EXP_F32_MIN: f32 = -87.336_55;
+/// Below this `exp` is 0 (the result would be subnormal: the constant is the f32 just
+/// above −126·ln 2, so every input at or above it has `k ≥ −126` and `r ≥ 0` where
+/// `k = −126`), above the other `+∞`.
+const EXP_F32_MIN: f32 = -87.336_54;
 const EXP_F32_MAX: f32 = 88.722_83;
 /// Taylor coefficients `1/k!` for `k = 0..=7`: on `|r| ≤ ln2/2` the truncation error is
 /// under `0.347⁸/8! ≈ 5e-9`, a tenth of an f32 ulp.
@@ -330,12 +332,12 @@ mod tests {
 			.into_iter()
 			.chain(samples(-1.0, 1.0, 50_000, 8))
 			.map(|x| x as f32)
-			.chain([0.0, -0.0, -87.3, 88.7, -100.0, 100.0, f32::NEG_INFINITY])
+			.chain([0.0, -0.0, -87.3, 88.7, -100.0, 100.0, f32::NEG_INFINITY, EXP_F32_MIN, -87.336_55, EXP_F32_MAX])
 			.collect();
 		let mut worst = 0f64;
 		for &x in &xs {
 			let (got, want) = (exp_f32(x), (x as f64).exp());
-			if want < f32::MIN_POSITIVE as f64 {
+			if x < EXP_F32_MIN {
 				assert_eq!(got, 0.0, "exp({x}) flushes to 0");
 				continue;
 			}

@@ -129,11 +129,11 @@ mod tests {
 	}
 
 	#[test]
-	fn adamw_matches_torch_step_by_step() {
+	fn adamw_follows_torchs_documented_update_step_by_step() {
 		// Three steps of torch.optim.AdamW(lr=0.1, betas=(0.9, 0.999), eps=1e-8,
 		// weight_decay=0.1) on p = [1.0, -0.5] with gradients [0.2, 0.4], [-0.1, 0.3],
-		// [0.5, -0.2], written out from its documented update (decay, moments, bias
-		// corrections) in f64.
+		// [0.5, -0.2]: PyTorch's documented update (decay, moments, bias corrections)
+		// written out independently, in f64.
 		let hp = AdamWConfig { weight_decay: 0.1, ..ADAMW };
 		let grads = [[0.2f32, 0.4], [-0.1, 0.3], [0.5, -0.2]];
 		let mut p = vec![1.0f32, -0.5];

@@ -95,6 +95,23 @@ pub fn tiny_vocab() -> (Vec<String>, Vec<String>, Vec<u32>) {
 	(tokens, merges, types)
 }
 
+/// `v` with every object's keys in sorted order, so that its text does not depend on
+/// whether serde_json's `preserve_order` feature is on. Other crates of the workspace turn
+/// on such features (`preserve_order`, `arbitrary_precision`, under which an f32 prints
+/// differently: floats are written as f64 below); a different text would change the tiny
+/// model's hash and so every state hash of the tiny job.
+fn sorted_keys(v: serde_json::Value) -> serde_json::Value {
+	match v {
+		serde_json::Value::Object(m) => {
+			let mut entries: Vec<(String, serde_json::Value)> = m.into_iter().collect();
+			entries.sort_by(|a, b| a.0.cmp(&b.0));
+			serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted_keys(v))).collect())
+		},
+		serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(sorted_keys).collect()),
+		other => other,
+	}
+}
+
 /// Writes `model` as a Hugging Face directory with the tiny tokenizer.
 pub fn write_hf_dir(model: &Model, dir: &std::path::Path) -> std::io::Result<()> {
 	use serde_json::json;
@@ -104,12 +121,12 @@ pub fn write_hf_dir(model: &Model, dir: &std::path::Path) -> std::io::Result<()>
 		"architectures": ["LlamaForCausalLM"], "model_type": if c.attention_bias { "qwen2" } else { "llama" },
 		"vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size,
 		"num_hidden_layers": c.num_layers, "num_attention_heads": c.num_heads, "num_key_value_heads": c.num_kv_heads,
-		"head_dim": c.head_dim, "rope_theta": c.rope_theta, "rms_norm_eps": c.rms_norm_eps,
+		"head_dim": c.head_dim, "rope_theta": c.rope_theta as f64, "rms_norm_eps": c.rms_norm_eps as f64,
 		"tie_word_embeddings": c.tie_word_embeddings, "attention_bias": c.attention_bias,
 		"max_position_embeddings": c.max_position_embeddings, "torch_dtype": "float32",
 		"bos_token_id": 1, "eos_token_id": 2,
 	});
-	std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+	std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&sorted_keys(config))?)?;
 	let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
 	let mut add = |name: String, shape: Vec<usize>, data: &[f32]| {
 		if !data.is_empty() {
@@ -161,9 +178,9 @@ pub fn write_hf_dir(model: &Model, dir: &std::path::Path) -> std::io::Result<()>
 		"model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null,
 			"fuse_unk": false, "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges},
 	});
-	std::fs::write(dir.join("tokenizer.json"), serde_json::to_vec_pretty(&tokenizer)?)?;
+	std::fs::write(dir.join("tokenizer.json"), serde_json::to_vec_pretty(&sorted_keys(tokenizer))?)?;
 	let tcfg = json!({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": CHATML_TEMPLATE});
-	std::fs::write(dir.join("tokenizer_config.json"), serde_json::to_vec_pretty(&tcfg)?)
+	std::fs::write(dir.join("tokenizer_config.json"), serde_json::to_vec_pretty(&sorted_keys(tcfg))?)
 }
 
 /// Writes `model` as llama.cpp's converter would (Q/K rows permuted, tokenizer in the

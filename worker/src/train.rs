@@ -135,8 +135,12 @@ impl Job {
 		let warnings = packed
 			.truncated
 			.iter()
-			.map(|line| {
-				format!("{}:{line}: longer than seq_len = {seq}; cut to its first {seq} tokens", train_path.display())
+			.map(|&(line, kept)| {
+				let left = if kept { "" } else { ", which leave no assistant token to learn" };
+				format!(
+					"{}:{line}: longer than seq_len = {seq}; cut to its first {seq} tokens{left}",
+					train_path.display()
+				)
 			})
 			.collect();
 		let eval = match (&spec.data.eval, &spec.data.eval_sha256) {
@@ -276,32 +280,44 @@ impl Job {
 	}
 
 	/// Each eval conversation's summed loss (nats) and predicted-token count, in file order.
-	/// Conversations are packed into rows as long as the longest (block-diagonal attention,
-	/// positions from 0 each: the same bits as one conversation at a time).
+	/// Conversations are packed into rows by length (block-diagonal attention, positions
+	/// from 0 each: the same bits as one conversation at a time, tested).
 	pub fn evaluate_each(&self, backend: &dyn Backend, adapter: Option<&Adapter>) -> Vec<(f64, usize)> {
 		let mut per_conv = vec![(0f64, 0usize); self.eval.len()];
 		if self.eval.is_empty() {
 			return per_conv;
 		}
-		let row_len = self.eval.iter().map(|e| e.ids.len()).max().unwrap_or(1);
-		let packed = data::pack(&self.eval, row_len, 0);
 		let frozen = self.frozen_for(backend);
-		let engine = Engine::with_frozen(backend, &self.model, &frozen, adapter, row_len);
-		let owner = owners(&packed);
-		for (chunk, owner) in packed.rows.chunks(EVAL_ROWS_PER_BATCH).zip(owner.chunks(EVAL_ROWS_PER_BATCH * row_len)) {
-			let batch = Batch {
-				tokens: chunk.iter().flat_map(|r| r.tokens.iter().copied()).collect(),
-				targets: chunk.iter().flat_map(|r| r.targets.iter().copied()).collect(),
-				positions: chunk.iter().flat_map(|r| r.positions.iter().copied()).collect(),
-				batch: chunk.len(),
-				seq: row_len,
-			};
-			let losses = engine.token_losses(&batch);
-			for ((&l, &t), &o) in losses.iter().zip(&batch.targets).zip(owner) {
-				if t >= 0 {
-					// Summed in position order within a conversation, as if alone.
-					per_conv[o].0 += l;
-					per_conv[o].1 += 1;
+		// Conversations go into rows of the power of two at or above their length (at least
+		// EVAL_MIN_ROW), so one long conversation does not make every row long (attention's
+		// buffers grow with the square of the row).
+		let bucket = |e: &Example| e.ids.len().next_power_of_two().max(EVAL_MIN_ROW);
+		let mut lengths: Vec<usize> = self.eval.iter().map(bucket).collect();
+		lengths.sort_unstable();
+		lengths.dedup();
+		for row_len in lengths {
+			let members: Vec<usize> = (0..self.eval.len()).filter(|&i| bucket(&self.eval[i]) == row_len).collect();
+			let group: Vec<Example> = members.iter().map(|&i| self.eval[i].clone()).collect();
+			let packed = data::pack(&group, row_len, 0);
+			let engine = Engine::with_frozen(backend, &self.model, &frozen, adapter, row_len);
+			let owner = owners(&packed);
+			let rows_per_pass = (EVAL_TOKENS_PER_PASS / row_len).max(1);
+			for (chunk, owner) in packed.rows.chunks(rows_per_pass).zip(owner.chunks(rows_per_pass * row_len)) {
+				let batch = Batch {
+					tokens: chunk.iter().flat_map(|r| r.tokens.iter().copied()).collect(),
+					targets: chunk.iter().flat_map(|r| r.targets.iter().copied()).collect(),
+					positions: chunk.iter().flat_map(|r| r.positions.iter().copied()).collect(),
+					batch: chunk.len(),
+					seq: row_len,
+				};
+				let losses = engine.token_losses(&batch);
+				for ((&l, &t), &o) in losses.iter().zip(&batch.targets).zip(owner) {
+					if t >= 0 {
+						// Summed in position order within a conversation, as if alone.
+						let c = &mut per_conv[members[o]];
+						c.0 += l;
+						c.1 += 1;
+					}
 				}
 			}
 		}
@@ -554,8 +570,9 @@ pub fn replay_job(job: &Job, run: &Path, from: usize, backend: &dyn Backend) -> 
 	})
 }
 
-/// Eval rows per forward pass.
-const EVAL_ROWS_PER_BATCH: usize = 4;
+/// Eval: the shortest row, and the token slots of one forward pass.
+const EVAL_MIN_ROW: usize = 128;
+const EVAL_TOKENS_PER_PASS: usize = 2048;
 
 /// For every token slot of the packed rows, the example it belongs to (`usize::MAX` for
 /// padding): a row's documents are its members in order, then its padding.

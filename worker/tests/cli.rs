@@ -19,7 +19,7 @@ fn setup(dir: &Path) -> std::path::PathBuf {
 	write_tiny_job(dir, |s| {
 		s.replace("steps = 12", "steps = 400")
 			.replace("checkpoint_every = 4", "checkpoint_every = 20")
-			.replace("seq_len = 48", "seq_len = 64")
+			.replace("seq_len = 256", "seq_len = 64")
 	})
 }
 

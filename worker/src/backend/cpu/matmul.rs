@@ -14,8 +14,10 @@ use super::SharedMut;
 const TILE_M: usize = 512;
 const TILE_N: usize = 1024;
 const MIN_TILES: usize = 4;
-/// Row tiles are multiples of the microkernel's row count.
+/// Row tiles are multiples of the microkernel's row count, column tiles of its strip width
+/// (so that a tile starts on a strip of a pre-packed operand).
 const ROW_QUANTUM: usize = 12;
+const STRIP: usize = 32;
 
 /// `c[m×n] (+)= A·B` where `A(i,p) = a[i*a_rs + p*a_cs]`, `B(p,j) = b[p*b_rs + j*b_cs]`.
 #[allow(clippy::too_many_arguments)]
@@ -43,11 +45,8 @@ pub(super) fn gemm_tiled(
 	// The last element each operand's strides reach must be inside it.
 	assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len(), "matmul lhs too short");
 	assert!((k - 1) * b_rs + (n - 1) * b_cs < b.len(), "matmul rhs too short");
-	// The grid is a function of the shape only: at most TILE_M × TILE_N per tile, and rows
-	// split further until there are at least MIN_TILES tiles to share out.
-	let tiles = tile_grid(m, n);
 	let cp = SharedMut(c.as_mut_ptr());
-	let run = |&(i0, j0, mi, nj): &(usize, usize, usize, usize)| {
+	for_each_tile(m, n, |i0, j0, mi, nj| {
 		let cp = cp;
 		// SAFETY: tiles are disjoint blocks of `c`; the bounds of `a`, `b` and `c` were checked
 		// above for the whole product, and a tile reads and writes a subset of it.
@@ -66,12 +65,7 @@ pub(super) fn gemm_tiled(
 				accumulate,
 			)
 		}
-	};
-	if tiles.len() == 1 {
-		run(&tiles[0]);
-	} else {
-		tiles.par_iter().for_each(run);
-	}
+	});
 }
 
 /// `c[m×n] (+)= A·B` with `B` pre-packed, `A(i,p) = a[i*k + p]`: the same tile grid and
@@ -88,12 +82,12 @@ pub(super) fn gemm_tiled_packed(
 	assert_eq!(c.len(), m * n, "matmul output is not m×n");
 	assert!(a.len() >= m * k, "matmul lhs too short");
 	assert!(std::arch::is_x86_feature_detected!("avx512f"), "packed operands need AVX-512F");
+	assert!(TILE_N % STRIP == 0, "column tiles start on packed strips");
 	if m == 0 {
 		return;
 	}
-	let tiles = tile_grid(m, n);
 	let cp = SharedMut(c.as_mut_ptr());
-	let run = |&(i0, j0, mi, nj): &(usize, usize, usize, usize)| {
+	for_each_tile(m, n, |i0, j0, mi, nj| {
 		let cp = cp;
 		// SAFETY: AVX-512F checked; tiles are disjoint blocks of `c`; `a` holds m rows of k;
 		// column tiles start at multiples of TILE_N, a multiple of the kernel's strip width.
@@ -110,12 +104,7 @@ pub(super) fn gemm_tiled_packed(
 				accumulate,
 			)
 		}
-	};
-	if tiles.len() == 1 {
-		run(&tiles[0]);
-	} else {
-		tiles.par_iter().for_each(run);
-	}
+	});
 }
 
 /// `c[m×n] (+)= A·B` with `A` as bf16 rows (`lda` apart) and `B` packed in bf16: the
@@ -131,14 +120,13 @@ pub(super) fn gemm_tiled_bf16(
 ) {
 	let n = b.n;
 	assert_eq!(c.len(), m * n, "matmul output is not m×n");
-	assert!(a.len() >= m * lda && lda >= b.k, "matmul lhs too short");
+	assert!(lda % 2 == 0 && lda >= b.k.next_multiple_of(2) && a.len() >= m * lda, "bf16 lhs rows too short");
 	assert!(super::has_bf16(), "bf16 products need AVX-512F and AVX512_BF16");
 	if m == 0 {
 		return;
 	}
-	let tiles = tile_grid(m, n);
 	let cp = SharedMut(c.as_mut_ptr());
-	let run = |&(i0, j0, mi, nj): &(usize, usize, usize, usize)| {
+	for_each_tile(m, n, |i0, j0, mi, nj| {
 		let cp = cp;
 		// SAFETY: the CPU features are checked; tiles are disjoint blocks of `c`; `a` holds
 		// m rows; column tiles start at multiples of TILE_N, a multiple of the strip width.
@@ -155,23 +143,35 @@ pub(super) fn gemm_tiled_bf16(
 				accumulate,
 			)
 		}
-	};
-	if tiles.len() == 1 {
-		run(&tiles[0]);
-	} else {
-		tiles.par_iter().for_each(run);
+	});
+}
+
+/// Runs `f(row, column, rows, columns)` for every tile of an `m × n` output, in parallel
+/// (the grid: [`tile_grid`]).
+fn for_each_tile(m: usize, n: usize, f: impl Fn(usize, usize, usize, usize) + Sync) {
+	match tile_grid(m, n).as_slice() {
+		[(i0, j0, mi, nj)] => f(*i0, *j0, *mi, *nj),
+		tiles => tiles.par_iter().for_each(|&(i0, j0, mi, nj)| f(i0, j0, mi, nj)),
 	}
 }
 
 /// The tiles of an `m × n` output: `(row, column, rows, columns)`, a function of the
-/// shape only (see the module docs).
+/// shape only: at most TILE_M × TILE_N per tile, and rows split further until there are
+/// at least MIN_TILES tiles to share out.
 fn tile_grid(m: usize, n: usize) -> Vec<(usize, usize, usize, usize)> {
 	let col_tiles = n.div_ceil(TILE_N);
-	let row_tiles = MIN_TILES.div_ceil(col_tiles).max(m.div_ceil(TILE_M));
-	let tile_m = m.div_ceil(row_tiles).next_multiple_of(ROW_QUANTUM).min(TILE_M).max(1);
+	// Few rows (a LoRA weight gradient, `r × in`): split the columns instead, so that each
+	// tile packs only its own columns of the right operand (split by rows, every tile
+	// would pack all of it). Column tiles stay multiples of the kernels' strip width.
+	let (tile_m, tile_n) = if m <= 2 * ROW_QUANTUM && col_tiles < MIN_TILES {
+		(m.max(1), n.div_ceil(MIN_TILES).next_multiple_of(STRIP).clamp(STRIP, TILE_N))
+	} else {
+		let row_tiles = MIN_TILES.div_ceil(col_tiles).max(m.div_ceil(TILE_M));
+		(m.div_ceil(row_tiles).next_multiple_of(ROW_QUANTUM).min(TILE_M).max(1), TILE_N)
+	};
 	(0..m)
 		.step_by(tile_m)
-		.flat_map(|i| (0..n).step_by(TILE_N).map(move |j| (i, j, tile_m.min(m - i), TILE_N.min(n - j))))
+		.flat_map(|i| (0..n).step_by(tile_n).map(move |j| (i, j, tile_m.min(m - i), tile_n.min(n - j))))
 		.collect()
 }
 

@@ -31,9 +31,14 @@ pub struct Cpu;
 pub struct CpuBf16(());
 
 impl CpuBf16 {
-	/// `None` where the CPU lacks AVX-512F or AVX512_BF16.
+	/// `None` where the CPU lacks AVX-512F or AVX512_BF16, or where its `vdpbf16ps` does
+	/// not compute what the class defines (checked on known inputs; see `sgemm_bf16`).
 	pub fn new() -> Option<Self> {
-		has_bf16().then_some(CpuBf16(()))
+		#[cfg(target_arch = "x86_64")]
+		if has_bf16() && sgemm_bf16::semantics_ok() {
+			return Some(CpuBf16(()));
+		}
+		None
 	}
 }
 
@@ -78,7 +83,7 @@ pub fn isa_path() -> &'static str {
 		}
 		if std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("avx2") {
 			// The `gemm` crate's kernels: their blocking follows the CPU's cache sizes, so
-			// this class is only reproducible on one CPU model.
+			// the class names the CPU model too (`class`).
 			return "x86_64-avx2-fma-gemm";
 		}
 		return "x86_64-sse2";
@@ -94,9 +99,28 @@ pub fn isa_path() -> &'static str {
 pub const KERNELS_VERSION: u32 = 2;
 
 /// The reproducibility class of this build on this CPU: backend, instruction-set path,
-/// kernel version and crate version, e.g. `cpu/x86_64-avx512f/k2/v0.1.0`.
+/// kernel version and crate version, e.g. `cpu/x86_64-avx512f/k2/v0.1.0`. On the paths
+/// through the `gemm` crate, whose blocking follows the CPU's cache sizes, the CPU model
+/// is part of it too (`cpu/x86_64-avx2-fma-gemm@AMD_EPYC_7B13/k2/v0.1.0`).
 pub fn class() -> String {
-	format!("cpu/{}/k{KERNELS_VERSION}/v{}", isa_path(), env!("CARGO_PKG_VERSION"))
+	let isa = isa_path();
+	let isa = if isa.ends_with("-gemm") || isa == "x86_64-sse2" || !isa.starts_with("x86_64") {
+		format!("{isa}@{}", cpu_model())
+	} else {
+		isa.to_string()
+	};
+	format!("cpu/{isa}/k{KERNELS_VERSION}/v{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The CPU's model name (`/proc/cpuinfo`), spaces as underscores; `unknown` elsewhere.
+fn cpu_model() -> String {
+	std::fs::read_to_string("/proc/cpuinfo")
+		.ok()
+		.and_then(|s| {
+			s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(str::to_string)
+		})
+		.map(|m| m.split_whitespace().collect::<Vec<_>>().join("_").replace('/', "_"))
+		.unwrap_or_else(|| "unknown".into())
 }
 
 /// The bf16 backend's class, e.g. `cpu-bf16/x86_64-avx512bf16/k2/v0.1.0`.

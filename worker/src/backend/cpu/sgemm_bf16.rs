@@ -29,9 +29,64 @@ pub(crate) fn to_bf16(x: f32) -> u16 {
 	((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
 
-#[cfg(test)]
 pub(crate) fn from_bf16(x: u16) -> f32 {
 	f32::from_bits((x as u32) << 16)
+}
+
+/// One `vdpbf16ps` lane as the bf16 class defines it (Intel's definition): the odd pair's
+/// product added to the accumulator and rounded, then the even pair's, each product of two
+/// bf16 exact in f32 (subnormal inputs and results are flushed to zero by the instruction;
+/// the check below uses none).
+fn dot_lane(acc: f32, a: [u16; 2], b: [u16; 2]) -> f32 {
+	let t = acc + from_bf16(a[1]) * from_bf16(b[1]);
+	t + from_bf16(a[0]) * from_bf16(b[0])
+}
+
+/// Whether this CPU's `vdpbf16ps` computes [`dot_lane`] bit for bit, on inputs chosen so
+/// that another order of the two additions, or one rounding for both, gives other bits.
+/// A CPU that fails is not offered the bf16 class (its bits would differ).
+pub(crate) fn semantics_ok() -> bool {
+	#[cfg(target_arch = "x86_64")]
+	if super::has_bf16() {
+		let mut r = crate::rng::Rng::new(0xbf16);
+		// Normal values whose magnitudes differ by up to 2^±12, so that each rounding matters.
+		let value = |r: &mut crate::rng::Rng| {
+			let m = 1.0 + r.uniform();
+			let e = (r.below(25) as i32) - 12;
+			let s = if r.below(2) == 0 { 1.0 } else { -1.0 };
+			s * m * 2f32.powi(e)
+		};
+		for round in 0..256 {
+			let mut acc: [f32; 16] = std::array::from_fn(|_| value(&mut r));
+			let mut a: [u16; 32] = std::array::from_fn(|_| to_bf16(value(&mut r)));
+			let mut b: [u16; 32] = std::array::from_fn(|_| to_bf16(value(&mut r)));
+			if round == 0 {
+				// 1 − 1 + 2⁻³⁰: odd pair first gives 2⁻³⁰, even first 0.
+				(acc[0], a[0], a[1], b[0], b[1]) =
+					(1.0, to_bf16(2f32.powi(-15)), to_bf16(-1.0), to_bf16(2f32.powi(-15)), to_bf16(1.0));
+			}
+			// SAFETY: the CPU has AVX-512F and AVX512_BF16 (checked above).
+			let got = unsafe { dot16(acc, a, b) };
+			for j in 0..16 {
+				if got[j].to_bits() != dot_lane(acc[j], [a[2 * j], a[2 * j + 1]], [b[2 * j], b[2 * j + 1]]).to_bits() {
+					return false;
+				}
+			}
+		}
+		return true;
+	}
+	false
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn dot16(acc: [f32; 16], a: [u16; 32], b: [u16; 32]) -> [f32; 16] {
+	let acc = _mm512_loadu_ps(acc.as_ptr());
+	let a: __m512bh = std::mem::transmute(_mm512_loadu_si512(a.as_ptr() as *const _));
+	let b: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.as_ptr() as *const _));
+	let mut out = [0f32; 16];
+	_mm512_storeu_ps(out.as_mut_ptr(), _mm512_dpbf16_ps(acc, a, b));
+	out
 }
 
 /// `B` (`[k × n]`) in bf16, packed for the kernel (see the module docs).
@@ -77,14 +132,15 @@ impl PackedBf16 {
 /// AVX-512 (the same integer operations as [`to_bf16`], so the same bits).
 pub(crate) fn rows_to_bf16(a: &[f32], m: usize, k: usize) -> (Vec<u16>, usize) {
 	use rayon::prelude::*;
+	assert!(a.len() >= m * k, "bf16 conversion: {} values for {m} rows of {k}", a.len());
 	let lda = k.next_multiple_of(2);
 	let mut out = vec![0u16; m * lda];
 	let rows_per_task = (4096 / lda).max(1);
 	out.par_chunks_mut(lda * rows_per_task).zip(a.par_chunks(k * rows_per_task)).for_each(|(dst, src)| {
 		for (dst, src) in dst.chunks_exact_mut(lda).zip(src.chunks_exact(k)) {
 			#[cfg(target_arch = "x86_64")]
-			if std::arch::is_x86_feature_detected!("avx512bw") {
-				// SAFETY: the CPU has AVX-512F/BW (checked).
+			if std::arch::is_x86_feature_detected!("avx512f") {
+				// SAFETY: the CPU has AVX-512F (checked).
 				unsafe { convert_avx512(&mut dst[..k], src) };
 				continue;
 			}
@@ -96,7 +152,7 @@ pub(crate) fn rows_to_bf16(a: &[f32], m: usize, k: usize) -> (Vec<u16>, usize) {
 
 /// [`to_bf16`] on 16 lanes: NaN → 0x7fc0, else `(bits + 0x7fff + bit16) >> 16`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f")]
 unsafe fn convert_avx512(dst: &mut [u16], src: &[f32]) {
 	let n = src.len();
 	let mut i = 0;
@@ -109,7 +165,7 @@ unsafe fn convert_avx512(dst: &mut [u16], src: &[f32]) {
 		let r = _mm512_srli_epi32::<16>(_mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb));
 		let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
 		let r = _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7fc0));
-		_mm256_mask_storeu_epi16(dst.as_mut_ptr().add(i) as *mut _, m, _mm512_cvtepi32_epi16(r));
+		_mm512_mask_cvtepi32_storeu_epi16(dst.as_mut_ptr().add(i) as *mut _, m, r);
 		i += 16;
 	}
 }
@@ -132,7 +188,7 @@ pub(super) unsafe fn sgemm_bf16(
 	j0: usize,
 	accumulate: bool,
 ) {
-	debug_assert!(j0 % NR == 0 && j0 + n <= b.n);
+	assert!(j0 % NR == 0 && j0 + n <= b.n, "columns {j0}..{} of a packed {}-wide operand", j0 + n, b.n);
 	let (n_strips, m_strips) = (n.div_ceil(NR), m.div_ceil(MR));
 	let all_strips = b.n.div_ceil(NR);
 	let mut tile = [0f32; MR * NR];
@@ -206,6 +262,20 @@ unsafe fn kernel(
 #[cfg(test)]
 mod tests {
 	use super::*;
+
+	#[test]
+	fn this_cpus_dot_product_instruction_is_the_documented_one() {
+		if !super::super::has_bf16() {
+			eprintln!("no AVX512_BF16 here");
+			return;
+		}
+		assert!(semantics_ok(), "vdpbf16ps here differs from the bf16 class's definition");
+		// And the definition is not vacuous: the even pair first gives other bits on the
+		// fixed input the check includes (1 − 1 + 2⁻³⁰ against 1 + 2⁻³⁰ − 1).
+		let (a, b) = ([to_bf16(2f32.powi(-15)), to_bf16(-1.0)], [to_bf16(2f32.powi(-15)), to_bf16(1.0)]);
+		assert_eq!(dot_lane(1.0, a, b), 2f32.powi(-30));
+		assert_eq!((1.0f32 + 2f32.powi(-30)) + -1.0, 0.0);
+	}
 
 	#[test]
 	fn rows_convert_as_the_scalar_function_does() {

@@ -67,7 +67,9 @@ fn matmuls_match_an_f64_product_on_every_blocking_path() {
 	// The AVX-512 kernel blocks k by 192, tiles 12 × 32, the grid 512 × 1024 (at least four
 	// tiles). These shapes cross each: k over one and two KC blocks, edge tiles in both
 	// directions, several row tiles and several column tiles, a single element.
-	let shapes = [(1, 1, 1), (13, 389, 33), (517, 7, 1030), (25, 200, 65), (530, 390, 40), (12, 192, 32)];
+	// Few rows split by columns instead (13 × 33, 16 × 600).
+	let shapes =
+		[(1, 1, 1), (13, 389, 33), (517, 7, 1030), (25, 200, 65), (530, 390, 40), (12, 192, 32), (16, 1030, 600)];
 	for (si, &(m, k, n)) in shapes.iter().enumerate() {
 		let seed = 10 * si as u64;
 		let a = random(m * k, seed + 1);
@@ -124,7 +126,8 @@ fn matmul_rows_do_not_depend_on_the_other_rows() {
 	let big = random(40 * k, 2);
 	let mut c_big = vec![0f32; 40 * n];
 	Cpu.matmul_nt(&mut c_big, &big, &w, 40, k, n, false);
-	for (start, rows) in [(0, 1), (7, 5), (13, 27)] {
+	// Few rows are tiled by columns, many by rows: the same bits either way.
+	for (start, rows) in [(0, 1), (7, 5), (13, 27), (0, 16), (20, 20)] {
 		let mut c = vec![0f32; rows * n];
 		Cpu.matmul_nt(&mut c, &big[start * k..(start + rows) * k], &w, rows, k, n, false);
 		assert_eq!(c, &c_big[start * n..(start + rows) * n], "rows {start}..{}", start + rows);
