@@ -18,6 +18,8 @@ const MIN_TILES: usize = 4;
 /// (so that a tile starts on a strip of a pre-packed operand).
 const ROW_QUANTUM: usize = 12;
 const STRIP: usize = 32;
+// Column tiles start on strips of a pre-packed operand.
+const _: () = assert!(TILE_N.is_multiple_of(STRIP));
 
 /// `c[m×n] (+)= A·B` where `A(i,p) = a[i*a_rs + p*a_cs]`, `B(p,j) = b[p*b_rs + j*b_cs]`.
 #[allow(clippy::too_many_arguments)]
@@ -82,7 +84,6 @@ pub(super) fn gemm_tiled_packed(
 	assert_eq!(c.len(), m * n, "matmul output is not m×n");
 	assert!(a.len() >= m * k, "matmul lhs too short");
 	assert!(std::arch::is_x86_feature_detected!("avx512f"), "packed operands need AVX-512F");
-	assert!(TILE_N % STRIP == 0, "column tiles start on packed strips");
 	if m == 0 {
 		return;
 	}
@@ -120,7 +121,7 @@ pub(super) fn gemm_tiled_bf16(
 ) {
 	let n = b.n;
 	assert_eq!(c.len(), m * n, "matmul output is not m×n");
-	assert!(lda % 2 == 0 && lda >= b.k.next_multiple_of(2) && a.len() >= m * lda, "bf16 lhs rows too short");
+	assert!(lda.is_multiple_of(2) && lda >= b.k.next_multiple_of(2) && a.len() >= m * lda, "bf16 lhs rows too short");
 	assert!(super::has_bf16(), "bf16 products need AVX-512F and AVX512_BF16");
 	if m == 0 {
 		return;
@@ -167,7 +168,7 @@ fn tile_grid(m: usize, n: usize) -> Vec<(usize, usize, usize, usize)> {
 		(m.max(1), n.div_ceil(MIN_TILES).next_multiple_of(STRIP).clamp(STRIP, TILE_N))
 	} else {
 		let row_tiles = MIN_TILES.div_ceil(col_tiles).max(m.div_ceil(TILE_M));
-		(m.div_ceil(row_tiles).next_multiple_of(ROW_QUANTUM).min(TILE_M).max(1), TILE_N)
+		(m.div_ceil(row_tiles).next_multiple_of(ROW_QUANTUM).clamp(1, TILE_M), TILE_N)
 	};
 	(0..m)
 		.step_by(tile_m)

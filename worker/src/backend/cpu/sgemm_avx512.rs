@@ -67,7 +67,7 @@ pub(super) unsafe fn sgemm_packed(
 	j0: usize,
 	accumulate: bool,
 ) {
-	assert!(j0 % NR == 0 && j0 + n <= b.n, "columns {j0}..{} of a packed {}-wide operand", j0 + n, b.n);
+	assert!(j0.is_multiple_of(NR) && j0 + n <= b.n, "columns {j0}..{} of a packed {}-wide operand", j0 + n, b.n);
 	PACK.with_borrow_mut(|(_, ap_buf)| {
 		for (block, p0) in (0..b.k).step_by(KC).enumerate() {
 			let kc = KC.min(b.k - p0);

@@ -188,7 +188,7 @@ pub(super) unsafe fn sgemm_bf16(
 	j0: usize,
 	accumulate: bool,
 ) {
-	assert!(j0 % NR == 0 && j0 + n <= b.n, "columns {j0}..{} of a packed {}-wide operand", j0 + n, b.n);
+	assert!(j0.is_multiple_of(NR) && j0 + n <= b.n, "columns {j0}..{} of a packed {}-wide operand", j0 + n, b.n);
 	let (n_strips, m_strips) = (n.div_ceil(NR), m.div_ceil(MR));
 	let all_strips = b.n.div_ceil(NR);
 	let mut tile = [0f32; MR * NR];
