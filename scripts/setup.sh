@@ -84,20 +84,23 @@ else
 fi
 
 # --- 4. Node.js packages for the JS tests ----------------------------------------------
-# node-llama-cpp: without its optional packages (CUDA, Vulkan, other platforms: 640 MB) and
-# without install scripts (it would try to fetch or build llama.cpp); the linux-x64
-# prebuilt binaries are a direct dependency instead.
-npm_ci() {
+# Each directory's committed lock file pins every version. node-llama-cpp is installed
+# without its optional packages (CUDA, Vulkan, other platforms: 640 MB) and without
+# install scripts (they would try to fetch or build llama.cpp); its linux-x64 prebuilt
+# binaries are a direct dependency instead. Its lock file cannot list the other platforms'
+# packages (our registry does not serve them), so `npm ci` would refuse it as incomplete:
+# `npm install` with the lock installs the same pinned versions and leaves it unchanged.
+npm_install() {
 	local dir="$1"; shift
 	if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
-		say "installing Node.js test packages in ${dir#"$REPO"/} (npm ci)"
-		(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error "$@")
+		say "installing Node.js test packages in ${dir#"$REPO"/} (npm $1)"
+		(cd "$dir" && npm "$@" --no-audit --no-fund --loglevel=error)
 	else
 		say "Node.js test packages in ${dir#"$REPO"/}: already installed"
 	fi
 }
-npm_ci "$REPO/tests/js"
-npm_ci "$REPO/tests/llamacpp" --omit=optional --ignore-scripts
+npm_install "$REPO/tests/js" ci
+npm_install "$REPO/tests/llamacpp" install --omit=optional --ignore-scripts
 
 # --- 5. Models: SmolLM2-135M-Instruct for the worker's tests and demo --------------------
 "$REPO/scripts/fetch-models.sh"
