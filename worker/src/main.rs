@@ -12,7 +12,7 @@ use molting_worker::backend::Backend;
 use molting_worker::generate::{Generator, Sampling};
 use molting_worker::gguf::GgufFile;
 use molting_worker::model::{load_model, Model, ModelSource};
-use molting_worker::spec::resolve;
+use molting_worker::spec::{resolve, Precision};
 use molting_worker::tokenizer::{ChatTokenizer, Message};
 use molting_worker::train::{self, Job, RunOptions, StepReport};
 
@@ -111,18 +111,16 @@ enum Command {
 	Inspect { model: String },
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Precision {
-	Fp32,
-	Bf16,
-}
-
 /// The backend for `precision` (the job's own when `None`).
 fn backend_for(precision: Precision) -> Result<Box<dyn Backend>> {
 	Ok(match precision {
 		Precision::Fp32 => Box::new(Cpu),
 		Precision::Bf16 => Box::new(CpuBf16::new().ok_or_else(|| {
-			anyhow::anyhow!("precision bf16 needs a CPU with AVX-512F and AVX512_BF16; this one has {}", isa_path())
+			anyhow::anyhow!(
+				"precision bf16 needs a CPU with AVX-512F and AVX512_BF16 whose vdpbf16ps computes the class's \
+				 documented order (worker/README.md); this one's path is {}",
+				isa_path()
+			)
 		})?),
 	})
 }
@@ -195,10 +193,7 @@ fn keep_freed_memory() {
 
 /// The precision a job's spec names.
 fn job_precision(job: &Job) -> Precision {
-	match job.spec.train.precision {
-		molting_worker::spec::Precision::Fp32 => Precision::Fp32,
-		molting_worker::spec::Precision::Bf16 => Precision::Bf16,
-	}
+	job.spec.train.precision
 }
 
 fn main() {
