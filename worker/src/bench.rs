@@ -7,7 +7,6 @@
 use std::time::Instant;
 
 use crate::backend::Backend;
-use crate::data::Loader;
 use crate::engine::Batch;
 use crate::lora::LoraConfig;
 use crate::model::ModelConfig;
@@ -41,13 +40,6 @@ pub struct BenchReport {
 	pub peak_rss_mib: f64,
 	pub loss_first: f64,
 	pub loss_last: f64,
-}
-
-/// The batches one step of `job` from `state` will train on (the loader is deterministic).
-pub fn step_batches(job: &Job, state: &crate::checkpoint::State) -> Vec<Batch> {
-	let hp = &job.spec.train;
-	let mut loader = Loader::new(&job.train_rows, state.seed, state.cursor);
-	(0..hp.grad_accum).map(|_| loader.next_batch(hp.batch_size, hp.seq_len)).collect()
 }
 
 /// Useful FLOPs of one training step on `batches` (a multiply-add is 2): the frozen linear
@@ -116,11 +108,12 @@ pub fn run(
 		.into_iter()
 		.map(|(_, g)| g)
 		.fold(0f64, f64::max);
+	// Freeze (pack) the weights before the clock starts: that is done once per run.
 	let _ = job.frozen_for(backend);
 	let mut state = job.initial_state(backend);
 	let (mut times, mut losses, mut flops, mut counted) = (Vec::new(), Vec::new(), 0f64, 0usize);
 	for i in 0..warmup + steps {
-		let batches = step_batches(job, &state);
+		let (batches, _) = job.step_batches(&state);
 		on_batches(&batches);
 		let started = Instant::now();
 		let report = job.step(backend, &mut state);

@@ -324,6 +324,15 @@ impl Job {
 		per_conv
 	}
 
+	/// The micro-batches the step from `state` trains on, and the data cursor after them
+	/// (the loader is deterministic: the bench and the reference see the same ones).
+	pub fn step_batches(&self, state: &State) -> (Vec<Batch>, Cursor) {
+		let hp = &self.spec.train;
+		let mut loader = Loader::new(&self.train_rows, state.seed, state.cursor);
+		let batches = (0..hp.grad_accum).map(|_| loader.next_batch(hp.batch_size, hp.seq_len)).collect();
+		(batches, loader.cursor)
+	}
+
 	/// One optimizer step from `state`: `grad_accum` micro-batches, clipping, AdamW.
 	pub fn step(&self, backend: &dyn Backend, state: &mut State) -> StepReport {
 		let hp = &self.spec.train;
@@ -333,8 +342,7 @@ impl Job {
 			Adapter::from_params(&self.model.config, self.spec.lora_config(), std::mem::take(&mut state.params));
 		let frozen = self.frozen_for(backend);
 		let engine = Engine::with_frozen(backend, &self.model, &frozen, Some(&adapter), hp.seq_len);
-		let mut loader = Loader::new(&self.train_rows, state.seed, state.cursor);
-		let batches: Vec<Batch> = (0..hp.grad_accum).map(|_| loader.next_batch(hp.batch_size, hp.seq_len)).collect();
+		let (batches, cursor) = self.step_batches(state);
 		// The objective is the mean over the predicted tokens of the whole accumulated batch
 		// (as transformers' Trainer since 4.46), not a mean of micro-batch means.
 		let counted: usize = batches.iter().map(Batch::counted).sum();
@@ -354,7 +362,7 @@ impl Job {
 		state.m = opt.m;
 		state.v = opt.v;
 		state.step += 1;
-		state.cursor = loader.cursor;
+		state.cursor = cursor;
 		let tokens = hp.batch_size * hp.seq_len * hp.grad_accum;
 		StepReport {
 			step: state.step,

@@ -298,7 +298,6 @@ impl<'a> Engine<'a> {
 		}
 		let c = &self.model.config;
 		let (h, v, rows) = (c.hidden_size, c.vocab_size, tokens.len());
-		let _ = v;
 		let mut xf = vec![0f32; rows * h];
 		let mut rstd = vec![0f32; rows];
 		self.backend.rmsnorm_forward(&mut xf, &mut rstd, &x, &self.model.final_norm, h, c.rms_norm_eps);

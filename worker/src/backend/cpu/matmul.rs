@@ -47,9 +47,7 @@ pub(super) fn gemm_tiled(
 	// The last element each operand's strides reach must be inside it.
 	assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len(), "matmul lhs too short");
 	assert!((k - 1) * b_rs + (n - 1) * b_cs < b.len(), "matmul rhs too short");
-	let cp = SharedMut(c.as_mut_ptr());
-	for_each_tile(m, n, |i0, j0, mi, nj| {
-		let cp = cp;
+	for_each_tile_of(c, m, n, |i0, j0, mi, nj, dst| {
 		// SAFETY: tiles are disjoint blocks of `c`; the bounds of `a`, `b` and `c` were checked
 		// above for the whole product, and a tile reads and writes a subset of it.
 		unsafe {
@@ -57,7 +55,7 @@ pub(super) fn gemm_tiled(
 				mi,
 				nj,
 				k,
-				cp.0.add(i0 * n + j0),
+				dst,
 				n,
 				a.as_ptr().add(i0 * a_rs),
 				(a_rs, a_cs),
@@ -87,24 +85,10 @@ pub(super) fn gemm_tiled_packed(
 	if m == 0 {
 		return;
 	}
-	let cp = SharedMut(c.as_mut_ptr());
-	for_each_tile(m, n, |i0, j0, mi, nj| {
-		let cp = cp;
+	for_each_tile_of(c, m, n, |i0, j0, mi, nj, dst| {
 		// SAFETY: AVX-512F checked; tiles are disjoint blocks of `c`; `a` holds m rows of k;
 		// column tiles start at multiples of TILE_N, a multiple of the kernel's strip width.
-		unsafe {
-			super::sgemm_avx512::sgemm_packed(
-				mi,
-				nj,
-				cp.0.add(i0 * n + j0),
-				n,
-				a.as_ptr().add(i0 * k),
-				k,
-				b,
-				j0,
-				accumulate,
-			)
-		}
+		unsafe { super::sgemm_avx512::sgemm_packed(mi, nj, dst, n, a.as_ptr().add(i0 * k), k, b, j0, accumulate) }
 	});
 }
 
@@ -126,24 +110,23 @@ pub(super) fn gemm_tiled_bf16(
 	if m == 0 {
 		return;
 	}
+	for_each_tile_of(c, m, n, |i0, j0, mi, nj, dst| {
+		// SAFETY: the CPU features are checked; tiles are disjoint blocks of `c`; `a` holds
+		// m rows; column tiles start at multiples of TILE_N, a multiple of the strip width.
+		unsafe { super::sgemm_bf16::sgemm_bf16(mi, nj, dst, n, a.as_ptr().add(i0 * lda), lda, b, j0, accumulate) }
+	});
+}
+
+/// Runs `f(row, column, rows, columns, tile)` for every tile of the `m × n` output `c`, in
+/// parallel; `tile` points at the tile's first element (row stride `n`). Tiles are
+/// disjoint, so each call may write its own.
+fn for_each_tile_of(c: &mut [f32], m: usize, n: usize, f: impl Fn(usize, usize, usize, usize, *mut f32) + Sync) {
+	debug_assert_eq!(c.len(), m * n);
 	let cp = SharedMut(c.as_mut_ptr());
 	for_each_tile(m, n, |i0, j0, mi, nj| {
 		let cp = cp;
-		// SAFETY: the CPU features are checked; tiles are disjoint blocks of `c`; `a` holds
-		// m rows; column tiles start at multiples of TILE_N, a multiple of the strip width.
-		unsafe {
-			super::sgemm_bf16::sgemm_bf16(
-				mi,
-				nj,
-				cp.0.add(i0 * n + j0),
-				n,
-				a.as_ptr().add(i0 * lda),
-				lda,
-				b,
-				j0,
-				accumulate,
-			)
-		}
+		// SAFETY: (i0, j0) lies inside the m × n output.
+		f(i0, j0, mi, nj, unsafe { cp.0.add(i0 * n + j0) })
 	});
 }
 

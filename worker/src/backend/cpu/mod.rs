@@ -150,7 +150,7 @@ impl Backend for Cpu {
 	}
 
 	fn frozen_forward(&self, y: &mut [f32], x: &[f32], w: &Frozen, n: usize, accumulate: bool) {
-		match w.get::<CpuFrozen>(&class()) {
+		match w.get::<CpuFrozen>() {
 			#[cfg(target_arch = "x86_64")]
 			CpuFrozen::Packed { forward, .. } => matmul::gemm_tiled_packed(y, n, x, forward, accumulate),
 			CpuFrozen::Plain(m) => self.matmul_nt(y, x, m, n, w.in_dim, w.out_dim, accumulate),
@@ -158,7 +158,7 @@ impl Backend for Cpu {
 	}
 
 	fn frozen_backward(&self, dx: &mut [f32], dy: &[f32], w: &Frozen, n: usize, accumulate: bool) {
-		match w.get::<CpuFrozen>(&class()) {
+		match w.get::<CpuFrozen>() {
 			#[cfg(target_arch = "x86_64")]
 			CpuFrozen::Packed { backward, .. } => matmul::gemm_tiled_packed(dx, n, dy, backward, accumulate),
 			CpuFrozen::Plain(m) => self.matmul_nn(dx, dy, m, n, w.out_dim, w.in_dim, accumulate),
@@ -265,7 +265,7 @@ impl Backend for CpuBf16 {
 	fn frozen_forward(&self, y: &mut [f32], x: &[f32], w: &Frozen, n: usize, accumulate: bool) {
 		#[cfg(target_arch = "x86_64")]
 		{
-			let f = w.get::<Bf16Frozen>(&bf16_class());
+			let f = w.get::<Bf16Frozen>();
 			let (a, lda) = sgemm_bf16::rows_to_bf16(x, n, w.in_dim);
 			matmul::gemm_tiled_bf16(y, n, &a, lda, &f.forward, accumulate);
 		}
@@ -276,7 +276,7 @@ impl Backend for CpuBf16 {
 	fn frozen_backward(&self, dx: &mut [f32], dy: &[f32], w: &Frozen, n: usize, accumulate: bool) {
 		#[cfg(target_arch = "x86_64")]
 		{
-			let f = w.get::<Bf16Frozen>(&bf16_class());
+			let f = w.get::<Bf16Frozen>();
 			let (a, lda) = sgemm_bf16::rows_to_bf16(dy, n, w.out_dim);
 			matmul::gemm_tiled_bf16(dx, n, &a, lda, &f.backward, accumulate);
 		}
