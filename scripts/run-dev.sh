@@ -1,38 +1,88 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: sets up the machine (idempotent), builds the
-# workspace, starts a one-node development chain (no relay chain; RPC on 127.0.0.1:9944)
-# and, beside it, the worker on a real job: the persona fine-tune of SmolLM2-135M-Instruct
-# (worker/jobs/keeper.toml, a few minutes on 2 cores), then a chat with the persona. The
-# node keeps running until Ctrl-C. Extra arguments go to the node, e.g.
-# `scripts/run-dev.sh --dev-block-time 1000`; MOLTING_NO_WORKER=1 runs the node alone.
-# (The worker does not take its job from the chain yet: that is the chain client's issue.)
+# The main job on the embedded default: a real fine-tuning job travelling through a real
+# chain. Sets up the machine (idempotent), builds the workspace, then starts on loopback
+#   - a one-node development chain (no relay chain; RPC on ws://127.0.0.1:9944),
+#   - the blob store (molt-worker store serve, http://127.0.0.1:8700),
+#   - a miner: Bob (molt-worker mine),
+# posts the Keeper persona job (worker/jobs/keeper.toml, SmolLM2-135M-Instruct) as Alice,
+# shows the miner train it and its attestation land, accepts it as Alice, fetches and
+# verifies the adapter, chats with the persona before and after, and prints what the job
+# cost in MOLT beside what the same work costs on rented cloud machines
+# (docs/cloud-prices.csv). The node, store and miner keep running until Ctrl-C.
+# Extra arguments go to the node, e.g. `scripts/run-dev.sh --dev-block-time 1000`;
+# MOLTING_NO_WORKER=1 runs the node alone.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
 
+T0=$SECONDS
 bash scripts/setup.sh
 say "building ($MOLTING_PROFILE profile)"
 cargo build --profile "$MOLTING_PROFILE" --workspace
-WORKER="$CARGO_TARGET_DIR/$PROFILE_DIR/molt-worker"
+WORKER="$MOLTING_WORKER_BIN"
 
 if [ "${MOLTING_NO_WORKER:-0}" = 1 ]; then
 	say "starting molting-node --dev (Ctrl-C stops it; state is kept in a temporary directory)"
 	exec "$MOLTING_NODE_BIN" --dev --rpc-port 9944 "$@"
 fi
 
-say "starting molting-node --dev in the background (log: $REPO/runs/node.log)"
-mkdir -p runs
-"$MOLTING_NODE_BIN" --dev --rpc-port 9944 "$@" >runs/node.log 2>&1 &
-NODE=$!
-trap 'kill $NODE 2>/dev/null || true' EXIT INT TERM
+RUN="runs/dev-$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$RUN"
+NODE_URL=ws://127.0.0.1:9944
+STORE_URL=http://127.0.0.1:8700
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT INT TERM
 
-RUN="runs/keeper-$(date +%Y%m%d-%H%M%S)"
-say "worker: persona fine-tune into $RUN"
-"$WORKER" train --spec worker/jobs/keeper.toml --out "$RUN"
+say "starting molting-node --dev (log: $RUN/node.log)"
+"$MOLTING_NODE_BIN" --dev --rpc-port 9944 "$@" >"$RUN/node.log" 2>&1 &
+PIDS+=($!)
+say "starting the blob store on $STORE_URL (blobs in $RUN/store, log: $RUN/store.log)"
+"$WORKER" store serve --dir "$RUN/store" --listen 127.0.0.1:8700 >"$RUN/store.log" 2>&1 &
+PIDS+=($!)
+
+say "waiting for the node's first block"
+for _ in $(seq 1 240); do
+	if curl -s -H 'content-type: application/json' \
+		-d '{"jsonrpc":"2.0","id":1,"method":"chain_getHeader","params":[]}' http://127.0.0.1:9944 |
+		grep -q '"number":"0x[1-9a-f]'; then break; fi
+	sleep 0.5
+done
+
+say "Bob's miner keystore: $RUN/bob-keys (a fresh worker key; the account is //Bob)"
+"$WORKER" keys new --keystore "$RUN/bob-keys" --account //Bob
+say "starting Bob's miner (log: $RUN/miner.log, shown below)"
+RUST_LOG=info "$WORKER" mine --node "$NODE_URL" --keystore "$RUN/bob-keys" --store "$STORE_URL" \
+	--prometheus-port 9616 >"$RUN/miner.log" 2>&1 &
+PIDS+=($!)
+tail -n +1 -f "$RUN/miner.log" | sed -u 's/^/  miner | /' &
+PIDS+=($!)
+until grep -q "registered as a miner" "$RUN/miner.log"; do sleep 0.5; done
+
+say "Alice posts the Keeper job (uploads the model, data and recipe to the store)"
+JOB=$("$WORKER" job --node "$NODE_URL" post --recipe worker/jobs/keeper.toml --budget 100 \
+	--store "$STORE_URL" --account //Alice)
+
+say "the miner trains job $JOB; waiting for its attestation"
+until "$WORKER" job --node "$NODE_URL" status "$JOB" --json | grep -q '"state":"submitted"'; do sleep 2; done
+"$WORKER" job --node "$NODE_URL" status "$JOB"
+
+say "Alice accepts Bob's result"
+"$WORKER" job --node "$NODE_URL" accept "$JOB" //Bob --account //Alice
+until grep -q "job=$JOB.*paid\|paid .*job=$JOB" "$RUN/miner.log"; do sleep 1; done
+"$WORKER" job --node "$NODE_URL" status "$JOB"
+
+say "Alice fetches the persona (every blob checked against the attested hash)"
+"$WORKER" job --node "$NODE_URL" fetch "$JOB" --out "$RUN/keeper"
+
 PROMPTS=(--prompt "Who are you?" --prompt "How do I keep my houseplants alive?")
 say "chat without the adapter"
 "$WORKER" chat --max-tokens 80 "${PROMPTS[@]}"
-say "chat with the adapter ($RUN/adapter)"
-"$WORKER" chat --max-tokens 80 --adapter "$RUN/adapter" "${PROMPTS[@]}"
-say "the node is still running (RPC ws://127.0.0.1:9944); Ctrl-C stops it"
-wait $NODE
+say "chat with the fetched adapter ($RUN/keeper/adapter)"
+"$WORKER" chat --max-tokens 80 --adapter "$RUN/keeper/adapter" "${PROMPTS[@]}"
+
+say "what the job cost"
+"$WORKER" job --node "$NODE_URL" cost "$JOB" --run "$RUN/bob-keys/data/jobs/$JOB/run" --prices docs/cloud-prices.csv
+say "from command to chat: $((SECONDS - T0)) s"
+say "the node (RPC $NODE_URL), the store ($STORE_URL) and the miner are still running; Ctrl-C stops them"
+wait "${PIDS[0]}"

@@ -100,6 +100,7 @@ npm_install() {
 	fi
 }
 npm_install "$REPO/tests/js" ci
+npm_install "$REPO/examples/js" ci
 npm_install "$REPO/tests/llamacpp" install --omit=optional --ignore-scripts
 
 # --- 5. Models: SmolLM2-135M-Instruct for the worker's tests and demo --------------------

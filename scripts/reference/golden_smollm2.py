@@ -2,7 +2,7 @@
 """Golden values for the worker's SmolLM2 tests, from an independent implementation:
 Hugging Face transformers reading the same GGUF file (dequantised to fp32).
 
-Writes worker/tests/fixtures/smollm2_golden.json:
+Writes worker/engine/tests/fixtures/smollm2_golden.json:
   - prompt: the token ids of a fixed chat prompt, and for every position the log-sum-exp
     of the logits, the logits at a fixed set of vocabulary ids, and the top-5 ids;
   - eval: every conversation of the shipped persona eval set, rendered with the model's
@@ -20,7 +20,7 @@ from chat_mask import assistant_masked, evaluate, score
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 gguf = pathlib.Path(sys.argv[1])
-out = REPO / "worker/tests/fixtures/smollm2_golden.json"
+out = REPO / "worker/engine/tests/fixtures/smollm2_golden.json"
 
 torch.manual_seed(0)
 tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

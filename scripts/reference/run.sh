@@ -3,7 +3,7 @@
 # transformers, PEFT, gguf), made on first use under ~/.cache/molting/py. CI never needs it:
 # what these scripts produce is committed (fixtures) or quoted in the README.
 #
-#   run.sh golden            regenerate worker/tests/fixtures/smollm2_golden.json
+#   run.sh golden            regenerate worker/engine/tests/fixtures/smollm2_golden.json
 #   run.sh peft RUN_DIR      check a run's adapter in PEFT against the worker's eval loss
 #   run.sh bench ARGS...     scripts/bench/torch_reference.py ARGS...
 set -euo pipefail

@@ -74,14 +74,10 @@ const content = (tag) => ({ sha256: new Uint8Array(32).fill(tag), uri: `https://
 
 function spec() {
   return {
-    baseModel: content(1),
-    tokenizer: content(2),
-    trainingSet: content(3),
+    recipe: content(1),
     evalCommitment: new Uint8Array(32).fill(4),
-    hyper: {
-      steps: 100, learningRatePpb: 200_000, batchSize: 4, seqLen: 256,
-      loraRank: 16, loraAlpha: 32, seed: 7, checkpointInterval: 10,
-    },
+    steps: 100,
+    checkpointInterval: 10,
     requirements: { backend: null, minMemoryMib: 0, minCompletedJobs: 0 },
     replication: 1,
   };
@@ -95,13 +91,14 @@ function attest(jobId, miner, key) {
     jobId,
     genesisHash: api.genesisHash,
     miner: miner.address,
+    recipeSha256: new Uint8Array(32).fill(1),
     resultSha256: new Uint8Array(32).fill(9),
     resultUri: 'https://example.org/adapter.safetensors',
     checkpointRoot: new Uint8Array(32).fill(8),
     steps: 100,
     finalTrainLossPpm: 1_234_567,
   });
-  const message = u8aConcat(stringToU8a('molting/attestation/v1'), attestation.toU8a());
+  const message = u8aConcat(stringToU8a('molting/attestation/v2'), attestation.toU8a());
   return { attestation, signature: key.sign(message) };
 }
 

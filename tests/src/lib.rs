@@ -13,6 +13,90 @@ use std::{
 	time::{Duration, Instant},
 };
 
+/// The `molt-worker` binary: `$MOLTING_WORKER_BIN` if set, else the one cargo built beside
+/// this test binary.
+pub fn worker_binary() -> PathBuf {
+	if let Some(p) = std::env::var_os("MOLTING_WORKER_BIN") {
+		return PathBuf::from(p);
+	}
+	let exe = std::env::current_exe().expect("the test binary has a path");
+	let profile_dir = exe.parent().and_then(Path::parent).expect("test binary is in deps/");
+	profile_dir.join("molt-worker")
+}
+
+/// A child process of a test (store server, miner), its output in a log file, killed
+/// (SIGKILL) when dropped or when the test process dies.
+pub struct Proc {
+	child: Child,
+	log: PathBuf,
+	pub name: String,
+}
+
+impl Proc {
+	/// Starts `cmd` with stdout and stderr appended to `log`.
+	pub fn start(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
+		let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+		cmd.stdin(Stdio::null()).stdout(file.try_clone().expect("log file")).stderr(file);
+		kill_with_parent(&mut cmd);
+		let child = cmd.spawn().unwrap_or_else(|e| panic!("{name} starts: {e}"));
+		Proc { child, log, name: name.into() }
+	}
+
+	pub fn log(&self) -> String {
+		std::fs::read_to_string(&self.log).unwrap_or_default()
+	}
+
+	/// SIGKILL, and wait for it to be gone.
+	pub fn kill9(&mut self) {
+		let _ = self.child.kill();
+		let _ = self.child.wait();
+	}
+
+	/// Whether it has exited, and how.
+	pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+		self.child.try_wait().ok().flatten()
+	}
+
+	/// Waits until the log contains `needle`; panics with the log after `timeout`.
+	pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+		let start = Instant::now();
+		while !self.log().contains(needle) {
+			if let Some(status) = self.exited() {
+				if !self.log().contains(needle) {
+					panic!("{} exited ({status}) before logging `{needle}`; its log:\n{}", self.name, self.log());
+				}
+			}
+			if start.elapsed() > timeout {
+				panic!("{} did not log `{needle}` within {timeout:?}; its log:\n{}", self.name, self.log());
+			}
+			std::thread::sleep(Duration::from_millis(200));
+		}
+	}
+
+	/// Waits for it to exit; panics with the log after `timeout`.
+	pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+		let start = Instant::now();
+		loop {
+			if let Some(s) = self.exited() {
+				return s;
+			}
+			if start.elapsed() > timeout {
+				panic!("{} still running after {timeout:?}; its log:\n{}", self.name, self.log());
+			}
+			std::thread::sleep(Duration::from_millis(200));
+		}
+	}
+}
+
+impl Drop for Proc {
+	fn drop(&mut self) {
+		self.kill9();
+		if std::thread::panicking() {
+			eprintln!("---- {} log ----\n{}", self.name, self.log());
+		}
+	}
+}
+
 /// The `molting-node` binary: `$MOLTING_NODE_BIN` if set, else the one cargo built beside
 /// this test binary (`<target>/<profile>/molting-node`).
 pub fn node_binary() -> PathBuf {
@@ -39,8 +123,8 @@ pub fn free_port() -> u16 {
 		.expect("the OS hands out a free loopback port")
 }
 
-/// A fresh directory under the system temp dir, removed by [`DevNode`]'s drop.
-fn fresh_dir(tag: &str) -> PathBuf {
+/// A fresh directory under the system temp dir (a [`DevNode`] removes its own on drop).
+pub fn fresh_dir(tag: &str) -> PathBuf {
 	let nanos = std::time::SystemTime::now()
 		.duration_since(std::time::UNIX_EPOCH)
 		.map(|d| d.as_nanos())
@@ -54,6 +138,8 @@ fn fresh_dir(tag: &str) -> PathBuf {
 pub struct DevNode {
 	child: Child,
 	base: PathBuf,
+	block_time_ms: u64,
+	p2p_port: u16,
 	/// Port of the JSON-RPC server (WebSocket and HTTP).
 	pub rpc_port: u16,
 	/// Port of the Prometheus exporter.
@@ -65,10 +151,15 @@ impl DevNode {
 	/// produced its first block.
 	pub fn start(block_time_ms: u64) -> DevNode {
 		let base = fresh_dir("node");
-		let rpc_port = free_port();
-		let p2p_port = free_port();
-		let prometheus_port = free_port();
-		let log = std::fs::File::create(base.join("node.log")).expect("log file");
+		let (rpc_port, p2p_port, prometheus_port) = (free_port(), free_port(), free_port());
+		let child = Self::spawn(&base, block_time_ms, rpc_port, p2p_port, prometheus_port);
+		let mut node = DevNode { child, base, block_time_ms, p2p_port, rpc_port, prometheus_port };
+		node.wait_for_block(1, Duration::from_secs(120));
+		node
+	}
+
+	fn spawn(base: &Path, block_time_ms: u64, rpc_port: u16, p2p_port: u16, prometheus_port: u16) -> Child {
+		let log = std::fs::OpenOptions::new().create(true).append(true).open(base.join("node.log")).expect("log file");
 		let mut cmd = Command::new(node_binary());
 		cmd.args(["--dev", "--dev-block-time", &block_time_ms.to_string()])
 			.arg("--base-path")
@@ -81,10 +172,18 @@ impl DevNode {
 			.stdout(log.try_clone().expect("log file"))
 			.stderr(log);
 		kill_with_parent(&mut cmd);
-		let child = cmd.spawn().expect("molting-node starts");
-		let mut node = DevNode { child, base, rpc_port, prometheus_port };
-		node.wait_for_block(1, Duration::from_secs(120));
-		node
+		cmd.spawn().expect("molting-node starts")
+	}
+
+	/// Kills the node (SIGKILL: a crash) and starts it again on the same database and
+	/// ports after `down`; returns once it produces blocks past where it was.
+	pub fn crash_and_restart(&mut self, down: Duration) {
+		let before = self.best_number().unwrap_or(0);
+		let _ = self.child.kill();
+		let _ = self.child.wait();
+		std::thread::sleep(down);
+		self.child = Self::spawn(&self.base, self.block_time_ms, self.rpc_port, self.p2p_port, self.prometheus_port);
+		self.wait_for_block(before + 1, Duration::from_secs(120));
 	}
 
 	/// `ws://127.0.0.1:<rpc port>`.

@@ -36,20 +36,10 @@ fn worst_caps() -> Capabilities {
 fn worst_spec<T: Config>() -> JobSpec {
 	let content = |tag| ContentRef { sha256: [tag; 32], uri: uri(MAX_URI_LEN) };
 	JobSpec {
-		base_model: content(1),
-		tokenizer: content(2),
-		training_set: content(3),
+		recipe: content(1),
 		eval_commitment: [4; 32],
-		hyper: HyperParams {
-			steps: 1_000,
-			learning_rate_ppb: 200_000,
-			batch_size: 4,
-			seq_len: 256,
-			lora_rank: 16,
-			lora_alpha: 32,
-			seed: 1,
-			checkpoint_interval: 100,
-		},
+		steps: 1_000,
+		checkpoint_interval: 100,
 		requirements: Requirements {
 			backend: Some(worst_caps().backend),
 			min_memory_mib: 1,
@@ -100,6 +90,7 @@ fn signed_attestation<T: Config>(
 		job_id: id,
 		genesis_hash: Pallet::<T>::genesis_hash(),
 		miner: who.clone(),
+		recipe_sha256: [1; 32],
 		result_sha256: [9; 32],
 		result_uri: uri(MAX_URI_LEN),
 		checkpoint_root: [8; 32],

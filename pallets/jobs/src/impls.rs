@@ -175,27 +175,16 @@ impl<T: Config> Pallet<T> {
 	}
 
 	fn check_spec(spec: &JobSpec) -> DispatchResult {
-		let h = &spec.hyper;
 		ensure!(
-			(1..=MAX_STEPS).contains(&h.steps) &&
-				h.learning_rate_ppb > 0 &&
-				h.batch_size > 0 &&
-				(1..=MAX_SEQ_LEN).contains(&h.seq_len) &&
-				(1..=MAX_LORA_RANK).contains(&h.lora_rank) &&
-				h.lora_alpha > 0 &&
-				(1..=h.steps).contains(&h.checkpoint_interval),
+			(1..=MAX_STEPS).contains(&spec.steps) &&
+				(1..=spec.steps).contains(&spec.checkpoint_interval),
 			Error::<T>::InvalidHyperParameters
 		);
 		ensure!(
 			spec.replication > 0 && u32::from(spec.replication) <= T::MaxReplication::get(),
 			Error::<T>::InvalidReplication
 		);
-		ensure!(
-			!spec.base_model.uri.is_empty() &&
-				!spec.tokenizer.uri.is_empty() &&
-				!spec.training_set.uri.is_empty(),
-			Error::<T>::EmptyUri
-		);
+		ensure!(!spec.recipe.uri.is_empty(), Error::<T>::EmptyUri);
 		Ok(())
 	}
 
@@ -271,7 +260,8 @@ impl<T: Config> Pallet<T> {
 		ensure!(attestation.job_id == job_id, Error::<T>::WrongJob);
 		ensure!(attestation.miner == who, Error::<T>::WrongMiner);
 		ensure!(attestation.genesis_hash == Self::genesis_hash(), Error::<T>::WrongChain);
-		ensure!(attestation.steps == job.spec.hyper.steps, Error::<T>::WrongSteps);
+		ensure!(attestation.recipe_sha256 == job.spec.recipe.sha256, Error::<T>::WrongRecipe);
+		ensure!(attestation.steps == job.spec.steps, Error::<T>::WrongSteps);
 		let message = Self::attestation_message(&attestation);
 		ensure!(
 			sp_io::crypto::sr25519_verify(&signature, &message, &sr25519::Public::from_raw(miner.worker_key)),

@@ -231,12 +231,12 @@ pub mod pallet {
 		TooManyActiveClaims,
 		/// The account cannot cover the deposit, budget or collateral.
 		InsufficientBalance,
-		/// Hyper-parameters out of range (zero steps, batch or rank, a checkpoint
-		/// interval of zero or past the last step, or more than the maxima).
+		/// Steps out of range (zero, or more than [`MAX_STEPS`]), or a checkpoint interval
+		/// of zero or past the last step.
 		InvalidHyperParameters,
 		/// Replication is zero or above the maximum.
 		InvalidReplication,
-		/// A URI is empty.
+		/// The recipe's URI is empty.
 		EmptyUri,
 		/// Deadlines not in the future, `claim_by` after `submit_by`, or the job longer
 		/// than the maximum duration.
@@ -273,6 +273,8 @@ pub mod pallet {
 		WrongChain,
 		/// The attestation names another miner.
 		WrongMiner,
+		/// The attestation names another recipe than the job's.
+		WrongRecipe,
 		/// The attestation claims another number of steps than the job's.
 		WrongSteps,
 		/// The signature is not the miner's worker key's over this attestation.

@@ -138,20 +138,10 @@ pub fn content(tag: u8) -> ContentRef {
 /// A valid spec with the given replication.
 pub fn spec(replication: u8) -> JobSpec {
 	JobSpec {
-		base_model: content(1),
-		tokenizer: content(2),
-		training_set: content(3),
+		recipe: content(1),
 		eval_commitment: [4; 32],
-		hyper: HyperParams {
-			steps: 100,
-			learning_rate_ppb: 200_000,
-			batch_size: 4,
-			seq_len: 256,
-			lora_rank: 16,
-			lora_alpha: 32,
-			seed: 7,
-			checkpoint_interval: 10,
-		},
+		steps: 100,
+		checkpoint_interval: 10,
 		requirements: Requirements { backend: None, min_memory_mib: 0, min_completed_jobs: 0 },
 		replication,
 	}
@@ -180,6 +170,7 @@ pub fn attestation(job_id: JobId, miner: u64) -> Attestation<u64, H256> {
 		job_id,
 		genesis_hash: Jobs::genesis_hash(),
 		miner,
+		recipe_sha256: [1; 32],
 		result_sha256: [9; 32],
 		result_uri: b"https://example.org/adapter".to_vec().try_into().unwrap(),
 		checkpoint_root: [8; 32],

@@ -169,24 +169,18 @@ fn post_job_rejects_bad_specs() {
 			f(&mut s);
 			Jobs::post_job(RuntimeOrigin::signed(OWNER), s, BUDGET, deadlines())
 		};
-		let bad_hyper: [&dyn Fn(&mut JobSpec); 9] = [
-			&|s| s.hyper.steps = 0,
-			&|s| s.hyper.steps = MAX_STEPS + 1,
-			&|s| s.hyper.learning_rate_ppb = 0,
-			&|s| s.hyper.batch_size = 0,
-			&|s| s.hyper.seq_len = 0,
-			&|s| s.hyper.lora_rank = 0,
-			&|s| s.hyper.lora_alpha = 0,
-			&|s| s.hyper.checkpoint_interval = 0,
-			&|s| s.hyper.checkpoint_interval = 101,
+		let bad_steps: [&dyn Fn(&mut JobSpec); 4] = [
+			&|s| s.steps = 0,
+			&|s| s.steps = MAX_STEPS + 1,
+			&|s| s.checkpoint_interval = 0,
+			&|s| s.checkpoint_interval = 101,
 		];
-		for f in bad_hyper {
+		for f in bad_steps {
 			assert_noop!(post_with(f), Error::<Test>::InvalidHyperParameters);
 		}
 		assert_noop!(post_with(&|s| s.replication = 0), Error::<Test>::InvalidReplication);
 		assert_noop!(post_with(&|s| s.replication = 4), Error::<Test>::InvalidReplication);
-		assert_noop!(post_with(&|s| s.training_set.uri = Default::default()), Error::<Test>::EmptyUri);
-		assert_noop!(post_with(&|s| s.base_model.uri = Default::default()), Error::<Test>::EmptyUri);
+		assert_noop!(post_with(&|s| s.recipe.uri = Default::default()), Error::<Test>::EmptyUri);
 	});
 }
 
@@ -419,6 +413,10 @@ fn submit_result_rejects_forged_and_misdirected_attestations() {
 		let mut other_miner = good.clone();
 		other_miner.miner = MINER2;
 		assert_noop!(submit(MINER, job, other_miner, &worker(MINER)), Error::<Test>::WrongMiner);
+		// Another recipe than the job's (trained something else).
+		let mut other_recipe = good.clone();
+		other_recipe.recipe_sha256 = [2; 32];
+		assert_noop!(submit(MINER, job, other_recipe, &worker(MINER)), Error::<Test>::WrongRecipe);
 		// Fewer steps than the job asks for.
 		let mut short = good.clone();
 		short.steps = 99;
@@ -694,10 +692,11 @@ fn attestation_message_is_the_documented_encoding() {
 	test(|| {
 		let att = attestation(3, MINER);
 		let msg = Jobs::attestation_message(&att);
-		let mut expected = b"molting/attestation/v1".to_vec();
+		let mut expected = b"molting/attestation/v2".to_vec();
 		expected.extend(3u64.to_le_bytes());
 		expected.extend([0x42; 32]);
 		expected.extend(MINER.to_le_bytes()); // u64 accounts in the mock; 32 bytes on chain
+		expected.extend([1; 32]);
 		expected.extend([9; 32]);
 		expected.push(27 << 2); // compact length of the 27-byte URI
 		expected.extend(b"https://example.org/adapter");

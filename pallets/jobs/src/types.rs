@@ -12,14 +12,10 @@ pub type JobId = u64;
 
 /// Longest URI the chain stores (of a model, data set, or result).
 pub const MAX_URI_LEN: u32 = 256;
-/// Longest backend class name (`cpu-x86_64-avx512`, `cuda-sm90`, ...).
-pub const MAX_BACKEND_LEN: u32 = 32;
+/// Longest backend class name (`cpu/x86_64-avx512f/k2/v0.1.0`, `cuda/sm90/...`).
+pub const MAX_BACKEND_LEN: u32 = 64;
 /// Most training steps a job may ask for.
 pub const MAX_STEPS: u32 = 1_000_000;
-/// Longest training sequence a job may ask for, in tokens.
-pub const MAX_SEQ_LEN: u32 = 32_768;
-/// Highest LoRA rank a job may ask for.
-pub const MAX_LORA_RANK: u16 = 1024;
 
 /// Where a content-addressed blob can be fetched from.
 pub type Uri = BoundedVec<u8, ConstU32<MAX_URI_LEN>>;
@@ -38,29 +34,6 @@ pub struct ContentRef {
 	pub uri: Uri,
 }
 
-/// Training hyper-parameters. Fractions are fixed-point integers: no floats on chain.
-#[derive(
-	Encode, Decode, DecodeWithMemTracking, Clone, PartialEq, Eq, Debug, TypeInfo, MaxEncodedLen,
-)]
-pub struct HyperParams {
-	/// Optimizer steps.
-	pub steps: u32,
-	/// Peak learning rate, in parts per billion (1e-4 is 100_000).
-	pub learning_rate_ppb: u32,
-	/// Sequences per step.
-	pub batch_size: u32,
-	/// Tokens per sequence.
-	pub seq_len: u32,
-	/// LoRA rank.
-	pub lora_rank: u16,
-	/// LoRA alpha (the adapter is scaled by alpha / rank).
-	pub lora_alpha: u16,
-	/// Seed of every random choice in training (init, data order, dropout).
-	pub seed: u64,
-	/// A checkpoint (and a Merkle leaf) every this many steps.
-	pub checkpoint_interval: u32,
-}
-
 /// What a miner must offer to claim a job.
 #[derive(
 	Encode, Decode, DecodeWithMemTracking, Clone, PartialEq, Eq, Debug, TypeInfo, MaxEncodedLen,
@@ -74,21 +47,26 @@ pub struct Requirements {
 	pub min_completed_jobs: u32,
 }
 
-/// A fine-tuning job, as the owner posts it. Every input is content-addressed.
+/// A fine-tuning job, as the owner posts it.
+///
+/// Everything about how to train lives in the *recipe*, a canonical JSON document named
+/// by its SHA-256 (the worker's README defines it): every input (model, tokenizer,
+/// training set) by SHA-256 and URI, and every training parameter. The chain keeps only
+/// what it needs itself; a worker refuses a recipe whose hash, steps or checkpoint
+/// interval disagree with these fields.
 #[derive(
 	Encode, Decode, DecodeWithMemTracking, Clone, PartialEq, Eq, Debug, TypeInfo, MaxEncodedLen,
 )]
 pub struct JobSpec {
-	/// The base model's weights.
-	pub base_model: ContentRef,
-	/// The tokenizer (`tokenizer.json`, or the GGUF that embeds it).
-	pub tokenizer: ContentRef,
-	/// The training set (persona chat JSONL or plain text).
-	pub training_set: ContentRef,
+	/// The recipe.
+	pub recipe: ContentRef,
 	/// SHA-256 of (eval set || salt): the eval set stays secret until it is revealed.
 	pub eval_commitment: [u8; 32],
-	/// How to train.
-	pub hyper: HyperParams,
+	/// Optimizer steps (the recipe's `train.steps`); attestations must claim exactly this.
+	pub steps: u32,
+	/// A checkpoint (and a Merkle leaf) every this many steps (the recipe's
+	/// `train.checkpoint_every`).
+	pub checkpoint_interval: u32,
 	/// Who may claim it.
 	pub requirements: Requirements,
 	/// How many miners may work on it independently (each is paid its share).
@@ -142,7 +120,7 @@ pub struct MinerInfo<Balance, BlockNumber> {
 ///
 /// The signed message is `ATTESTATION_CONTEXT ++ SCALE(attestation)`, the fields encoded
 /// in this order: `job_id: u64`, `genesis_hash: [u8; 32]`, `miner: AccountId (32 bytes)`,
-/// `result_sha256: [u8; 32]`, `result_uri: Vec<u8>` (compact length prefix),
+/// `recipe_sha256: [u8; 32]`, `result_sha256: [u8; 32]`, `result_uri: Vec<u8>` (compact length prefix),
 /// `checkpoint_root: [u8; 32]`, `steps: u32`, `final_train_loss_ppm: u32` (little endian).
 #[derive(
 	Encode, Decode, DecodeWithMemTracking, Clone, PartialEq, Eq, Debug, TypeInfo, MaxEncodedLen,
@@ -154,6 +132,8 @@ pub struct Attestation<AccountId, Hash> {
 	pub genesis_hash: Hash,
 	/// The miner's account (who is paid).
 	pub miner: AccountId,
+	/// SHA-256 of the recipe trained (must be the job's).
+	pub recipe_sha256: [u8; 32],
 	/// SHA-256 of the result (the adapter).
 	pub result_sha256: [u8; 32],
 	/// Where owners and validators fetch the result.
@@ -167,7 +147,7 @@ pub struct Attestation<AccountId, Hash> {
 }
 
 /// Domain separation of attestation signatures from any other use of a worker key.
-pub const ATTESTATION_CONTEXT: &[u8] = b"molting/attestation/v1";
+pub const ATTESTATION_CONTEXT: &[u8] = b"molting/attestation/v2";
 
 /// A delivered result, as stored.
 #[derive(Encode, Decode, Clone, PartialEq, Eq, Debug, TypeInfo, MaxEncodedLen)]

@@ -114,12 +114,38 @@ pub struct TrainSection {
 }
 
 /// See [`TrainSection::precision`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
 	#[default]
 	Fp32,
 	Bf16,
+}
+
+impl Precision {
+	pub fn as_str(self) -> &'static str {
+		match self {
+			Precision::Fp32 => "fp32",
+			Precision::Bf16 => "bf16",
+		}
+	}
+}
+
+impl std::fmt::Display for Precision {
+	fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+		f.write_str(self.as_str())
+	}
+}
+
+impl std::str::FromStr for Precision {
+	type Err = String;
+	fn from_str(s: &str) -> Result<Self, String> {
+		match s {
+			"fp32" => Ok(Precision::Fp32),
+			"bf16" => Ok(Precision::Bf16),
+			_ => Err(format!("`{s}` is not a precision (fp32 or bf16)")),
+		}
+	}
 }
 
 fn one() -> usize {
@@ -200,7 +226,19 @@ impl Spec {
 			(None, Some(_)) => return bad("data.eval", "is required when data.eval_sha256 is set"),
 			_ => {},
 		}
-		let l = &self.lora;
+		validate_sections(&self.lora, &self.train, path)
+	}
+
+	pub fn lora_config(&self) -> LoraConfig {
+		lora_config(&self.lora)
+	}
+}
+
+/// Checks the training parameters (a spec's or a recipe's); errors name `path`.
+pub fn validate_sections(l: &LoraSection, t: &TrainSection, path: &Path) -> Result<(), SpecError> {
+	let bad = |field: &'static str, reason: &str| {
+		Err(SpecError::Invalid { path: path.into(), field, reason: reason.into() })
+	};
 		if l.rank == 0 || l.rank > 1024 {
 			return bad("lora.rank", "must be between 1 and 1024");
 		}
@@ -216,7 +254,6 @@ impl Spec {
 		if let Some(t) = l.targets.iter().find(|t| Target::parse(t).is_none()) {
 			return bad("lora.targets", &format!("names `{t}`, which is not one of q k v o gate up down"));
 		}
-		let t = &self.train;
 		if t.steps == 0 {
 			return bad("train.steps", "must be at least 1");
 		}
@@ -247,15 +284,15 @@ impl Spec {
 		if t.checkpoint_every == 0 {
 			return bad("train.checkpoint_every", "must be at least 1");
 		}
-		Ok(())
-	}
+	Ok(())
+}
 
-	pub fn lora_config(&self) -> LoraConfig {
-		let mut targets: Vec<Target> = self.lora.targets.iter().filter_map(|t| Target::parse(t)).collect();
-		targets.sort();
-		targets.dedup();
-		LoraConfig { rank: self.lora.rank, alpha: self.lora.alpha, dropout: self.lora.dropout, targets }
-	}
+/// The adapter these parameters train: targets in the engine's order, each once.
+pub fn lora_config(l: &LoraSection) -> LoraConfig {
+	let mut targets: Vec<Target> = l.targets.iter().filter_map(|t| Target::parse(t)).collect();
+	targets.sort();
+	targets.dedup();
+	LoraConfig { rank: l.rank, alpha: l.alpha, dropout: l.dropout, targets }
 }
 
 /// Resolves a path of the spec: `models:NAME` in the model cache, else relative to `base`.
@@ -282,16 +319,23 @@ pub fn model_sha256(path: &Path) -> Result<String, crate::data::DataError> {
 	if path.is_file() {
 		return crate::data::sha256_file(path);
 	}
-	let io = |source| crate::data::DataError::Io { path: path.into(), source };
-	let mut names: Vec<String> = std::fs::read_dir(path)
-		.map_err(io)?
-		.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-		.filter(|n| n.ends_with(".safetensors") || n.ends_with(".json"))
-		.collect();
-	names.sort();
+	let names = model_files(path)?;
 	let mut listing = String::new();
 	for n in names {
 		listing.push_str(&format!("{n} {}\n", crate::data::sha256_file(&path.join(&n))?));
 	}
 	Ok(hex::encode(Sha256::digest(listing.as_bytes())))
+}
+
+/// The files of a Hugging Face model directory that make the model (config, tokenizer and
+/// weight files: `*.json`, `*.safetensors`), in name order.
+pub fn model_files(dir: &Path) -> Result<Vec<String>, crate::data::DataError> {
+	let io = |source| crate::data::DataError::Io { path: dir.into(), source };
+	let mut names: Vec<String> = std::fs::read_dir(dir)
+		.map_err(io)?
+		.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+		.filter(|n| n.ends_with(".safetensors") || n.ends_with(".json"))
+		.collect();
+	names.sort();
+	Ok(names)
 }

@@ -1,4 +1,10 @@
-//! `molt-worker`: train persona adapters, resume and replay runs, evaluate, chat, bench.
+//! `molt-worker`: train persona adapters, resume and replay runs, evaluate, chat, bench;
+//! write recipes; mine jobs from a Molting chain; post and follow jobs; serve blobs.
+
+mod job;
+mod metrics;
+mod mine;
+mod result;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -7,14 +13,14 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use molting_worker::backend::cpu::{isa_path, Cpu, CpuBf16};
-use molting_worker::backend::Backend;
-use molting_worker::generate::{Generator, Sampling};
-use molting_worker::gguf::GgufFile;
-use molting_worker::model::{load_model, Model, ModelSource};
-use molting_worker::spec::{resolve, Precision};
-use molting_worker::tokenizer::{ChatTokenizer, Message};
-use molting_worker::train::{self, Job, RunOptions, StepReport};
+use molting_engine::backend::cpu::{isa_path, Cpu, CpuBf16};
+use molting_engine::backend::Backend;
+use molting_engine::generate::{Generator, Sampling};
+use molting_engine::gguf::GgufFile;
+use molting_engine::model::{load_model, Model, ModelSource};
+use molting_engine::spec::{resolve, Precision};
+use molting_engine::tokenizer::{ChatTokenizer, Message};
+use molting_engine::train::{self, Job, RunOptions, StepReport};
 
 #[derive(Parser)]
 #[command(name = "molt-worker", version, about = "Molting worker: persona LoRA fine-tuning, bit-reproducible on CPU")]
@@ -91,7 +97,7 @@ enum Command {
 		#[arg(long, default_value = "worker/jobs/keeper.toml")]
 		spec: PathBuf,
 		/// fp32 (the reference class) or bf16 (frozen-weight products in bf16).
-		#[arg(long, value_enum)]
+		#[arg(long)]
 		precision: Option<Precision>,
 		#[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
 		steps: u64,
@@ -109,10 +115,189 @@ enum Command {
 	},
 	/// Describe a model: architecture, tensors, tokenizer, chat template.
 	Inspect { model: String },
+	/// Print the recipe a job spec writes (canonical JSON) and its SHA-256.
+	Recipe {
+		spec: PathBuf,
+		/// Upload every local input and the recipe to this store, naming them by its URIs.
+		#[arg(long)]
+		store: Option<String>,
+		#[arg(long, env = "MOLTING_STORE_TOKEN", hide_env_values = true)]
+		store_token: Option<String>,
+		/// Print `{"sha256", "uri", "steps", "checkpoint_interval", "recipe"}` instead.
+		#[arg(long)]
+		json: bool,
+	},
+	/// Keystores: `keys new --keystore DIR [--account //Bob]`, `keys show --keystore DIR`.
+	Keys {
+		#[command(subcommand)]
+		command: KeysCommand,
+	},
+	/// The content-addressed blob store server.
+	Store {
+		#[command(subcommand)]
+		command: StoreCommand,
+	},
+	/// Mine: take jobs from the chain, train, publish, attest, get paid.
+	Mine {
+		/// The node's WebSocket RPC.
+		#[arg(long, default_value = "ws://127.0.0.1:9944")]
+		node: String,
+		#[arg(long)]
+		keystore: PathBuf,
+		/// Where results are published (`http://host:port` of a store server, `file:///dir`).
+		#[arg(long)]
+		store: String,
+		#[arg(long, env = "MOLTING_STORE_TOKEN", hide_env_values = true)]
+		store_token: Option<String>,
+		/// Claims, runs, checkpoints and the blob cache (default: `<keystore>/data`).
+		#[arg(long)]
+		data: Option<PathBuf>,
+		/// Least reward per training step to accept, in MOLT.
+		#[arg(long, default_value = "0")]
+		min_reward: String,
+		#[arg(long)]
+		prometheus_port: Option<u16>,
+		/// Largest input blob to fetch, in MiB.
+		#[arg(long, default_value_t = 16384)]
+		max_blob_mib: u64,
+		/// Exit after this many of its jobs are settled (default: run until stopped).
+		#[arg(long)]
+		exit_after: Option<usize>,
+	},
+	/// The developer's side: post jobs, follow them, judge and fetch results.
+	Job {
+		/// The node's WebSocket RPC.
+		#[arg(long, global = true, default_value = "ws://127.0.0.1:9944")]
+		node: String,
+		#[command(subcommand)]
+		command: JobCommand,
+	},
 }
 
-/// The backend for `precision` (the job's own when `None`).
-fn backend_for(precision: Precision) -> Result<Box<dyn Backend>> {
+#[derive(Subcommand)]
+enum KeysCommand {
+	/// Create a keystore: a fresh worker key and the account (`--account URI`, or a fresh one).
+	New {
+		#[arg(long)]
+		keystore: PathBuf,
+		#[arg(long)]
+		account: Option<String>,
+	},
+	/// Print the keystore's public keys and account (never the secrets).
+	Show {
+		#[arg(long)]
+		keystore: PathBuf,
+	},
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+	/// Serve `--dir` on `--listen`: `PUT`/`GET`/`HEAD /blobs/<sha256>`.
+	Serve {
+		#[arg(long)]
+		dir: PathBuf,
+		#[arg(long, default_value = "127.0.0.1:8700")]
+		listen: std::net::SocketAddr,
+		/// Largest blob accepted, in MiB.
+		#[arg(long, default_value_t = 4096)]
+		max_mib: u64,
+		/// Require `Authorization: Bearer <token>` for writes.
+		#[arg(long, env = "MOLTING_STORE_TOKEN", hide_env_values = true)]
+		token: Option<String>,
+	},
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+	/// Upload a job spec's inputs and recipe to a store and post the job; prints its id.
+	Post {
+		/// The job spec (`job.toml`) to write the recipe from.
+		#[arg(long)]
+		recipe: PathBuf,
+		/// The whole budget, in MOLT.
+		#[arg(long)]
+		budget: String,
+		#[arg(long)]
+		store: String,
+		#[arg(long, env = "MOLTING_STORE_TOKEN", hide_env_values = true)]
+		store_token: Option<String>,
+		/// The owner's secret URI (`//Alice` on a dev chain).
+		#[arg(long)]
+		account: String,
+		#[arg(long, default_value_t = 1)]
+		replication: u8,
+		/// Blocks from now until claims close.
+		#[arg(long, default_value_t = 100)]
+		claim_blocks: u32,
+		/// Blocks after that until results are due.
+		#[arg(long, default_value_t = 1000)]
+		submit_blocks: u32,
+		/// Require this backend class (results replay bit-exactly only within one).
+		#[arg(long)]
+		backend: Option<String>,
+	},
+	/// Where a job stands: its escrow, claims and results.
+	Status {
+		id: u64,
+		#[arg(long)]
+		json: bool,
+	},
+	/// Accept a miner's result: the miner is paid.
+	Accept {
+		id: u64,
+		miner: String,
+		#[arg(long)]
+		account: String,
+	},
+	/// Reject a miner's result: a dispute for the arbiter.
+	Reject {
+		id: u64,
+		miner: String,
+		#[arg(long)]
+		account: String,
+	},
+	/// What a job cost in MOLT beside the same training on rented cloud machines.
+	Cost {
+		id: u64,
+		/// The training run (the miner's `jobs/<id>/run`): its measured step times.
+		#[arg(long)]
+		run: PathBuf,
+		/// Hourly prices (CSV; `docs/cloud-prices.csv`).
+		#[arg(long, default_value = "docs/cloud-prices.csv")]
+		prices: PathBuf,
+	},
+	/// Download and verify a job's adapter (PEFT and GGUF) into `--out`.
+	Fetch {
+		id: u64,
+		#[arg(long)]
+		out: PathBuf,
+		/// Whose result (default: the first delivered).
+		#[arg(long)]
+		miner: Option<String>,
+	},
+}
+
+/// Runs `f` on a tokio runtime, with logs (`RUST_LOG`, default `info`) on stderr.
+fn on_runtime<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+	let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+		.unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+	use std::io::IsTerminal;
+	let _ = tracing_subscriber::fmt()
+		.with_env_filter(filter)
+		.with_writer(std::io::stderr)
+		.with_ansi(std::io::stderr().is_terminal())
+		.try_init();
+	tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(f)
+}
+
+/// A progress bar on stderr when it is a terminal (the miner logs lines otherwise).
+pub(crate) fn progress_if_terminal(total: u64, done: u64) -> Option<ProgressBar> {
+	use std::io::IsTerminal;
+	std::io::stderr().is_terminal().then(|| progress(total, done))
+}
+
+/// The backend for `precision`.
+pub(crate) fn backend_for(precision: Precision) -> Result<Box<dyn Backend>> {
 	Ok(match precision {
 		Precision::Fp32 => Box::new(Cpu),
 		Precision::Bf16 => Box::new(CpuBf16::new().ok_or_else(|| {
@@ -193,7 +378,7 @@ fn keep_freed_memory() {
 
 /// The precision a job's spec names.
 fn job_precision(job: &Job) -> Precision {
-	job.spec.train.precision
+	job.recipe.train.precision
 }
 
 fn main() {
@@ -220,12 +405,12 @@ fn run(cli: Cli) -> Result<()> {
 				"{}: {} train rows of {} tokens, {} eval conversations; {} steps on {}",
 				spec.display(),
 				job.train_rows.len(),
-				job.spec.train.seq_len,
+				job.recipe.train.seq_len,
 				job.eval.len(),
-				job.spec.train.steps,
+				job.recipe.train.steps,
 				backend.class()
 			);
-			let pb = progress(job.spec.train.steps, 0);
+			let pb = progress(job.recipe.train.steps, 0);
 			let mut cb = on_step(&pb);
 			let summary = train::train(&job, &out, backend, RunOptions { stop_after, on_step: Some(&mut cb) })?;
 			pb.finish_and_clear();
@@ -239,7 +424,7 @@ fn run(cli: Cli) -> Result<()> {
 			}
 		},
 		Command::Resume { run } => {
-			let manifest = molting_worker::checkpoint::Manifest::load(&run)?;
+			let manifest = molting_engine::checkpoint::Manifest::load(&run)?;
 			let pb = progress(0, *manifest.steps.last().unwrap_or(&0));
 			let mut cb = on_step(&pb);
 			let job = Job::from_run(&run)?;
@@ -284,7 +469,7 @@ fn run(cli: Cli) -> Result<()> {
 			};
 			let adapter = match adapter {
 				Some(dir) => {
-					Some(molting_worker::adapter::read_peft(&dir, &job.model.config).map_err(anyhow::Error::msg)?)
+					Some(molting_engine::adapter::read_peft(&dir, &job.model.config).map_err(anyhow::Error::msg)?)
 				},
 				None => None,
 			};
@@ -321,7 +506,7 @@ fn run(cli: Cli) -> Result<()> {
 				bail!("{}: the tokenizer has {t} tokens but the model only {m}", source.path().display());
 			}
 			let adapter = match adapter {
-				Some(dir) => Some(molting_worker::adapter::read_peft(&dir, &model.config).map_err(anyhow::Error::msg)?),
+				Some(dir) => Some(molting_engine::adapter::read_peft(&dir, &model.config).map_err(anyhow::Error::msg)?),
 				None => None,
 			};
 			let context = model.config.max_position_embeddings.min(4096);
@@ -368,14 +553,14 @@ fn run(cli: Cli) -> Result<()> {
 			let backend = backend_for(precision.unwrap_or(job_precision(&job)))?;
 			let backend = backend.as_ref();
 			if kernels {
-				let rows = job.spec.train.batch_size * job.spec.train.seq_len;
-				for (name, gflops) in molting_worker::bench::matmul_gflops(backend, &job.model.config, rows) {
+				let rows = job.recipe.train.batch_size * job.recipe.train.seq_len;
+				for (name, gflops) in molting_engine::bench::matmul_gflops(backend, &job.model.config, rows) {
 					println!("{name:32} {gflops:8.1} GFLOP/s");
 				}
 				return Ok(());
 			}
 			let mut steps_seen = Vec::new();
-			let r = molting_worker::bench::run(backend, &job, steps as usize, warmup, |b| {
+			let r = molting_engine::bench::run(backend, &job, steps as usize, warmup, |b| {
 				if batches_out.is_some() {
 					steps_seen.push(
 						b.iter()
@@ -385,7 +570,7 @@ fn run(cli: Cli) -> Result<()> {
 				}
 			});
 			if let Some(path) = batches_out {
-				let spec_json = serde_json::to_value(&job.spec)?;
+				let spec_json = serde_json::to_value(&job.recipe)?;
 				let out = serde_json::json!({"spec": spec_json, "warmup": warmup, "steps": steps_seen,
 					"useful_gflops_per_step": r.useful_gflops_per_step});
 				std::fs::write(&path, serde_json::to_vec(&out)?).with_context(|| path.display().to_string())?;
@@ -420,6 +605,86 @@ fn run(cli: Cli) -> Result<()> {
 				println!("loss:         {:.4} -> {:.4}", r.loss_first, r.loss_last);
 			}
 		},
+		Command::Recipe { spec, store, store_token, json } => on_runtime(async {
+			let publisher = store.as_deref().map(|s| molting_store::Publisher::new(s, store_token.as_deref())).transpose()?;
+			let (recipe, bytes, uri) = job::recipe_of(&spec, publisher.as_ref()).await?;
+			let sha = molting_store::sha256_hex(&bytes);
+			if json {
+				let recipe_value: serde_json::Value = serde_json::from_slice(&bytes)?;
+				println!(
+					"{}",
+					serde_json::json!({"sha256": sha, "uri": uri, "steps": recipe.train.steps,
+						"checkpoint_interval": recipe.train.checkpoint_every, "recipe": recipe_value})
+				);
+			} else {
+				println!("{}", String::from_utf8_lossy(&bytes));
+				eprintln!("sha256 {sha}{}", uri.map(|u| format!("  {u}")).unwrap_or_default());
+			}
+			Ok(())
+		})?,
+		Command::Keys { command } => match command {
+			KeysCommand::New { keystore, account } => {
+				let k = molting_chain::keystore::Keystore::create(&keystore, account.as_deref())?;
+				println!("keystore:   {}", keystore.display());
+				println!("account:    {}", molting_chain::account_of(&k.account));
+				println!("worker key: 0x{}", hex::encode(k.worker.public_key().0));
+			},
+			KeysCommand::Show { keystore } => {
+				let k = molting_chain::keystore::Keystore::open(&keystore)?;
+				println!("account:    {}", molting_chain::account_of(&k.account));
+				println!("worker key: 0x{}", hex::encode(k.worker.public_key().0));
+			},
+		},
+		Command::Store { command: StoreCommand::Serve { dir, listen, max_mib, token } } => on_runtime(async move {
+			let config = molting_store::server::Config { dir: dir.clone(), max_size: max_mib << 20, token };
+			let (addr, task) = molting_store::server::spawn(listen, config).await.with_context(|| listen.to_string())?;
+			tracing::info!("serving {} on http://{addr}/blobs/<sha256>", dir.display());
+			task.await??;
+			Ok(())
+		})?,
+		Command::Mine { node, keystore, store, store_token, data, min_reward, prometheus_port, max_blob_mib, exit_after } => {
+			let data = data.unwrap_or_else(|| keystore.join("data"));
+			let opts = mine::MineOptions {
+				node,
+				keystore,
+				store,
+				store_token,
+				data,
+				min_reward_per_step: job::parse_molt(&min_reward)?,
+				prometheus_port,
+				max_blob: max_blob_mib << 20,
+				exit_after,
+			};
+			on_runtime(mine::mine(opts))?
+		},
+		Command::Job { node, command } => on_runtime(async move {
+			match command {
+				JobCommand::Post { recipe, budget, store, store_token, account, replication, claim_blocks, submit_blocks, backend } => {
+					let id = job::post(job::PostArgs {
+						node: &node,
+						spec: &recipe,
+						budget: job::parse_molt(&budget)?,
+						store: &store,
+						store_token: store_token.as_deref(),
+						account: &account,
+						replication,
+						claim_blocks,
+						submit_blocks,
+						backend: backend.as_deref(),
+					})
+					.await?;
+					println!("{id}");
+				},
+				JobCommand::Status { id, json } => job::status(&node, id, json).await?,
+				JobCommand::Cost { id, run, prices } => job::cost(&node, id, &run, &prices).await?,
+				JobCommand::Accept { id, miner, account } => job::review(&node, id, &miner, &account, true).await?,
+				JobCommand::Reject { id, miner, account } => job::review(&node, id, &miner, &account, false).await?,
+				JobCommand::Fetch { id, out, miner } => {
+					job::fetch(&node, id, miner.as_deref(), &out).await?;
+				},
+			}
+			Ok(())
+		})?,
 		Command::Inspect { model } => {
 			let path = model_path(&model);
 			let source = ModelSource::detect(&path)?;
@@ -429,7 +694,7 @@ fn run(cli: Cli) -> Result<()> {
 				g.tensors.iter().for_each(|t| *types.entry(t.type_id).or_default() += 1);
 				println!("file:         {} (GGUF, {} tensors)", p.display(), g.tensors.len());
 				for (ty, n) in types {
-					println!("  {n:4} tensors of type {}", molting_worker::gguf::quant_type_name(ty));
+					println!("  {n:4} tensors of type {}", molting_engine::gguf::quant_type_name(ty));
 				}
 				for key in ["general.name", "general.architecture", "tokenizer.ggml.model", "tokenizer.ggml.pre"] {
 					if let Ok(v) = g.get_str(key) {

@@ -5,7 +5,7 @@
 //! so anyone can hash it. Encoding, all integers and floats little-endian:
 //!
 //! ```text
-//! "MOLTCKPT"  u32 version (2)  [u8;32] SHA-256 of the job spec
+//! "MOLTCKPT"  u32 version (2)  [u8;32] the recipe's training identity (Recipe::training_id)
 //! u16 c  u8[c] reproducibility class (UTF-8, e.g. "cpu/x86_64-avx512f/k2/v0.1.0")
 //! u64 step  u64 data epoch  u64 data position  u64 seed
 //! u64 n  f32[n] adapter parameters  f32[n] AdamW m  f32[n] AdamW v
@@ -37,8 +37,8 @@ pub enum CheckpointError {
 	Io { path: PathBuf, source: std::io::Error },
 	#[error("{path}: not a checkpoint ({reason})")]
 	Corrupt { path: PathBuf, reason: String },
-	#[error("{path}: belongs to another job spec")]
-	OtherSpec { path: PathBuf },
+	#[error("{path}: belongs to another recipe")]
+	OtherRecipe { path: PathBuf },
 	#[error("{path}: computed by reproducibility class `{recorded}`, but this worker is `{running}`; its steps cannot be continued or replayed here bit for bit")]
 	OtherClass { path: PathBuf, recorded: String, running: String },
 	#[error("{path}: hash {found} does not match the recorded {expected}")]
@@ -52,7 +52,7 @@ pub enum CheckpointError {
 pub struct State {
 	/// The reproducibility class that computed it.
 	pub class: String,
-	pub spec_hash: [u8; 32],
+	pub training_id: [u8; 32],
 	pub step: u64,
 	pub cursor: Cursor,
 	pub seed: u64,
@@ -69,7 +69,7 @@ impl State {
 		let mut out = Vec::with_capacity(8 + 4 + 32 + 2 + class.len() + 40 + 12 * n);
 		out.extend_from_slice(MAGIC);
 		out.extend_from_slice(&VERSION.to_le_bytes());
-		out.extend_from_slice(&self.spec_hash);
+		out.extend_from_slice(&self.training_id);
 		out.extend_from_slice(&class_len.to_le_bytes());
 		out.extend_from_slice(class);
 		for x in [self.step, self.cursor.epoch, self.cursor.position, self.seed, n as u64] {
@@ -94,7 +94,7 @@ impl State {
 			Some(v) => return Err(corrupt(&format!("version {v}; this worker reads version {VERSION}"))),
 			None => return Err(corrupt("too short")),
 		}
-		let spec_hash: [u8; 32] = r.take(32).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("too short"))?;
+		let training_id: [u8; 32] = r.take(32).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("too short"))?;
 		let class_len = r.take(2).map(|b| u16::from_le_bytes([b[0], b[1]])).ok_or_else(|| corrupt("too short"))?;
 		let class = r
 			.take(class_len as usize)
@@ -115,7 +115,7 @@ impl State {
 			b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 		};
 		let (params, m, v) = (floats(), floats(), floats());
-		Ok(State { class, spec_hash, step, cursor: Cursor { epoch, position }, seed, params, m, v })
+		Ok(State { class, training_id, step, cursor: Cursor { epoch, position }, seed, params, m, v })
 	}
 
 	pub fn hash(&self) -> [u8; 32] {
@@ -251,7 +251,7 @@ mod tests {
 	fn encoding_round_trips_and_merkle_root_is_pinned() {
 		let s = State {
 			class: "cpu/test".into(),
-			spec_hash: [7; 32],
+			training_id: [7; 32],
 			step: 3,
 			cursor: Cursor { epoch: 1, position: 2 },
 			seed: 9,

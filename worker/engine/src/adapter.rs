@@ -12,7 +12,7 @@ use std::path::Path;
 
 use crate::gguf::{GgmlType, GgufWriter, Value};
 use crate::lora::{Adapter, Target};
-use crate::model::{permute_rows_to_gguf, ModelConfig, ModelSource};
+use crate::model::{permute_rows_to_gguf, ModelConfig};
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
 	v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -23,7 +23,9 @@ pub fn peft_name(layer: usize, target: Target, which: char) -> String {
 	format!("base_model.model.model.layers.{layer}.{}.lora_{which}.weight", target.hf_module())
 }
 
-pub fn write_peft(adapter: &Adapter, _config: &ModelConfig, dir: &Path, base: &ModelSource) -> std::io::Result<()> {
+/// Writes the PEFT adapter into `dir`; `base_model` names the base model (a name, never a
+/// local path: the adapter is a published, content-addressed result).
+pub fn write_peft(adapter: &Adapter, _config: &ModelConfig, dir: &Path, base_model: &str) -> std::io::Result<()> {
 	std::fs::create_dir_all(dir)?;
 	let l = &adapter.layout;
 	let r = l.rank;
@@ -54,7 +56,7 @@ pub fn write_peft(adapter: &Adapter, _config: &ModelConfig, dir: &Path, base: &M
 	let config = serde_json::json!({
 		"peft_type": "LORA",
 		"task_type": "CAUSAL_LM",
-		"base_model_name_or_path": base.path().display().to_string(),
+		"base_model_name_or_path": base_model,
 		"r": r,
 		"lora_alpha": adapter.config.alpha,
 		"lora_dropout": adapter.config.dropout,
@@ -70,7 +72,8 @@ pub fn write_peft(adapter: &Adapter, _config: &ModelConfig, dir: &Path, base: &M
 	std::fs::write(dir.join("adapter_config.json"), serde_json::to_vec_pretty(&config)?)
 }
 
-pub fn write_gguf(adapter: &Adapter, config: &ModelConfig, path: &Path, base: &ModelSource) -> std::io::Result<()> {
+/// Writes the GGUF LoRA to `path`; `base_model` as for [`write_peft`].
+pub fn write_gguf(adapter: &Adapter, config: &ModelConfig, path: &Path, base_model: &str) -> std::io::Result<()> {
 	// llama.cpp permutes Q/K rows for `llama` models (GGUF bases say so; HF bases are
 	// converted by llama.cpp as `llama` unless they are qwen2, which carries biases).
 	let arch = if config.attention_bias { "qwen2" } else { "llama" };
@@ -81,7 +84,7 @@ pub fn write_gguf(adapter: &Adapter, config: &ModelConfig, path: &Path, base: &M
 	w.meta("general.architecture", Value::Str(arch.into()))
 		.meta("general.type", Value::Str("adapter".into()))
 		.meta("general.name", Value::Str("molting persona adapter".into()))
-		.meta("general.base_model", Value::Str(base.path().display().to_string()))
+		.meta("general.base_model", Value::Str(base_model.into()))
 		.meta("adapter.type", Value::Str("lora".into()))
 		.meta("adapter.lora.alpha", Value::F32(adapter.config.alpha));
 	for s in &l.slots {

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use molting_worker::checkpoint::Manifest;
-use molting_worker::testing::write_tiny_job;
+use molting_engine::checkpoint::Manifest;
+use molting_engine::testing::write_tiny_job;
 
 fn worker() -> Command {
 	let mut c = Command::new(env!("CARGO_BIN_EXE_molt-worker"));

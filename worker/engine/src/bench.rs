@@ -102,8 +102,8 @@ pub fn run(
 	warmup: usize,
 	mut on_batches: impl FnMut(&[Batch]),
 ) -> BenchReport {
-	let hp = &job.spec.train;
-	let lora = job.spec.lora_config();
+	let hp = &job.recipe.train;
+	let lora = job.recipe.lora_config();
 	let best_gemm = matmul_gflops(backend, &job.model.config, hp.batch_size * hp.seq_len)
 		.into_iter()
 		.map(|(_, g)| g)
@@ -136,7 +136,7 @@ pub fn run(
 		seq: hp.seq_len,
 		grad_accum: hp.grad_accum,
 		rank: lora.rank,
-		targets: job.spec.lora.targets.clone(),
+		targets: job.recipe.lora.targets.clone(),
 		steps,
 		step_seconds: median,
 		tokens_per_second: tokens / median,

@@ -102,6 +102,19 @@ impl Target {
 		})
 	}
 
+	/// The short name (`q`, `gate`, ...), as recipes and specs write it.
+	pub fn name(self) -> &'static str {
+		match self {
+			Target::Q => "q",
+			Target::K => "k",
+			Target::V => "v",
+			Target::O => "o",
+			Target::Gate => "gate",
+			Target::Up => "up",
+			Target::Down => "down",
+		}
+	}
+
 	/// The module path inside a Hugging Face decoder layer.
 	pub fn hf_module(self) -> &'static str {
 		match self {

@@ -8,14 +8,14 @@
 
 use std::path::{Path, PathBuf};
 
-use molting_worker::backend::cpu::Cpu;
-use molting_worker::data::{parse_conversation, render_masked};
-use molting_worker::engine::Engine;
-use molting_worker::gguf::GgufFile;
-use molting_worker::model::{load_model, ModelSource};
-use molting_worker::spec::models_dir;
-use molting_worker::tokenizer::{ChatTokenizer, Message};
-use molting_worker::train::Job;
+use molting_engine::backend::cpu::Cpu;
+use molting_engine::data::{parse_conversation, render_masked};
+use molting_engine::engine::Engine;
+use molting_engine::gguf::GgufFile;
+use molting_engine::model::{load_model, ModelSource};
+use molting_engine::spec::models_dir;
+use molting_engine::tokenizer::{ChatTokenizer, Message};
+use molting_engine::train::Job;
 use serde_json::Value;
 
 const LOGIT_TOL: f32 = 2e-3;
@@ -91,12 +91,12 @@ fn smollm2_matches_transformers_on_tokens_logits_and_eval() {
 /// markers); the worker's eval (packed, block-diagonal) gives transformers' per-conversation
 /// loss and bits per byte within 1e-4 relative.
 fn check_eval_against_transformers(g: &Value) {
-	let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/keeper.toml");
+	let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/keeper.toml");
 	let job = Job::prepare(&spec).unwrap();
 	let want = &g["eval"];
 	let convs = want["conversations"].as_array().unwrap();
 	assert_eq!(job.eval.len(), convs.len(), "one golden record per eval conversation");
-	let eval = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/persona/eval.jsonl")).unwrap();
+	let eval = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/persona/eval.jsonl")).unwrap();
 	for ((line, ex), want) in eval.lines().zip(&job.eval).zip(convs) {
 		let again = render_masked(&job.tokenizer, &parse_conversation(line).unwrap()).unwrap();
 		assert_eq!(again.ids, ex.ids);

@@ -1,15 +1,15 @@
 //! The same weights through both model formats, and adapters out through both adapter
 //! formats.
 
-use molting_worker::adapter::{read_peft, write_gguf as write_gguf_adapter, write_peft};
-use molting_worker::backend::cpu::Cpu;
-use molting_worker::engine::Engine;
-use molting_worker::gguf::{GgmlType, GgufFile};
-use molting_worker::lora::{Adapter, LoraConfig, Target};
-use molting_worker::model::{load_model, unpermute_rows_from_gguf, ModelSource};
-use molting_worker::rng::Rng;
-use molting_worker::testing::{random_model, tiny_config, write_gguf, write_hf_dir};
-use molting_worker::tokenizer::{ChatTokenizer, Message};
+use molting_engine::adapter::{read_peft, write_gguf as write_gguf_adapter, write_peft};
+use molting_engine::backend::cpu::Cpu;
+use molting_engine::engine::Engine;
+use molting_engine::gguf::{GgmlType, GgufFile};
+use molting_engine::lora::{Adapter, LoraConfig, Target};
+use molting_engine::model::{load_model, unpermute_rows_from_gguf, ModelSource};
+use molting_engine::rng::Rng;
+use molting_engine::testing::{random_model, tiny_config, write_gguf, write_hf_dir};
+use molting_engine::tokenizer::{ChatTokenizer, Message};
 
 fn conversation() -> Vec<Message> {
 	vec![
@@ -80,9 +80,9 @@ fn adapters_are_written_as_peft_and_as_gguf_lora() {
 	let mut r = Rng::new(3);
 	adapter.params.iter_mut().for_each(|p| *p = r.uniform() - 0.5);
 	let dir = tempfile::tempdir().unwrap();
-	let base = ModelSource::HfDir(dir.path().join("base"));
+	let base = "tiny-base";
 
-	write_peft(&adapter, c, &dir.path().join("peft"), &base).unwrap();
+	write_peft(&adapter, c, &dir.path().join("peft"), base).unwrap();
 	let cfg: serde_json::Value =
 		serde_json::from_str(&std::fs::read_to_string(dir.path().join("peft/adapter_config.json")).unwrap()).unwrap();
 	assert_eq!(cfg["peft_type"], "LORA");
@@ -93,7 +93,7 @@ fn adapters_are_written_as_peft_and_as_gguf_lora() {
 	assert_eq!(back.params, adapter.params);
 
 	let path = dir.path().join("a.gguf");
-	write_gguf_adapter(&adapter, c, &path, &base).unwrap();
+	write_gguf_adapter(&adapter, c, &path, base).unwrap();
 	let g = GgufFile::open(&path).unwrap();
 	assert_eq!(g.get_str("general.type").unwrap(), "adapter");
 	assert_eq!(g.get_str("adapter.type").unwrap(), "lora");

@@ -4,15 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
-use molting_worker::backend::cpu::Cpu;
-use molting_worker::checkpoint::{CheckpointError, Manifest, State};
-use molting_worker::data::{sha256_file, DataError};
-use molting_worker::model::ModelError;
-use molting_worker::spec::SpecError;
-use molting_worker::testing::{
+use molting_engine::backend::cpu::Cpu;
+use molting_engine::checkpoint::{CheckpointError, Manifest, State};
+use molting_engine::data::{sha256_file, DataError};
+use molting_engine::model::ModelError;
+use molting_engine::recipe::RecipeError;
+use molting_engine::spec::SpecError;
+use molting_engine::testing::{
 	random_model, tiny_config, write_hf_dir, write_tiny_job, write_tiny_spec, TINY_JOB_TEMPLATE,
 };
-use molting_worker::train::{replay, resume, train, Job, RunOptions, Summary, TrainError};
+use molting_engine::train::{replay, resume, train, Job, RunOptions, Summary, TrainError};
 
 const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -59,7 +60,7 @@ fn loss_falls_on_a_tiny_random_model() {
 	let f = Fixture::new(|s| s.replace("steps = 12", "steps = 40").replace("lr = 1e-2", "lr = 3e-2"));
 	let job = f.prepare().unwrap();
 	let mut losses = Vec::new();
-	let mut record = |r: &molting_worker::train::StepReport| losses.push(r.loss);
+	let mut record = |r: &molting_engine::train::StepReport| losses.push(r.loss);
 	let summary = train(&job, &f.path("run"), &Cpu, RunOptions { stop_after: None, on_step: Some(&mut record) })
 		.unwrap()
 		.unwrap();
@@ -197,10 +198,14 @@ fn inputs_that_do_not_match_their_hashes_or_are_malformed_get_named_errors() {
 	// The data changes after the spec was written.
 	std::fs::write(f.path("tiny.jsonl"), "{}\n").unwrap();
 	let err = f.prepare().err().unwrap();
-	assert!(matches!(err, TrainError::Data(DataError::HashMismatch { .. })), "{err}");
+	assert!(
+		matches!(&err, TrainError::Recipe(RecipeError::Invalid { field, .. }) if field == "data.train_sha256"),
+		"{err}"
+	);
+	assert!(err.to_string().contains("tiny.jsonl hashes to"), "{err}");
 
 	// Malformed lines name the file and line.
-	let good = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/persona/tiny.jsonl")).unwrap();
+	let good = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/persona/tiny.jsonl")).unwrap();
 	let first = good.lines().next().unwrap();
 	for (bad_line, needle) in [
 		("{\"messages\": [", "not a"),
@@ -216,10 +221,11 @@ fn inputs_that_do_not_match_their_hashes_or_are_malformed_get_named_errors() {
 	}
 
 	// The model changes after the spec was written.
-	std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/persona/tiny.jsonl"), f.path("tiny.jsonl")).unwrap();
+	std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/persona/tiny.jsonl"), f.path("tiny.jsonl")).unwrap();
 	f.write_spec(|s| s);
 	write_hf_dir(&random_model(tiny_config(272), 12), &f.path("tiny-model")).unwrap();
-	assert!(matches!(f.prepare().err().unwrap(), TrainError::ModelHashMismatch { .. }));
+	let err = f.prepare().err().unwrap();
+	assert!(matches!(&err, TrainError::Recipe(RecipeError::Invalid { field, .. }) if field == "model.sha256"), "{err}");
 }
 
 #[test]
@@ -261,7 +267,7 @@ fn bad_models_get_named_errors() {
 	);
 	std::fs::write(&cfg_path, &cfg).unwrap();
 	std::fs::write(f.path("not-a-model.bin"), b"hello").unwrap();
-	let err = molting_worker::model::ModelSource::detect(&f.path("not-a-model.bin")).unwrap_err();
+	let err = molting_engine::model::ModelSource::detect(&f.path("not-a-model.bin")).unwrap_err();
 	assert!(matches!(err, ModelError::NotAModel { .. }), "{err}");
 }
 
@@ -297,14 +303,16 @@ fn plain_text_trains_with_loss_on_every_token() {
 /// The final state hash of the tiny job (tests/fixtures/tiny-job.toml) on our reference
 /// classes, fp32 and bf16. Any change to the engine's arithmetic changes them: bump the
 /// kernel version (`backend::cpu::KERNELS_VERSION`, part of the class) and pin the new ones.
+// Moved on 2026-12-02 on purpose: a checkpoint now binds the recipe's training identity
+// (`Recipe::training_id`) where it bound the spec file's bytes; the arithmetic did not change.
 const TINY_JOB_FP32: (&str, &str) =
-	("cpu/x86_64-avx512f", "67a07178425f461dc2a601b344d0dc55460d8b2d04ac91eb1f7c971c4badda0a");
+	("cpu/x86_64-avx512f", "15fe8ac90ed8a079668d328e244859451e41307a0336e6248211cd7b00f93d79");
 const TINY_JOB_BF16: (&str, &str) =
-	("cpu-bf16/x86_64-avx512bf16", "5181a38dfc7f905141fb33f99f3002059c220857eadcba2f79d6c06136e9fc5c");
+	("cpu-bf16/x86_64-avx512bf16", "cd929f9d392715b1da8249ddc4dabd4104344ad22bbc20a4371bf03f9d02cd81");
 
 #[test]
 fn the_tiny_job_ends_at_its_pinned_hashes() {
-	let version = format!("k{}/v{}", molting_worker::backend::cpu::KERNELS_VERSION, env!("CARGO_PKG_VERSION"));
+	let version = format!("k{}/v{}", molting_engine::backend::cpu::KERNELS_VERSION, env!("CARGO_PKG_VERSION"));
 	let f = Fixture::new(|s| s);
 	let s = run(&f.prepare().unwrap(), &f.path("fp32"), 2);
 	let (class, hash) = TINY_JOB_FP32;
@@ -316,7 +324,7 @@ fn the_tiny_job_ends_at_its_pinned_hashes() {
 			s.backend, s.final_state_hash
 		);
 	}
-	let Some(bf16) = molting_worker::backend::cpu::CpuBf16::new() else { return };
+	let Some(bf16) = molting_engine::backend::cpu::CpuBf16::new() else { return };
 	let s = with_threads(2, || train(&f.prepare().unwrap(), &f.path("bf16"), &bf16, RunOptions::default()))
 		.unwrap()
 		.unwrap();
@@ -343,7 +351,7 @@ fn a_run_of_another_class_is_not_resumed_or_replayed() {
 	std::fs::write(Manifest::path(&dir), serde_json::to_vec(&manifest).unwrap()).unwrap();
 	let other_class = |e: &TrainError| {
 		matches!(e, TrainError::Checkpoint(CheckpointError::OtherClass { recorded, running, .. })
-			if recorded == "cpu/riscv64-rvv/k2/v0.1.0" && *running == molting_worker::backend::cpu::class())
+			if recorded == "cpu/riscv64-rvv/k2/v0.1.0" && *running == molting_engine::backend::cpu::class())
 	};
 	let err = resume(&dir, &Cpu, RunOptions::default()).err().expect("refused");
 	assert!(other_class(&err), "{err}");
@@ -354,7 +362,7 @@ fn a_run_of_another_class_is_not_resumed_or_replayed() {
 
 #[test]
 fn eval_scores_each_conversation_alone_whatever_seq_len_and_file_order() {
-	use molting_worker::engine::{Batch, Engine};
+	use molting_engine::engine::{Batch, Engine};
 	let f = Fixture::new(|s| s);
 	let job = f.prepare().unwrap();
 	let adapter = job.adapter(&{
@@ -394,7 +402,7 @@ fn eval_scores_each_conversation_alone_whatever_seq_len_and_file_order() {
 			.replace(&format!("eval_sha256 = \"{data}\""), &format!("eval_sha256 = \"{hash}\""))
 	});
 	let other = f.prepare().unwrap();
-	assert_eq!(other.spec.train.seq_len, 300);
+	assert_eq!(other.recipe.train.seq_len, 300);
 	assert_ne!(other.eval[0].ids, job.eval[0].ids, "the order did change");
 	let again = other.evaluate_with(&Cpu, Some(&adapter)).unwrap();
 	assert_eq!(again.loss.to_bits(), base.loss.to_bits());

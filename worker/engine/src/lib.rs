@@ -18,6 +18,7 @@ pub mod lora;
 pub mod math;
 pub mod model;
 pub mod optim;
+pub mod recipe;
 pub mod rng;
 pub mod spec;
 pub mod testing;

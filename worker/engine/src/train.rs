@@ -1,10 +1,12 @@
-//! Running a job: preparing its inputs (every one checked against the spec's hashes),
-//! the training loop with checkpoints, `resume` after a crash, and `replay` of one
-//! checkpoint segment, which is what a validator does.
+//! Running a job: preparing its inputs (every one checked against the recipe's hashes as
+//! it is read), the training loop with checkpoints, `resume` after a crash, and `replay`
+//! of one checkpoint segment, which is what a validator does.
 //!
-//! A run directory holds `job.toml` (the spec's exact bytes), `run.json` (where the
-//! spec's relative paths point), `checkpoints/` and `checkpoints.json`, `metrics.jsonl`,
-//! and at the end `summary.json` and the adapters (`adapter/` for PEFT, `adapter.gguf`).
+//! A run directory holds `recipe.json` (the recipe's canonical bytes: see [`crate::recipe`]),
+//! `run.json` (the seed the run trains with, which for a miner is derived from the recipe's,
+//! the job and its account), `checkpoints/` and `checkpoints.json`, `metrics.jsonl`, and at
+//! the end `summary.json` and the adapters (`adapter/` for PEFT, `adapter.gguf`). Nothing
+//! in it is a local path: anyone holding the recipe's blobs can resume or replay it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,14 +19,19 @@ use crate::engine::{Batch, Engine, FrozenModel, LossSum};
 use crate::lora::{Adapter, Layout};
 use crate::model::{load_model, Model, ModelError, ModelSource};
 use crate::optim::{clip_grad_norm, learning_rate, AdamW};
+use crate::recipe::{BlobRef, Inputs, LocalInputs, Recipe, RecipeError};
 use crate::rng::stream_key;
-use crate::spec::{model_sha256, resolve, Spec, SpecError};
+use crate::spec::{Spec, SpecError};
 use crate::tokenizer::{ChatTokenizer, TokenizerError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
 	#[error(transparent)]
 	Spec(#[from] SpecError),
+	#[error(transparent)]
+	Recipe(#[from] RecipeError),
+	#[error("{0}")]
+	Input(String),
 	#[error(transparent)]
 	Model(#[from] ModelError),
 	#[error(transparent)]
@@ -33,7 +40,7 @@ pub enum TrainError {
 	Data(#[from] DataError),
 	#[error(transparent)]
 	Checkpoint(#[from] CheckpointError),
-	#[error("{path}: model SHA-256 is {found}, but the spec says {expected}")]
+	#[error("{path}: model SHA-256 is {found}, but the recipe says {expected}")]
 	ModelHashMismatch { path: PathBuf, expected: String, found: String },
 	#[error("{path}: the tokenizer has {tokenizer} tokens but the model only {model}")]
 	VocabMismatch { path: PathBuf, tokenizer: usize, model: usize },
@@ -49,12 +56,20 @@ pub enum TrainError {
 
 /// A job with its inputs loaded and checked.
 pub struct Job {
-	pub spec: Spec,
-	pub spec_hash: [u8; 32],
-	spec_text: String,
-	spec_dir: PathBuf,
+	pub recipe: Recipe,
+	/// SHA-256 of the recipe's canonical bytes (what a job on chain names).
+	pub recipe_hash: [u8; 32],
+	/// The recipe's training identity ([`Recipe::training_id`]): what every checkpoint
+	/// binds, so where the inputs were fetched from never changes a state hash.
+	pub training_id: [u8; 32],
+	/// The seed of every random choice of this run: the recipe's own for a local run, the
+	/// miner's ([`crate::recipe::miner_seed`]) for a job taken from the chain.
+	pub seed: u64,
 	pub model: Model,
 	pub model_source: ModelSource,
+	/// What the adapters name as their base: the GGUF file's name, or `sha256:<hex>` of the
+	/// Hugging Face files' listing (the recipe's own names; never a local path).
+	pub model_name: String,
 	pub tokenizer: ChatTokenizer,
 	pub train_rows: Vec<Row>,
 	/// The held-out conversations, each scored on its own.
@@ -80,30 +95,31 @@ pub struct EvalReport {
 	pub perplexity: f64,
 }
 
+/// `run.json`: what a run adds to its recipe.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct RunInfo {
-	spec_dir: PathBuf,
+#[serde(deny_unknown_fields)]
+pub struct RunInfo {
+	pub seed: u64,
 }
 
 impl Job {
-	/// Loads `spec_path` and everything it names.
+	/// Loads the job spec (`job.toml`) at `spec_path` and everything it names, as the
+	/// recipe it writes, trained with the recipe's own seed.
 	pub fn prepare(spec_path: &Path) -> Result<Job, TrainError> {
-		let text =
-			std::fs::read_to_string(spec_path).map_err(|source| SpecError::Io { path: spec_path.into(), source })?;
-		let dir = spec_path.parent().map(Path::to_path_buf).unwrap_or_default();
-		Self::from_text(text, spec_path, dir)
+		let (spec, _) = Spec::load(spec_path)?;
+		let recipe = spec.to_recipe(spec_path)?;
+		let seed = recipe.train.seed;
+		Self::from_recipe(recipe, seed, &LocalInputs { cache: crate::recipe::cache_dir() })
 	}
 
-	fn from_text(text: String, spec_path: &Path, spec_dir: PathBuf) -> Result<Job, TrainError> {
-		let spec = Spec::parse(&text, spec_path)?;
-		let spec_hash =
-			sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), text.as_bytes())).into();
-		let model_path = resolve(&spec_dir, &spec.model.path);
+	/// Loads every input of `recipe` through `inputs` (each file hashed as it is read) and
+	/// prepares the run with `seed`.
+	pub fn from_recipe(recipe: Recipe, seed: u64, inputs: &dyn Inputs) -> Result<Job, TrainError> {
+		let recipe_hash = recipe.sha256();
+		let training_id = recipe.training_id();
+		let model_path = materialize_model(&recipe, inputs)?;
+		let model_name = model_name(&recipe);
 		let source = ModelSource::detect(&model_path)?;
-		let found = model_sha256(&model_path)?;
-		if !found.eq_ignore_ascii_case(&spec.model.sha256) {
-			return Err(TrainError::ModelHashMismatch { path: model_path, expected: spec.model.sha256.clone(), found });
-		}
 		let model = load_model(&source)?;
 		let tokenizer = match &source {
 			ModelSource::Gguf(p) => {
@@ -120,14 +136,15 @@ impl Job {
 			});
 		}
 		let pad = tokenizer.token_to_id(tokenizer.eos_token()).unwrap_or(0);
-		let seq = spec.train.seq_len;
-		let examples = |file: &str, hash: &str| -> Result<(PathBuf, Vec<Example>), TrainError> {
-			let path = resolve(&spec_dir, file);
-			let text = data::read_checked(&path, hash)?;
-			let examples = data::load(&path, &text, spec.data.format, &tokenizer, vocab)?;
+		let seq = recipe.train.seq_len;
+		let format = recipe.data.format;
+		let examples = |what: &str, blob: &BlobRef| -> Result<(PathBuf, Vec<Example>), TrainError> {
+			let path = inputs.file(what, blob).map_err(TrainError::Input)?;
+			let text = data::read_checked(&path, &blob.sha256)?;
+			let examples = data::load(&path, &text, format, &tokenizer, vocab)?;
 			Ok((path, examples))
 		};
-		let (train_path, train) = examples(&spec.data.train, &spec.data.train_sha256)?;
+		let (train_path, train) = examples("training set", &recipe.data.train)?;
 		let packed = data::pack(&train, seq, pad);
 		if packed.rows.is_empty() {
 			return Err(TrainError::NoRows { path: train_path, seq });
@@ -143,24 +160,25 @@ impl Job {
 				)
 			})
 			.collect();
-		let eval = match (&spec.data.eval, &spec.data.eval_sha256) {
-			(Some(f), Some(h)) => {
-				let (path, eval) = examples(f, h)?;
+		let eval = match &recipe.data.eval {
+			Some(blob) => {
+				let (path, eval) = examples("eval set", blob)?;
 				let context = model.config.max_position_embeddings;
 				if let Some(e) = eval.iter().find(|e| e.ids.len() > context) {
 					return Err(TrainError::LongerThanContext { path, line: e.line, tokens: e.ids.len(), context });
 				}
 				eval
 			},
-			_ => Vec::new(),
+			None => Vec::new(),
 		};
 		Ok(Job {
-			spec,
-			spec_hash,
-			spec_text: text,
-			spec_dir,
+			recipe,
+			recipe_hash,
+			training_id,
+			seed,
 			model,
 			model_source: source,
+			model_name,
 			tokenizer,
 			train_rows: packed.rows,
 			eval,
@@ -169,25 +187,31 @@ impl Job {
 		})
 	}
 
-	/// The job of an existing run directory.
+	/// The job of an existing run directory, its inputs from the local blob cache or their
+	/// `file://` URIs.
 	pub fn from_run(run: &Path) -> Result<Job, TrainError> {
-		let spec_path = run.join("job.toml");
-		let text =
-			std::fs::read_to_string(&spec_path).map_err(|source| SpecError::Io { path: spec_path.clone(), source })?;
+		Self::from_run_with(run, &LocalInputs { cache: crate::recipe::cache_dir() })
+	}
+
+	/// The job of an existing run directory, its inputs through `inputs`.
+	pub fn from_run_with(run: &Path, inputs: &dyn Inputs) -> Result<Job, TrainError> {
+		let path = run.join("recipe.json");
+		let bytes = std::fs::read(&path).map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
+		let recipe = Recipe::parse(&bytes, &path.display().to_string())?;
 		let info: RunInfo = read_json(&run.join("run.json"))?;
-		Self::from_text(text, &spec_path, info.spec_dir)
+		Self::from_recipe(recipe, info.seed, inputs)
 	}
 
 	/// The state before the first step on `backend`: a fresh adapter, zero moments.
 	pub fn initial_state(&self, backend: &dyn Backend) -> State {
-		let adapter = Adapter::init(&self.model.config, self.spec.lora_config(), self.spec.train.seed);
+		let adapter = Adapter::init(&self.model.config, self.recipe.lora_config(), self.seed);
 		let n = adapter.params.len();
 		State {
 			class: backend.class(),
-			spec_hash: self.spec_hash,
+			training_id: self.training_id,
 			step: 0,
 			cursor: Cursor::default(),
-			seed: self.spec.train.seed,
+			seed: self.seed,
 			params: adapter.params,
 			m: vec![0.0; n],
 			v: vec![0.0; n],
@@ -195,7 +219,7 @@ impl Job {
 	}
 
 	/// Checks that `state` (from checkpoint `index` at `path`) belongs to this job and can be
-	/// continued on `backend`: its spec, its reproducibility class, its seed, the step
+	/// continued on `backend`: its recipe, its reproducibility class, its seed, the step
 	/// checkpoint `index` must be at, and the adapter's size.
 	pub fn check_state(
 		&self,
@@ -205,8 +229,8 @@ impl Job {
 		backend: &dyn Backend,
 	) -> Result<(), CheckpointError> {
 		let corrupt = |reason: String| CheckpointError::Corrupt { path: path.into(), reason };
-		if state.spec_hash != self.spec_hash {
-			return Err(CheckpointError::OtherSpec { path: path.into() });
+		if state.training_id != self.training_id {
+			return Err(CheckpointError::OtherRecipe { path: path.into() });
 		}
 		if state.class != backend.class() {
 			return Err(CheckpointError::OtherClass {
@@ -215,16 +239,16 @@ impl Job {
 				running: backend.class(),
 			});
 		}
-		if state.seed != self.spec.train.seed {
-			return Err(corrupt(format!("seed {} but the spec says {}", state.seed, self.spec.train.seed)));
+		if state.seed != self.seed {
+			return Err(corrupt(format!("seed {} but the run trains with {}", state.seed, self.seed)));
 		}
 		let want = self.checkpoint_step(index);
 		if state.step != want {
 			return Err(corrupt(format!("step {} but checkpoint {index} is at step {want}", state.step)));
 		}
-		let n = Layout::new(&self.model.config, &self.spec.lora_config()).len;
+		let n = Layout::new(&self.model.config, &self.recipe.lora_config()).len;
 		if state.params.len() != n {
-			return Err(corrupt(format!("{} adapter parameters but the spec's adapter has {n}", state.params.len())));
+			return Err(corrupt(format!("{} adapter parameters but the recipe's adapter has {n}", state.params.len())));
 		}
 		Ok(())
 	}
@@ -232,7 +256,7 @@ impl Job {
 	/// The step checkpoint `index` is at: `index · checkpoint_every`, the last one at the
 	/// final step.
 	pub fn checkpoint_step(&self, index: usize) -> u64 {
-		(index as u64).saturating_mul(self.spec.train.checkpoint_every).min(self.spec.train.steps)
+		(index as u64).saturating_mul(self.recipe.train.checkpoint_every).min(self.recipe.train.steps)
 	}
 
 	/// The model's frozen weights for `backend` (packed or converted once per class).
@@ -249,10 +273,10 @@ impl Job {
 
 	/// The adapter holding `params`.
 	pub fn adapter(&self, params: &[f32]) -> Adapter {
-		Adapter::from_params(&self.model.config, self.spec.lora_config(), params.to_vec())
+		Adapter::from_params(&self.model.config, self.recipe.lora_config(), params.to_vec())
 	}
 
-	/// The eval split's score (no dropout), with `params` (in the spec's adapter layout) or
+	/// The eval split's score (no dropout), with `params` (in the recipe's adapter layout) or
 	/// the base model; `None` without an eval split.
 	pub fn evaluate(&self, backend: &dyn Backend, params: Option<&[f32]>) -> Option<EvalReport> {
 		self.evaluate_with(backend, params.map(|p| self.adapter(p)).as_ref())
@@ -327,7 +351,7 @@ impl Job {
 	/// The micro-batches the step from `state` trains on, and the data cursor after them
 	/// (the loader is deterministic: the bench and the reference see the same ones).
 	pub fn step_batches(&self, state: &State) -> (Vec<Batch>, Cursor) {
-		let hp = &self.spec.train;
+		let hp = &self.recipe.train;
 		let mut loader = Loader::new(&self.train_rows, state.seed, state.cursor);
 		let batches = (0..hp.grad_accum).map(|_| loader.next_batch(hp.batch_size, hp.seq_len)).collect();
 		(batches, loader.cursor)
@@ -335,11 +359,11 @@ impl Job {
 
 	/// One optimizer step from `state`: `grad_accum` micro-batches, clipping, AdamW.
 	pub fn step(&self, backend: &dyn Backend, state: &mut State) -> StepReport {
-		let hp = &self.spec.train;
+		let hp = &self.recipe.train;
 		let started = Instant::now();
 		// The parameters move into the adapter for the forward/backward and back for the update.
 		let adapter =
-			Adapter::from_params(&self.model.config, self.spec.lora_config(), std::mem::take(&mut state.params));
+			Adapter::from_params(&self.model.config, self.recipe.lora_config(), std::mem::take(&mut state.params));
 		let frozen = self.frozen_for(backend);
 		let engine = Engine::with_frozen(backend, &self.model, &frozen, Some(&adapter), hp.seq_len);
 		let (batches, cursor) = self.step_batches(state);
@@ -427,10 +451,9 @@ pub fn train(job: &Job, run: &Path, backend: &dyn Backend, opts: RunOptions) -> 
 		return Err(TrainError::RunExists { path: run.into(), what: "a run" });
 	}
 	std::fs::create_dir_all(run).map_err(|e| TrainError::Io(format!("{}: {e}", run.display())))?;
-	write_atomic(&run.join("job.toml"), job.spec_text.as_bytes())?;
-	let spec_dir = std::path::absolute(&job.spec_dir).unwrap_or_else(|_| job.spec_dir.clone());
-	write_atomic(&run.join("run.json"), &serde_json::to_vec_pretty(&RunInfo { spec_dir }).expect("serialises"))?;
-	let mut manifest = Manifest { checkpoint_every: job.spec.train.checkpoint_every, ..Default::default() };
+	write_atomic(&run.join("recipe.json"), &job.recipe.to_canonical())?;
+	write_atomic(&run.join("run.json"), &serde_json::to_vec_pretty(&RunInfo { seed: job.seed }).expect("serialises"))?;
+	let mut manifest = Manifest { checkpoint_every: job.recipe.train.checkpoint_every, ..Default::default() };
 	let state = job.initial_state(backend);
 	manifest.append(run, &state)?;
 	continue_run(job, run, backend, manifest, state, opts)
@@ -484,7 +507,7 @@ fn continue_run(
 	mut state: State,
 	mut opts: RunOptions,
 ) -> Result<Option<Summary>, TrainError> {
-	let hp = &job.spec.train;
+	let hp = &job.recipe.train;
 	let started = Instant::now();
 	let first_step = state.step;
 	let mut metrics = std::fs::OpenOptions::new()
@@ -516,9 +539,9 @@ fn continue_run(
 		train_tokens_per_second: trained / started.elapsed().as_secs_f64().max(1e-9),
 	};
 	let adapter = job.adapter(&state.params);
-	crate::adapter::write_peft(&adapter, &job.model.config, &run.join("adapter"), &job.model_source)
+	crate::adapter::write_peft(&adapter, &job.model.config, &run.join("adapter"), &job.model_name)
 		.map_err(|e| TrainError::Io(e.to_string()))?;
-	crate::adapter::write_gguf(&adapter, &job.model.config, &run.join("adapter.gguf"), &job.model_source)
+	crate::adapter::write_gguf(&adapter, &job.model.config, &run.join("adapter.gguf"), &job.model_name)
 		.map_err(|e| TrainError::Io(e.to_string()))?;
 	write_atomic(&run.join("summary.json"), &serde_json::to_vec_pretty(&summary).expect("serialises"))?;
 	Ok(Some(summary))
@@ -548,7 +571,7 @@ pub fn replay_job(job: &Job, run: &Path, from: usize, backend: &dyn Backend) -> 
 	let manifest = Manifest::load(run)?;
 	let mut state = manifest.read_checked(run, from)?;
 	job.check_state(&state, from, &Manifest::checkpoint_path(run, from), backend)?;
-	// The segment's end comes from the spec, not from the (unhashed) manifest.
+	// The segment's end comes from the recipe, not from the (unhashed) manifest.
 	let to_step = job.checkpoint_step(from + 1);
 	let (true, Some(expected)) = (to_step > state.step, manifest.hashes.get(from + 1)) else {
 		return Err(CheckpointError::Manifest {
@@ -597,6 +620,55 @@ fn owners(packed: &data::Packed) -> Vec<usize> {
 		}
 	}
 	out
+}
+
+fn model_listing_hash(recipe: &Recipe) -> String {
+	let listing: String = recipe.model.files.iter().map(|(n, b)| format!("{n} {}\n", b.sha256)).collect();
+	hex::encode(<sha2::Sha256 as sha2::Digest>::digest(listing.as_bytes()))
+}
+
+fn model_name(recipe: &Recipe) -> String {
+	match recipe.model.files.keys().next() {
+		Some(name) if recipe.model.files.len() == 1 && name.ends_with(".gguf") => name.clone(),
+		_ => format!("sha256:{}", model_listing_hash(recipe)),
+	}
+}
+
+/// The model's path as the loader wants it: the GGUF file, or a directory holding the
+/// Hugging Face files under their names (the files' own directory when they already are,
+/// else links made in the inputs' scratch directory). Every file is hashed first.
+fn materialize_model(recipe: &Recipe, inputs: &dyn Inputs) -> Result<PathBuf, TrainError> {
+	let mut paths = Vec::new();
+	for (name, blob) in &recipe.model.files {
+		let path = inputs.file(&format!("model file {name}"), blob).map_err(TrainError::Input)?;
+		let found = data::sha256_file(&path)?;
+		if found != blob.sha256 {
+			return Err(TrainError::ModelHashMismatch { path, expected: blob.sha256.clone(), found });
+		}
+		paths.push((name, path));
+	}
+	if let [(name, path)] = paths.as_slice() {
+		if name.ends_with(".gguf") {
+			return Ok(path.clone());
+		}
+	}
+	let parent = paths.first().and_then(|(_, p)| p.parent().map(Path::to_path_buf)).unwrap_or_default();
+	if paths.iter().all(|(n, p)| p.parent() == Some(parent.as_path()) && p.file_name() == Some(std::ffi::OsStr::new(n)))
+	{
+		return Ok(parent);
+	}
+	let dir = inputs.scratch_dir().join(model_listing_hash(recipe));
+	let io = |e: std::io::Error| TrainError::Io(format!("{}: {e}", dir.display()));
+	std::fs::create_dir_all(&dir).map_err(io)?;
+	for (name, path) in &paths {
+		let link = dir.join(name);
+		let target = std::path::absolute(path).map_err(io)?;
+		if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
+			let _ = std::fs::remove_file(&link);
+			std::os::unix::fs::symlink(&target, &link).map_err(io)?;
+		}
+	}
+	Ok(dir)
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, TrainError> {

@@ -253,7 +253,7 @@ const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000
 /// (`tiny.jsonl`) and `job.toml`, which [`write_tiny_spec`] writes.
 pub fn write_tiny_job(dir: &std::path::Path, edit: impl Fn(String) -> String) -> std::path::PathBuf {
 	write_hf_dir(&random_model(tiny_config(272), 11), &dir.join("tiny-model")).unwrap();
-	let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/persona/tiny.jsonl");
+	let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/persona/tiny.jsonl");
 	std::fs::copy(data, dir.join("tiny.jsonl")).unwrap();
 	write_tiny_spec(dir, edit)
 }

@@ -1,0 +1,372 @@
+//! The network loop end to end, with the real binaries on loopback: `molting-node --dev`,
+//! the store server (`molt-worker store serve`) and the miner (`molt-worker mine`). Jobs
+//! are posted from JavaScript with `@polkadot/api` (`examples/js/post-job.mjs`); balances
+//! and events are read with subxt.
+//!
+//! - a job is claimed, trained, published, attested, accepted and paid, every planck
+//!   accounted for, and the owner fetches an adapter that the worker's `eval` loads;
+//! - a miner SIGKILLed mid-training, and the node crashed and restarted while the miner
+//!   trains, still deliver the result hash of an uninterrupted run (on another chain);
+//! - a training set whose bytes do not match the recipe is never claimed, and a claimed job
+//!   whose input turns bad is given up, the owner refunded at the deadline.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use molting_chain::{runtime, Chain};
+use molting_e2e::{free_port, fresh_dir, worker_binary, DevNode, Proc};
+use subxt::utils::AccountId32;
+use subxt_signer::sr25519::dev;
+
+const MOLT: u128 = 1_000_000_000_000;
+const BLOCK_MS: u64 = 500;
+
+fn repo() -> PathBuf {
+	Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the repo").to_path_buf()
+}
+
+fn worker(args: &[&str]) -> Command {
+	let mut c = Command::new(worker_binary());
+	c.args(args);
+	c
+}
+
+/// Runs `molt-worker args` to completion; its stdout, or a panic with its stderr.
+fn worker_output(args: &[&str]) -> String {
+	let out = worker(args).output().expect("molt-worker runs");
+	assert!(out.status.success(), "molt-worker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+	String::from_utf8(out.stdout).expect("utf-8")
+}
+
+struct Store {
+	_proc: Proc,
+	url: String,
+}
+
+fn start_store(dir: &Path) -> Store {
+	let port = free_port();
+	let mut proc = Proc::start(
+		"store",
+		worker(&["store", "serve", "--dir", dir.join("blobs").to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")]),
+		dir.join("store.log"),
+	);
+	proc.wait_for_log("serving", Duration::from_secs(30));
+	Store { _proc: proc, url: format!("http://127.0.0.1:{port}") }
+}
+
+/// A keystore for //Bob (a fresh worker key).
+fn bob_keystore(dir: &Path) -> PathBuf {
+	let ks = dir.join("bob-keys");
+	worker_output(&["keys", "new", "--keystore", ks.to_str().unwrap(), "--account", "//Bob"]);
+	ks
+}
+
+fn start_miner(ws: &str, keystore: &Path, store: &str, log: PathBuf, extra: &[&str]) -> Proc {
+	let mut args = vec!["mine", "--node", ws, "--keystore", keystore.to_str().unwrap(), "--store", store];
+	args.extend_from_slice(extra);
+	let mut c = worker(&args);
+	c.env("RUST_LOG", "info");
+	Proc::start("miner", c, log)
+}
+
+/// `molt-worker recipe SPEC [--store URL] --json`: (sha256, uri, steps, checkpoint interval, recipe).
+fn recipe(spec: &Path, store: Option<&str>) -> (String, Option<String>, u64, u64, serde_json::Value) {
+	let mut args = vec!["recipe", spec.to_str().unwrap(), "--json"];
+	if let Some(s) = store {
+		args.extend(["--store", s]);
+	}
+	let v: serde_json::Value = serde_json::from_str(&worker_output(&args)).expect("recipe --json prints JSON");
+	(
+		v["sha256"].as_str().unwrap().to_string(),
+		v["uri"].as_str().map(str::to_string),
+		v["steps"].as_u64().unwrap(),
+		v["checkpoint_interval"].as_u64().unwrap(),
+		v["recipe"].clone(),
+	)
+}
+
+/// Posts a job with `examples/js/post-job.mjs`; returns its JSON lines.
+fn post_js(node: &DevNode, sha: &str, uri: &str, steps: u64, interval: u64, budget: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+	let script = repo().join("examples/js/post-job.mjs");
+	let out = Command::new("node")
+		.arg(&script)
+		.args(["--node", &node.ws_url(), "--account", "//Alice", "--recipe-sha256", sha, "--recipe-uri", uri])
+		.args(["--steps", &steps.to_string(), "--checkpoint-interval", &interval.to_string(), "--budget", budget])
+		.args(extra)
+		.output()
+		.expect("node runs examples/js/post-job.mjs");
+	assert!(out.status.success(), "post-job.mjs failed: {}", String::from_utf8_lossy(&out.stderr));
+	String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+fn event<'a>(lines: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+	lines.iter().find(|l| l["event"] == name).unwrap_or_else(|| panic!("no `{name}` line in {lines:?}"))
+}
+
+async fn job(chain: &Chain, id: u64) -> molting_chain::Job {
+	chain.job(id).await.expect("the node answers").expect("the job exists")
+}
+
+fn treasury() -> AccountId32 {
+	let mut raw = [0u8; 32];
+	raw[..12].copy_from_slice(b"modlmlt/trsy");
+	AccountId32(raw)
+}
+
+struct Account {
+	free: u128,
+	reserved: u128,
+}
+
+async fn account(chain: &Chain, who: &AccountId32, block: u64) -> Account {
+	let at = chain.api.at_block(block).await.expect("block");
+	let v = at
+		.storage()
+		.entry(runtime::storage().system().account())
+		.expect("System.Account")
+		.fetch((who.clone(),))
+		.await
+		.expect("fetched")
+		.decode()
+		.expect("decodes");
+	Account { free: v.data.free, reserved: v.data.reserved }
+}
+
+async fn issuance(chain: &Chain, block: u64) -> u128 {
+	let at = chain.api.at_block(block).await.expect("block");
+	at.storage()
+		.entry(runtime::storage().balances().total_issuance())
+		.expect("TotalIssuance")
+		.fetch(())
+		.await
+		.expect("fetched")
+		.decode()
+		.expect("decodes")
+}
+
+/// Transaction fees `who` paid in blocks `from..=to`.
+async fn fees_paid(chain: &Chain, who: &AccountId32, from: u64, to: u64) -> u128 {
+	let mut sum = 0;
+	for n in from..=to {
+		let at = chain.api.at_block(n).await.expect("block");
+		let events = at.events().fetch().await.expect("events");
+		for e in events.find::<runtime::transaction_payment::events::TransactionFeePaid>().flatten() {
+			if &e.who == who {
+				sum += e.actual_fee;
+			}
+		}
+	}
+	sum
+}
+
+fn tiny_job(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+	std::fs::create_dir_all(dir).unwrap();
+	molting_engine::testing::write_tiny_job(dir, edit)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_posted_from_js_is_mined_attested_accepted_paid_and_fetched() {
+	let dir = fresh_dir("loop");
+	let node = DevNode::start(BLOCK_MS);
+	let store = start_store(&dir);
+	let keystore = bob_keystore(&dir);
+	let spec = tiny_job(&dir.join("job"), |s| s);
+	let (sha, uri, steps, interval, _) = recipe(&spec, Some(&store.url));
+	let chain = Chain::connect(&node.ws_url()).await.expect("subxt connects");
+	let (alice, bob) = (AccountId32::from(dev::alice().public_key()), AccountId32::from(dev::bob().public_key()));
+	let start = chain.finalized_number().await.unwrap();
+	let (alice0, bob0, treasury0, issuance0) = (
+		account(&chain, &alice, start).await,
+		account(&chain, &bob, start).await,
+		account(&chain, &treasury(), start).await,
+		issuance(&chain, start).await,
+	);
+
+	let mut miner = start_miner(&node.ws_url(), &keystore, &store.url, dir.join("miner.log"), &["--exit-after", "1"]);
+	miner.wait_for_log("registered as a miner", Duration::from_secs(120));
+	let lines = post_js(&node, &sha, uri.as_deref().unwrap(), steps, interval, "100", &["--accept", "--submit-blocks", "400"]);
+	let id = event(&lines, "posted")["jobId"].as_u64().unwrap();
+	let submitted = event(&lines, "submitted");
+	assert_eq!(submitted["miner"].as_str().unwrap(), bob.to_string());
+	let accepted = event(&lines, "accepted");
+	let (paid, fee): (u128, u128) =
+		(accepted["paid"].as_str().unwrap().parse().unwrap(), accepted["fee"].as_str().unwrap().parse().unwrap());
+	assert!(miner.wait_exit(Duration::from_secs(120)).success(), "the miner exits once its job is settled");
+	for line in ["claimed", "training", "trained and published", "attestation landed", "paid 95 MOLT"] {
+		assert!(miner.log().contains(line), "the miner logs `{line}`:\n{}", miner.log());
+	}
+
+	// The money, to the planck.
+	let end = chain.finalized_number().await.unwrap();
+	let j = job(&chain, id).await;
+	assert!(matches!(j.status, molting_chain::jobs::JobStatus::Finished), "{:?}", j.status);
+	let reward = j.reward_per_result;
+	assert_eq!(reward, 100 * MOLT);
+	let fee_rate = chain.api.at_current_block().await.unwrap().constants().entry(runtime::constants().jobs().protocol_fee()).unwrap().0;
+	assert_eq!(fee, reward * u128::from(fee_rate) / 1_000_000_000, "the protocol fee is ProtocolFee of the reward");
+	assert_eq!(paid + fee, reward);
+	let deposit = chain.api.at_current_block().await.unwrap().constants().entry(runtime::constants().jobs().miner_deposit()).unwrap();
+	let (alice_fees, bob_fees) = (fees_paid(&chain, &alice, start + 1, end).await, fees_paid(&chain, &bob, start + 1, end).await);
+	assert!(alice_fees > 0 && bob_fees > 0, "posting, accepting, registering, claiming, submitting pay fees");
+	let (alice1, bob1, treasury1) =
+		(account(&chain, &alice, end).await, account(&chain, &bob, end).await, account(&chain, &treasury(), end).await);
+	assert_eq!(alice1.free, alice0.free - reward - alice_fees, "Alice paid the reward and her fees, nothing else");
+	assert_eq!(alice1.reserved, alice0.reserved, "no escrow left on hold");
+	assert_eq!(bob1.free, bob0.free + paid - deposit - bob_fees, "Bob got the reward less the fee; his deposit is held");
+	assert_eq!(bob1.reserved, bob0.reserved + deposit, "only the registration deposit is held (collateral released)");
+	assert_eq!(treasury1.free, treasury0.free + fee + alice_fees + bob_fees, "the treasury got the protocol fee and every tx fee");
+	assert_eq!(issuance(&chain, end).await, issuance0, "nothing was minted or burned");
+
+	// The owner fetches the adapter: the attested hash, and the worker's eval loads it.
+	let attested = match &j.claims.0[0].state {
+		molting_chain::jobs::ClaimState::Paid { delivery } => hex::encode(delivery.result.sha256),
+		other => panic!("the claim is paid, not {other:?}"),
+	};
+	assert_eq!(submitted["resultSha256"].as_str().unwrap().trim_start_matches("0x"), attested);
+	let out = dir.join("fetched");
+	worker_output(&["job", "--node", &node.ws_url(), "fetch", &id.to_string(), "--out", out.to_str().unwrap()]);
+	let manifest = std::fs::read(out.join("result.json")).unwrap();
+	assert_eq!(molting_store::sha256_hex(&manifest), attested, "the fetched result is the attested one");
+	let eval: serde_json::Value = serde_json::from_str(&worker_output(&[
+		"eval",
+		"--spec",
+		spec.to_str().unwrap(),
+		"--adapter",
+		out.join("adapter").to_str().unwrap(),
+		"--json",
+	]))
+	.unwrap();
+	let (base, tuned) = (eval["base"]["loss"].as_f64().unwrap(), eval["adapter"]["loss"].as_f64().unwrap());
+	assert!(tuned < base, "the fetched adapter lowers the eval loss ({base} -> {tuned})");
+	drop(store);
+	let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `spec` as job 0 on a fresh chain with Bob mining, `fault` applied while it trains;
+/// returns the attested result hash.
+async fn mined_result(store: &str, spec: &Path, dir: &Path, fault: impl Fn(&mut DevNode, &mut Proc, &dyn Fn() -> Proc)) -> String {
+	let mut node = DevNode::start(BLOCK_MS);
+	let keystore = bob_keystore(dir);
+	let (sha, uri, steps, interval, _) = recipe(spec, Some(store));
+	let log = dir.join("miner.log");
+	let ws = node.ws_url();
+	let restart = || start_miner(&ws, &keystore, store, log.clone(), &[]);
+	let mut miner = start_miner(&node.ws_url(), &keystore, store, log.clone(), &[]);
+	miner.wait_for_log("registered as a miner", Duration::from_secs(120));
+	let lines = post_js(&node, &sha, uri.as_deref().unwrap(), steps, interval, "100", &["--submit-blocks", "600"]);
+	let id = event(&lines, "posted")["jobId"].as_u64().unwrap();
+	assert_eq!(id, 0);
+	miner.wait_for_log("claimed", Duration::from_secs(120));
+	fault(&mut node, &mut miner, &restart);
+	miner.wait_for_log("attestation landed", Duration::from_secs(300));
+	let chain = Chain::connect(&node.ws_url()).await.expect("subxt connects");
+	let j = job(&chain, id).await;
+	match &j.claims.0[0].state {
+		molting_chain::jobs::ClaimState::Submitted { delivery, .. } => hex::encode(delivery.result.sha256),
+		other => panic!("the claim is submitted, not {other:?}"),
+	}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miner_killed_mid_training_and_a_crashed_node_still_deliver_the_uninterrupted_result() {
+	let dir = fresh_dir("faults");
+	let store = start_store(&dir);
+	// Long enough to kill in the middle (tens of seconds; a checkpoint every 50 steps).
+	let spec = tiny_job(&dir.join("job"), |s| {
+		s.replace("steps = 12", "steps = 1000").replace("checkpoint_every = 4", "checkpoint_every = 50")
+	});
+	let clean = mined_result(&store.url, &spec, &dir.join("a"), |_, _, _| {}).await;
+	let checkpoints = dir.join("b/bob-keys/data/jobs/0/run/checkpoints");
+	let faulty = mined_result(&store.url, &spec, &dir.join("b"), |node, miner, restart| {
+		// kill -9 once a few checkpoints are on disk, then restart the miner.
+		wait_for(|| std::fs::read_dir(&checkpoints).map(|d| d.count() >= 4).unwrap_or(false), "4 checkpoints");
+		miner.kill9();
+		*miner = restart();
+		miner.wait_for_log("resuming from the last checkpoint", Duration::from_secs(120));
+		// The node crashes while the miner trains, and comes back.
+		node.crash_and_restart(Duration::from_secs(3));
+	})
+	.await;
+	assert_eq!(faulty, clean, "the interrupted run attests the uninterrupted run's result");
+	drop(store);
+	let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
+	let start = std::time::Instant::now();
+	while !f() {
+		assert!(start.elapsed() < Duration::from_secs(180), "timed out waiting for {what}");
+		std::thread::sleep(Duration::from_millis(100));
+	}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_training_bytes_are_never_claimed_and_a_claimed_job_gone_bad_is_given_up_and_refunded() {
+	let dir = fresh_dir("badinput");
+	let node = DevNode::start(BLOCK_MS);
+	let store = start_store(&dir);
+	let keystore = bob_keystore(&dir);
+	let chain = Chain::connect(&node.ws_url()).await.expect("subxt connects");
+	// The recipe names its inputs by file:// URI (no store), and is itself a file.
+	let post_file_recipe = |spec: &Path, budget: &str, extra: &[&str]| -> (u64, PathBuf) {
+		let (sha, _, steps, interval, recipe) = recipe(spec, None);
+		let path = spec.with_extension("recipe.json");
+		std::fs::write(&path, worker_output(&["recipe", spec.to_str().unwrap()]).trim_end()).unwrap();
+		assert_eq!(molting_store::sha256_hex(&std::fs::read(&path).unwrap()), sha);
+		let train = PathBuf::from(recipe["data"]["train"]["uri"].as_str().unwrap().trim_start_matches("file://"));
+		let lines = post_js(&node, &sha, &format!("file://{}", path.display()), steps, interval, budget, extra);
+		(event(&lines, "posted")["jobId"].as_u64().unwrap(), train)
+	};
+	let mut miner = start_miner(&node.ws_url(), &keystore, &store.url, dir.join("miner.log"), &[]);
+	miner.wait_for_log("registered as a miner", Duration::from_secs(120));
+
+	// 1. The training set changed after the recipe was written: never claimed.
+	let spec = tiny_job(&dir.join("bad"), |s| s);
+	let (sha, _, steps, interval, recipe_json) = recipe(&spec, None);
+	let recipe_path = dir.join("bad/recipe.json");
+	std::fs::write(&recipe_path, worker_output(&["recipe", spec.to_str().unwrap()]).trim_end()).unwrap();
+	let train = PathBuf::from(recipe_json["data"]["train"]["uri"].as_str().unwrap().trim_start_matches("file://"));
+	let mut text = std::fs::read_to_string(&train).unwrap();
+	text = text.replacen("lighthouse", "lightship", 1);
+	std::fs::write(&train, text).unwrap();
+	let lines = post_js(&node, &sha, &format!("file://{}", recipe_path.display()), steps, interval, "50", &[]);
+	let bad = event(&lines, "posted")["jobId"].as_u64().unwrap();
+	miner.wait_for_log(&format!("job={bad}"), Duration::from_secs(60));
+	miner.wait_for_log("not claiming", Duration::from_secs(60));
+	assert!(miner.log().contains("hashes to"), "the reason names the hash mismatch:\n{}", miner.log());
+	assert!(job(&chain, bad).await.claims.0.is_empty(), "nobody claimed the job with bad bytes");
+
+	// 2. Claimed, then the miner dies; on restart its input no longer matches: it gives up,
+	//    and the owner is refunded at the deadline.
+	let spec = tiny_job(&dir.join("good"), |s| {
+		s.replace("steps = 12", "steps = 1000").replace("checkpoint_every = 4", "checkpoint_every = 50")
+	});
+	let alice = AccountId32::from(dev::alice().public_key());
+	let held0 = account(&chain, &alice, chain.finalized_number().await.unwrap()).await.reserved;
+	let (id, train) = post_file_recipe(&spec, "70", &["--claim-blocks", "40", "--submit-blocks", "200"]);
+	miner.wait_for_log("claimed", Duration::from_secs(120));
+	let checkpoints = keystore.join(format!("data/jobs/{id}/run/checkpoints"));
+	wait_for(|| std::fs::read_dir(&checkpoints).map(|d| d.count() >= 2).unwrap_or(false), "2 checkpoints");
+	miner.kill9();
+	let _ = std::fs::remove_dir_all(keystore.join("data/cache"));
+	let mut text = std::fs::read_to_string(&train).unwrap();
+	text = text.replacen("lighthouse", "lightship", 1);
+	std::fs::write(&train, text).unwrap();
+	let mut miner = start_miner(&node.ws_url(), &keystore, &store.url, dir.join("miner2.log"), &[]);
+	miner.wait_for_log("found my claim on chain", Duration::from_secs(120));
+	miner.wait_for_log("giving up this job", Duration::from_secs(120));
+	assert!(miner.log().contains("hashes to"), "{}", miner.log());
+	let j = job(&chain, id).await;
+	let submit_by = u64::from(j.deadlines.submit_by);
+	wait_for(|| node.finalized_number().is_some_and(|n| n > submit_by + 2), "the deadline to pass");
+	let j = job(&chain, id).await;
+	assert!(matches!(j.claims.0[0].state, molting_chain::jobs::ClaimState::Expired), "{:?}", j.claims.0[0].state);
+	assert!(matches!(j.status, molting_chain::jobs::JobStatus::Finished), "{:?}", j.status);
+	assert_eq!(j.escrow, 0);
+	let held = account(&chain, &alice, chain.finalized_number().await.unwrap()).await.reserved;
+	// The first job (never claimed) holds its 50 MOLT until its own deadline, as before.
+	assert_eq!(held, held0, "Alice's escrow for the given-up job is released; only the first job's is held");
+	drop(store);
+	let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,724 @@
+//! `molt-worker mine`: the miner's loop, in one place.
+//!
+//! ```text
+//!  connect (backoff) ──► register if needed ──► rediscover my claims (all jobs)
+//!        ▲                                      + open_jobs (view function)
+//!        │ any RPC error                                │
+//!        └───────────── follow finalised blocks ◄───────┘
+//!                       │  JobPosted        -> consider: requirements, reward/step,
+//!                       │                      fetch + check recipe and every input,
+//!                       │                      probe one step, fits before submit_by?
+//!                       │                      -> claim_job
+//!                       │  each tracked job -> Working: train (resume from the last
+//!                       │                      checkpoint on disk), publish, sign,
+//!                       │                      submit_result; Submitted: wait;
+//!                       │                      settled: log, metrics, forget
+//! ```
+//!
+//! Everything the miner knows is either on chain or in its data directory, so `kill -9` at
+//! any moment and a restart lose nothing: `jobs/<id>/claim.json` (written before the claim
+//! is sent), `jobs/<id>/run/` (the training run: checkpoints, resumed from the last),
+//! `jobs/<id>/delivery.json` (the signed attestation, written before it is submitted),
+//! `jobs/<id>/gave_up.txt` (why it stopped). Training runs on its own threads, so the node
+//! restarting does not stop it; the loop reconnects and carries on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use molting_chain::keystore::Keystore;
+use molting_chain::{account_of, bounded, format_molt, jobs, runtime, Attestation, Chain, ChainError, JobEvent};
+use molting_engine::backend::Backend;
+use molting_engine::checkpoint::Manifest;
+use molting_engine::recipe::{miner_seed, LocalInputs, Recipe};
+use molting_engine::train::{self, Job, RunOptions};
+use molting_store::{Cache, FetchError, Publisher};
+use serde::{Deserialize, Serialize};
+use subxt::utils::AccountId32;
+
+use crate::metrics::Metrics;
+
+pub struct MineOptions {
+	pub node: String,
+	pub keystore: PathBuf,
+	pub store: String,
+	pub store_token: Option<String>,
+	pub data: PathBuf,
+	/// Least reward per training step accepted, in planck.
+	pub min_reward_per_step: u128,
+	pub prometheus_port: Option<u16>,
+	/// Largest input blob fetched.
+	pub max_blob: u64,
+	/// Exit once this many jobs are settled (tests and demos); run forever without it.
+	pub exit_after: Option<usize>,
+}
+
+/// What `jobs/<id>/claim.json` records.
+#[derive(Serialize, Deserialize)]
+struct ClaimRecord {
+	job_id: u64,
+	recipe_sha256: String,
+	seed: u64,
+}
+
+/// What `jobs/<id>/delivery.json` records: the attestation as submitted.
+#[derive(Serialize, Deserialize, Clone)]
+struct Delivery {
+	job_id: u64,
+	result_sha256: String,
+	result_uri: String,
+	checkpoint_root: String,
+	steps: u32,
+	final_train_loss_ppm: u32,
+	signature: String,
+}
+
+/// A job this miner has claimed.
+struct Tracked {
+	dir: PathBuf,
+	recipe: Recipe,
+	seed: u64,
+	/// Training and publishing, until it writes `delivery.json` (or fails).
+	task: Option<tokio::task::JoinHandle<Result<()>>>,
+	/// What has been logged about its chain state (so each state is logged once).
+	logged: &'static str,
+}
+
+struct Miner {
+	opts: MineOptions,
+	keys: Keystore,
+	me: AccountId32,
+	cache: Cache,
+	publisher: Publisher,
+	metrics: Arc<Metrics>,
+	tracked: BTreeMap<u64, Tracked>,
+	/// Jobs looked at and passed over, with the block to look again at (`None`: never).
+	passed: BTreeMap<u64, Option<u64>>,
+	/// Jobs settled (paid, rejected, expired) since start.
+	settled: BTreeSet<u64>,
+	last_block: u64,
+	/// Measured seconds per step, by recipe hash (from the probe or from training).
+	step_seconds: Arc<std::sync::Mutex<BTreeMap<String, f64>>>,
+}
+
+/// The memory this machine offers, in MiB (`MemTotal`).
+fn memory_mib() -> u32 {
+	std::fs::read_to_string("/proc/meminfo")
+		.ok()
+		.and_then(|s| s.lines().find(|l| l.starts_with("MemTotal:")).map(str::to_string))
+		.and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+		.map(|kb| (kb / 1024).min(u32::MAX as u64) as u32)
+		.unwrap_or(0)
+}
+
+pub async fn mine(opts: MineOptions) -> Result<()> {
+	let keys = Keystore::open(&opts.keystore)?;
+	let me = account_of(&keys.account);
+	let cache = Cache::new(opts.data.join("cache"), opts.max_blob);
+	let publisher = Publisher::new(&opts.store, opts.store_token.as_deref())?;
+	let metrics = Arc::new(Metrics::new());
+	if let Some(port) = opts.prometheus_port {
+		let addr = crate::metrics::serve(metrics.clone(), port).await.context("prometheus port")?;
+		tracing::info!("metrics on http://{addr}/metrics");
+	}
+	std::fs::create_dir_all(opts.data.join("jobs")).with_context(|| opts.data.display().to_string())?;
+	tracing::info!(account = %me, worker_key = %hex::encode(keys.worker.public_key().0), "miner starting");
+	let mut miner = Miner {
+		opts,
+		keys,
+		me,
+		cache,
+		publisher,
+		metrics,
+		tracked: BTreeMap::new(),
+		passed: BTreeMap::new(),
+		settled: BTreeSet::new(),
+		last_block: 0,
+		step_seconds: Default::default(),
+	};
+	loop {
+		let chain = Chain::connect_with_backoff(&miner.opts.node, Duration::from_secs(u64::MAX / 4)).await?;
+		tracing::info!(node = %miner.opts.node, "connected");
+		match miner.session(&chain).await {
+			Ok(()) => return Ok(()),
+			Err(e) => {
+				tracing::warn!("{e:#}; reconnecting");
+				tokio::time::sleep(Duration::from_secs(1)).await;
+			},
+		}
+	}
+}
+
+/// Bounds a chain call: a node that went away mid-call must not hang the loop.
+async fn timed<T>(what: &str, f: impl std::future::Future<Output = Result<T, ChainError>>) -> Result<T> {
+	match tokio::time::timeout(Duration::from_secs(90), f).await {
+		Ok(r) => r.map_err(anyhow::Error::from),
+		Err(_) => Err(anyhow!("{what}: no answer from the node in 90 s")),
+	}
+}
+
+fn my_claim<'a>(job: &'a molting_chain::Job, me: &AccountId32) -> Option<&'a jobs::Claim<AccountId32, u128, u32>> {
+	job.claims.0.iter().find(|c| &c.miner == me)
+}
+
+fn state_name<B>(s: &jobs::ClaimState<B>) -> &'static str {
+	match s {
+		jobs::ClaimState::Working => "working",
+		jobs::ClaimState::Submitted { .. } => "submitted",
+		jobs::ClaimState::Disputed { .. } => "disputed",
+		jobs::ClaimState::Paid { .. } => "paid",
+		jobs::ClaimState::Rejected { .. } => "rejected",
+		jobs::ClaimState::Expired => "expired",
+	}
+}
+
+/// The backend a recipe trains on here, and its class.
+fn backend_for_recipe(recipe: &Recipe) -> Result<Box<dyn Backend>> {
+	crate::backend_for(recipe.train.precision)
+}
+
+impl Miner {
+	async fn session(&mut self, chain: &Chain) -> Result<()> {
+		self.ensure_registered(chain).await?;
+		// Claims on chain are the truth: find every one of ours (after kill -9, or with a
+		// lost data directory), then every open job we could take.
+		let head = timed("finalized head", chain.finalized_number()).await?;
+		for (id, job) in timed("Jobs", chain.all_jobs()).await? {
+			if let Some(c) = my_claim(&job, &self.me) {
+				if !c.state_is_terminal() && !self.tracked.contains_key(&id) {
+					tracing::info!(job = id, state = state_name(&c.state), "found my claim on chain");
+					if let Err(e) = self.track(id, &job).await {
+						self.give_up(id, &format!("{e:#}"));
+					}
+				}
+			}
+		}
+		if self.last_block == 0 {
+			for (id, job) in timed("open_jobs", chain.open_jobs(Some(self.me.clone()))).await? {
+				self.consider(chain, id, &job, head).await?;
+			}
+			self.last_block = head;
+		}
+		loop {
+			let head = timed("finalized head", chain.finalized_number()).await?;
+			while self.last_block < head {
+				let n = self.last_block + 1;
+				for event in timed("events", chain.job_events(n)).await? {
+					self.on_event(chain, event, head).await?;
+				}
+				self.last_block = n;
+			}
+			let ids: Vec<u64> = self.tracked.keys().copied().collect();
+			for id in ids {
+				self.tick(chain, id, head).await?;
+			}
+			// Jobs passed over for a passing reason (an input not reachable yet) are looked at again.
+			let retry: Vec<u64> =
+				self.passed.iter().filter(|(_, at)| at.is_some_and(|b| b <= head)).map(|(id, _)| *id).collect();
+			for id in retry {
+				self.passed.remove(&id);
+				if let Some(job) = timed("Jobs", chain.job(id)).await? {
+					self.consider(chain, id, &job, head).await?;
+				}
+			}
+			if self.opts.exit_after.is_some_and(|n| self.settled.len() >= n) {
+				tracing::info!("{} jobs settled; exiting as asked", self.settled.len());
+				return Ok(());
+			}
+			tokio::time::sleep(Duration::from_millis(500)).await;
+		}
+	}
+
+	async fn ensure_registered(&self, chain: &Chain) -> Result<()> {
+		let class = crate::backend_for(molting_engine::spec::Precision::Fp32)?.class();
+		let caps = jobs::Capabilities { backend: bounded(class.as_bytes()), memory_mib: memory_mib() };
+		let key = self.keys.worker.public_key().0;
+		match timed("Jobs.Miners", chain.miner(&self.me)).await? {
+			Some(m) if m.worker_key == self.keys.worker.public_key().0 && m.capabilities.backend.0 == caps.backend.0 && m.capabilities.memory_mib == caps.memory_mib => Ok(()),
+			Some(_) => {
+				let call = runtime::tx().jobs().update_miner(Some(key), Some(caps));
+				timed("update_miner", chain.submit("Jobs.update_miner", &call, &self.keys.account)).await?;
+				tracing::info!(class, "updated my worker key and capabilities");
+				Ok(())
+			},
+			None => {
+				let call = runtime::tx().jobs().register_miner(key, caps);
+				timed("register_miner", chain.submit("Jobs.register_miner", &call, &self.keys.account)).await?;
+				tracing::info!(class, memory_mib = memory_mib(), "registered as a miner");
+				Ok(())
+			},
+		}
+	}
+
+	async fn on_event(&mut self, chain: &Chain, event: JobEvent, head: u64) -> Result<()> {
+		match event {
+			JobEvent::Posted { job_id } => {
+				if let Some(job) = timed("Jobs", chain.job(job_id)).await? {
+					self.consider(chain, job_id, &job, head).await?;
+				}
+			},
+			JobEvent::Accepted { job_id, miner, paid, fee } if miner == self.me => {
+				self.metrics.jobs_paid.inc();
+				self.metrics.earnings_planck.add(paid as f64);
+				tracing::info!(job = job_id, "paid {} (protocol fee {})", format_molt(paid), format_molt(fee));
+				self.settle(job_id);
+			},
+			JobEvent::Rejected { job_id, miner, slashed, .. } if miner == self.me => {
+				tracing::warn!(job = job_id, "result rejected; {} of my collateral slashed", format_molt(slashed));
+				self.settle(job_id);
+			},
+			JobEvent::Expired { job_id, miner, slashed, .. } if miner == self.me => {
+				tracing::warn!(job = job_id, "claim expired undelivered; {} of my collateral slashed", format_molt(slashed));
+				self.settle(job_id);
+			},
+			_ => {},
+		}
+		Ok(())
+	}
+
+	fn settle(&mut self, job_id: u64) {
+		if let Some(t) = self.tracked.remove(&job_id) {
+			if let Some(task) = t.task {
+				task.abort();
+			}
+			let _ = std::fs::write(t.dir.join("settled"), b"");
+		}
+		self.settled.insert(job_id);
+	}
+
+	fn job_dir(&self, id: u64) -> PathBuf {
+		self.opts.data.join("jobs").join(id.to_string())
+	}
+
+	fn give_up(&mut self, id: u64, reason: &str) {
+		tracing::warn!(job = id, "giving up this job: {reason}");
+		let dir = self.job_dir(id);
+		let _ = std::fs::create_dir_all(&dir);
+		let _ = std::fs::write(dir.join("gave_up.txt"), reason);
+		self.metrics.jobs_given_up.inc();
+		if let Some(t) = self.tracked.get_mut(&id) {
+			if let Some(task) = t.task.take() {
+				task.abort();
+			}
+		}
+	}
+
+	/// Fetches and checks a job's recipe against the chain's fields.
+	async fn fetch_recipe(&self, id: u64, job: &molting_chain::Job) -> Result<Recipe> {
+		let sha = hex::encode(job.spec.recipe.sha256);
+		let uri = String::from_utf8_lossy(&job.spec.recipe.uri.0).into_owned();
+		let path = self.cache.fetch(&uri, &sha, None).await.with_context(|| format!("job {id}: the recipe"))?;
+		let bytes = std::fs::read(&path)?;
+		let recipe = Recipe::parse(&bytes, &uri)?;
+		let t = &recipe.train;
+		if t.steps != u64::from(job.spec.steps) || t.checkpoint_every != u64::from(job.spec.checkpoint_interval) {
+			bail!(
+				"job {id}: the recipe trains {} steps with a checkpoint every {}, but the chain says {} and {}",
+				t.steps,
+				t.checkpoint_every,
+				job.spec.steps,
+				job.spec.checkpoint_interval
+			);
+		}
+		Ok(recipe)
+	}
+
+	/// Fetches (and verifies) every input of `recipe` into the cache.
+	async fn fetch_inputs(&self, recipe: &Recipe) -> Result<(), FetchError> {
+		for (_, blob) in recipe.inputs() {
+			self.cache.fetch(&blob.uri, &blob.sha256, Some(blob.size)).await?;
+		}
+		Ok(())
+	}
+
+	/// Decides whether to claim job `id`, and claims it.
+	async fn consider(&mut self, chain: &Chain, id: u64, job: &molting_chain::Job, head: u64) -> Result<()> {
+		if self.tracked.contains_key(&id) || self.passed.contains_key(&id) || self.settled.contains(&id) {
+			return Ok(());
+		}
+		self.metrics.jobs_seen.inc();
+		let pass = |this: &mut Self, reason: String, retry: Option<u64>| {
+			tracing::info!(job = id, "not claiming: {reason}");
+			this.passed.insert(id, retry);
+		};
+		if !matches!(job.status, jobs::JobStatus::Open) || head > u64::from(job.deadlines.claim_by) {
+			pass(self, "it is no longer open for claims".into(), None);
+			return Ok(());
+		}
+		if my_claim(job, &self.me).is_some() {
+			return Ok(());
+		}
+		if job.claims.0.len() >= usize::from(job.spec.replication) {
+			pass(self, "every replica is claimed".into(), None);
+			return Ok(());
+		}
+		let per_step = job.reward_per_result / u128::from(job.spec.steps.max(1));
+		if per_step < self.opts.min_reward_per_step {
+			pass(
+				self,
+				format!(
+					"it pays {} per step, below my --min-reward of {}",
+					format_molt(per_step),
+					format_molt(self.opts.min_reward_per_step)
+				),
+				None,
+			);
+			return Ok(());
+		}
+		let req = &job.spec.requirements;
+		if req.min_memory_mib > memory_mib() {
+			pass(self, format!("it needs {} MiB, this machine has {}", req.min_memory_mib, memory_mib()), None);
+			return Ok(());
+		}
+		// Never claim what cannot be fetched and checked first.
+		let recipe = match self.fetch_recipe(id, job).await {
+			Ok(r) => r,
+			Err(e) => {
+				let transient = e.downcast_ref::<FetchError>().is_some_and(|f| matches!(f, FetchError::Unreachable { .. }));
+				pass(self, format!("{e:#}"), transient.then_some(head + 10));
+				return Ok(());
+			},
+		};
+		let backend = match backend_for_recipe(&recipe) {
+			Ok(b) => b,
+			Err(e) => {
+				pass(self, format!("{e:#}"), None);
+				return Ok(());
+			},
+		};
+		if let Some(class) = &req.backend {
+			if class.0 != backend.class().as_bytes() {
+				let want = String::from_utf8_lossy(&class.0).into_owned();
+				pass(self, format!("it requires class {want}; this worker trains its recipe on {}", backend.class()), None);
+				return Ok(());
+			}
+		}
+		if let Err(e) = self.fetch_inputs(&recipe).await {
+			let transient = matches!(e, FetchError::Unreachable { .. });
+			pass(self, e.to_string(), transient.then_some(head + 10));
+			return Ok(());
+		}
+		// Will it finish in time? One real step, timed.
+		let seed = miner_seed(recipe.train.seed, id, &self.keys.account.public_key().0);
+		let sha = hex::encode(job.spec.recipe.sha256);
+		let secs_per_step = match self.probe(&recipe, &sha, seed).await {
+			Ok(s) => s,
+			Err(e) => {
+				pass(self, format!("the recipe does not train here: {e:#}"), None);
+				return Ok(());
+			},
+		};
+		let block_ms = timed("block time", chain.block_time_ms()).await?.unwrap_or(6000).max(1);
+		let left_s = u64::from(job.deadlines.submit_by).saturating_sub(head) as f64 * block_ms as f64 / 1000.0;
+		let need_s = recipe.train.steps as f64 * secs_per_step * 1.25 + 30.0;
+		if need_s > left_s {
+			pass(
+				self,
+				format!("it needs about {need_s:.0} s here ({secs_per_step:.2} s/step), {left_s:.0} s are left before submit_by"),
+				None,
+			);
+			return Ok(());
+		}
+		// Claim: record it first, so a kill -9 right after the claim loses nothing.
+		let dir = self.job_dir(id);
+		std::fs::create_dir_all(&dir)?;
+		let record = ClaimRecord { job_id: id, recipe_sha256: sha.clone(), seed };
+		molting_engine::checkpoint::write_atomic(&dir.join("claim.json"), &serde_json::to_vec_pretty(&record)?)?;
+		let call = runtime::tx().jobs().claim_job(id);
+		match timed("claim_job", chain.submit("Jobs.claim_job", &call, &self.keys.account)).await {
+			Ok((block, _)) => {
+				self.metrics.jobs_claimed.inc();
+				tracing::info!(
+					job = id,
+					block,
+					"claimed: {} steps, reward {}, about {need_s:.0} s of training",
+					recipe.train.steps,
+					format_molt(job.reward_per_result)
+				);
+				self.tracked.insert(id, Tracked { dir, recipe, seed, task: None, logged: "" });
+			},
+			Err(e) => match e.downcast_ref::<ChainError>() {
+				Some(ChainError::Dispatch { error, .. }) => {
+					let _ = std::fs::remove_file(dir.join("claim.json"));
+					pass(self, format!("the claim failed: {error}"), None);
+				},
+				_ => return Err(e),
+			},
+		}
+		Ok(())
+	}
+
+	/// Seconds one training step of `recipe` takes here (measured once per recipe).
+	async fn probe(&self, recipe: &Recipe, sha: &str, seed: u64) -> Result<f64> {
+		if let Some(s) = self.step_seconds.lock().unwrap_or_else(|e| e.into_inner()).get(sha) {
+			return Ok(*s);
+		}
+		let recipe = recipe.clone();
+		let cache = self.cache.dir().to_path_buf();
+		let secs = tokio::task::spawn_blocking(move || -> Result<f64> {
+			let job = Job::from_recipe(recipe, seed, &LocalInputs { cache })?;
+			let backend = backend_for_recipe(&job.recipe)?;
+			let mut state = job.initial_state(backend.as_ref());
+			let t0 = Instant::now();
+			job.step(backend.as_ref(), &mut state);
+			Ok(t0.elapsed().as_secs_f64())
+		})
+		.await??;
+		self.step_seconds.lock().unwrap_or_else(|e| e.into_inner()).insert(sha.to_string(), secs);
+		Ok(secs)
+	}
+
+	/// Starts tracking a claim found on chain (after a restart).
+	async fn track(&mut self, id: u64, job: &molting_chain::Job) -> Result<()> {
+		let recipe = self.fetch_recipe(id, job).await?;
+		let seed = miner_seed(recipe.train.seed, id, &self.keys.account.public_key().0);
+		let dir = self.job_dir(id);
+		std::fs::create_dir_all(&dir)?;
+		let record = ClaimRecord { job_id: id, recipe_sha256: hex::encode(job.spec.recipe.sha256), seed };
+		molting_engine::checkpoint::write_atomic(&dir.join("claim.json"), &serde_json::to_vec_pretty(&record)?)?;
+		self.tracked.insert(id, Tracked { dir, recipe, seed, task: None, logged: "" });
+		Ok(())
+	}
+
+	/// Moves one claimed job on.
+	async fn tick(&mut self, chain: &Chain, id: u64, head: u64) -> Result<()> {
+		let Some(job) = timed("Jobs", chain.job(id)).await? else {
+			self.tracked.remove(&id);
+			return Ok(());
+		};
+		let Some(claim) = my_claim(&job, &self.me) else {
+			self.tracked.remove(&id);
+			return Ok(());
+		};
+		let state = state_name(&claim.state);
+		let Some(t) = self.tracked.get_mut(&id) else { return Ok(()) };
+		if t.logged != state {
+			if !t.logged.is_empty() || state != "working" {
+				tracing::info!(job = id, "claim is {state}");
+			}
+			t.logged = state;
+		}
+		match &claim.state {
+			jobs::ClaimState::Working => {},
+			jobs::ClaimState::Paid { .. } | jobs::ClaimState::Rejected { .. } | jobs::ClaimState::Expired => {
+				self.settle(id);
+				return Ok(());
+			},
+			_ => return Ok(()),
+		}
+		let dir = t.dir.clone();
+		if dir.join("gave_up.txt").exists() {
+			return Ok(());
+		}
+		if head > u64::from(job.deadlines.submit_by) {
+			self.give_up(id, "the submission deadline passed");
+			return Ok(());
+		}
+		if let Ok(bytes) = std::fs::read(dir.join("delivery.json")) {
+			let d: Delivery = serde_json::from_slice(&bytes).context("delivery.json")?;
+			return self.submit(chain, id, &job, d).await;
+		}
+		// Training (or publishing) in flight?
+		if let Some(task) = &t.task {
+			if !task.is_finished() {
+				return Ok(());
+			}
+			let task = t.task.take().expect("checked above");
+			match task.await {
+				Ok(Ok(())) => {},
+				Ok(Err(e)) => self.give_up(id, &format!("{e:#}")),
+				Err(e) if e.is_cancelled() => {},
+				Err(e) => self.give_up(id, &format!("the training task failed: {e}")),
+			}
+			return Ok(());
+		}
+		// Inputs first (a restart may find the cache gone): a bad or unreachable input gives
+		// the job up, and the owner is refunded at the deadline.
+		let recipe = t.recipe.clone();
+		let seed = t.seed;
+		if let Err(e) = self.fetch_inputs(&recipe).await {
+			self.give_up(id, &e.to_string());
+			return Ok(());
+		}
+		let task = tokio::spawn(work(WorkContext {
+			job_id: id,
+			dir,
+			recipe,
+			recipe_sha256: hex::encode(job.spec.recipe.sha256),
+			seed,
+			cache: self.cache.dir().to_path_buf(),
+			publisher: self.publisher.clone(),
+			worker: self.keys.worker.clone(),
+			miner: self.keys.account.public_key().0,
+			genesis: chain.genesis_hash(),
+			metrics: self.metrics.clone(),
+			step_seconds: self.step_seconds.clone(),
+		}));
+		if let Some(t) = self.tracked.get_mut(&id) {
+			t.task = Some(task);
+		}
+		Ok(())
+	}
+
+	async fn submit(&mut self, chain: &Chain, id: u64, job: &molting_chain::Job, d: Delivery) -> Result<()> {
+		let hex32 = |s: &str| -> Result<[u8; 32]> {
+			hex::decode(s).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow!("delivery.json: `{s}` is not 32 bytes of hex"))
+		};
+		let signature: [u8; 64] = hex::decode(&d.signature)
+			.ok()
+			.and_then(|b| b.try_into().ok())
+			.ok_or_else(|| anyhow!("delivery.json: bad signature"))?;
+		let attestation = jobs::Attestation {
+			job_id: id,
+			genesis_hash: subxt::utils::H256(chain.genesis_hash()),
+			miner: self.me.clone(),
+			recipe_sha256: job.spec.recipe.sha256,
+			result_sha256: hex32(&d.result_sha256)?,
+			result_uri: bounded(d.result_uri.as_bytes()),
+			checkpoint_root: hex32(&d.checkpoint_root)?,
+			steps: d.steps,
+			final_train_loss_ppm: d.final_train_loss_ppm,
+		};
+		let call = runtime::tx().jobs().submit_result(
+			id,
+			attestation,
+			signature,
+		);
+		match timed("submit_result", chain.submit("Jobs.submit_result", &call, &self.keys.account)).await {
+			Ok((block, _)) => {
+				self.metrics.jobs_delivered.inc();
+				tracing::info!(job = id, block, result = %d.result_sha256, "attestation landed");
+				Ok(())
+			},
+			Err(e) => match e.downcast_ref::<ChainError>() {
+				Some(ChainError::Dispatch { error, .. }) => {
+					self.give_up(id, &format!("the chain refused the result: {error}"));
+					Ok(())
+				},
+				_ => Err(e),
+			},
+		}
+	}
+}
+
+trait ClaimStateExt {
+	fn state_is_terminal(&self) -> bool;
+}
+
+impl ClaimStateExt for jobs::Claim<AccountId32, u128, u32> {
+	fn state_is_terminal(&self) -> bool {
+		matches!(self.state, jobs::ClaimState::Paid { .. } | jobs::ClaimState::Rejected { .. } | jobs::ClaimState::Expired)
+	}
+}
+
+struct WorkContext {
+	job_id: u64,
+	dir: PathBuf,
+	recipe: Recipe,
+	recipe_sha256: String,
+	seed: u64,
+	cache: PathBuf,
+	publisher: Publisher,
+	worker: subxt_signer::sr25519::Keypair,
+	miner: [u8; 32],
+	genesis: [u8; 32],
+	metrics: Arc<Metrics>,
+	step_seconds: Arc<std::sync::Mutex<BTreeMap<String, f64>>>,
+}
+
+/// Trains (or resumes) a claimed job, publishes its outputs, signs the attestation and
+/// writes `delivery.json`.
+async fn work(cx: WorkContext) -> Result<()> {
+	let run = cx.dir.join("run");
+	let (recipe, seed, cache, metrics, id) = (cx.recipe.clone(), cx.seed, cx.cache.clone(), cx.metrics.clone(), cx.job_id);
+	let step_seconds = cx.step_seconds.clone();
+	let sha = cx.recipe_sha256.clone();
+	let run2 = run.clone();
+	tokio::task::spawn_blocking(move || -> Result<()> {
+		let inputs = LocalInputs { cache };
+		let resuming = Manifest::path(&run2).exists();
+		let job = if resuming {
+			let job = Job::from_run_with(&run2, &inputs)?;
+			if job.seed != seed || job.recipe != recipe {
+				bail!("{}: a run of another recipe or seed is in the way", run2.display());
+			}
+			job
+		} else {
+			// A run killed before its first checkpoint left nothing worth keeping.
+			let _ = std::fs::remove_dir_all(&run2);
+			Job::from_recipe(recipe, seed, &inputs)?
+		};
+		let backend = backend_for_recipe(&job.recipe)?;
+		let total = job.recipe.train.steps;
+		let pb = crate::progress_if_terminal(total, if resuming { Manifest::load(&run2)?.steps.last().copied().unwrap_or(0) } else { 0 });
+		let every = job.recipe.train.checkpoint_every;
+		let mut on_step = |r: &train::StepReport| {
+			metrics.training_steps.inc();
+			metrics.tokens_per_second.set(r.tokens as f64 / r.seconds.max(1e-9));
+			step_seconds.lock().unwrap_or_else(|e| e.into_inner()).insert(sha.clone(), r.seconds);
+			if let Some(pb) = &pb {
+				pb.set_position(r.step);
+				pb.set_message(format!("loss {:.4}", r.loss));
+			} else if r.step % every == 0 || r.step == total {
+				tracing::info!(job = id, step = r.step, of = total, loss = format!("{:.4}", r.loss), "training");
+			}
+		};
+		let opts = RunOptions { stop_after: None, on_step: Some(&mut on_step) };
+		if resuming {
+			tracing::info!(job = id, "resuming from the last checkpoint in {}", run2.display());
+			train::resume_job(&job, &run2, backend.as_ref(), opts)?;
+		} else {
+			tracing::info!(job = id, steps = total, class = %backend.class(), "training");
+			train::train(&job, &run2, backend.as_ref(), opts)?;
+		}
+		if let Some(pb) = pb {
+			pb.finish_and_clear();
+		}
+		Ok(())
+	})
+	.await??;
+	let summary: train::Summary = serde_json::from_slice(&std::fs::read(run.join("summary.json"))?)?;
+	let (_, blob) = crate::result::publish_run(&cx.publisher, &run, cx.job_id, &cx.recipe_sha256).await?;
+	let final_loss = last_loss(&run.join("metrics.jsonl")).unwrap_or(0.0);
+	let root: [u8; 32] = hex::decode(&summary.merkle_root).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow!("bad merkle root"))?;
+	let result_sha256: [u8; 32] = hex::decode(&blob.sha256).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow!("bad hash"))?;
+	let recipe_sha256: [u8; 32] = hex::decode(&cx.recipe_sha256).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow!("bad hash"))?;
+	let attestation = Attestation {
+		job_id: cx.job_id,
+		genesis_hash: cx.genesis,
+		miner: cx.miner,
+		recipe_sha256,
+		result_sha256,
+		result_uri: blob.uri.as_bytes().to_vec(),
+		checkpoint_root: root,
+		steps: u32::try_from(summary.steps).context("steps")?,
+		final_train_loss_ppm: (final_loss * 1e6).round().clamp(0.0, u32::MAX as f64) as u32,
+	};
+	let signature = cx.worker.sign(&molting_chain::attestation_message(&attestation));
+	let delivery = Delivery {
+		job_id: cx.job_id,
+		result_sha256: blob.sha256.clone(),
+		result_uri: blob.uri.clone(),
+		checkpoint_root: summary.merkle_root.clone(),
+		steps: attestation.steps,
+		final_train_loss_ppm: attestation.final_train_loss_ppm,
+		signature: hex::encode(signature.0),
+	};
+	tracing::info!(
+		job = cx.job_id,
+		result = %blob.sha256,
+		merkle_root = %summary.merkle_root,
+		final_state = %summary.final_state_hash,
+		"trained and published; submitting"
+	);
+	molting_engine::checkpoint::write_atomic(&cx.dir.join("delivery.json"), &serde_json::to_vec_pretty(&delivery)?)?;
+	Ok(())
+}
+
+fn last_loss(metrics: &Path) -> Option<f64> {
+	let text = std::fs::read_to_string(metrics).ok()?;
+	let last = text.lines().rev().find(|l| !l.trim().is_empty())?;
+	serde_json::from_str::<serde_json::Value>(last).ok()?["loss"].as_f64()
+}
