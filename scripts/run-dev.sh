@@ -82,7 +82,7 @@ say "chat with the fetched adapter ($RUN/keeper/adapter)"
 "$WORKER" chat --max-tokens 80 --adapter "$RUN/keeper/adapter" "${PROMPTS[@]}"
 
 say "what the job cost"
-"$WORKER" job --node "$NODE_URL" cost "$JOB" --run "$RUN/bob-keys/data/jobs/$JOB/run" --prices docs/cloud-prices.csv
+"$WORKER" job --node "$NODE_URL" cost "$JOB" --run "$(echo "$RUN"/bob-keys/data/chains/*/jobs/"$JOB"/run)" --prices docs/cloud-prices.csv
 say "from command to chat: $((SECONDS - T0)) s"
 say "the node (RPC $NODE_URL), the store ($STORE_URL) and the miner are still running; Ctrl-C stops them"
 wait "${PIDS[0]}"

@@ -6,7 +6,7 @@
 //   node examples/js/post-job.mjs --node ws://127.0.0.1:9944 --account //Alice \
 //     --recipe-sha256 <hex> --recipe-uri http://127.0.0.1:8700/blobs/<hex> \
 //     --steps 60 --checkpoint-interval 10 --budget 100 [--replication 1] \
-//     [--claim-blocks 100] [--submit-blocks 1000] [--wait-result] [--accept]
+//     [--claim-blocks 100] [--submit-blocks 1000] [--wait-result [--timeout-s 1800]] [--accept]
 //
 // The recipe (its hash and where to fetch it) comes from `molt-worker recipe job.toml
 // --store URL --json`, which also uploads the inputs. Prints one JSON line per event of
@@ -61,9 +61,10 @@ export async function postJob(api, owner, o) {
   return { jobId: posted.data.jobId.toNumber(), deadlines };
 }
 
-/** Resolves with the first ResultSubmitted event of `jobId` in a finalised block. */
-export function waitForResult(api, jobId) {
+/** Resolves with the first ResultSubmitted event of `jobId` in a finalised block; rejects after `timeoutS`. */
+export function waitForResult(api, jobId, timeoutS = 1800) {
   return new Promise((ok, fail) => {
+    setTimeout(() => fail(new Error(`no result for job ${jobId} within ${timeoutS} s`)), timeoutS * 1000).unref();
     api.rpc.chain.subscribeFinalizedHeads(async (header) => {
       try {
         const at = await api.at(header.hash);
@@ -92,6 +93,7 @@ async function main() {
       'submit-blocks': { type: 'string', default: '1000' },
       backend: { type: 'string' },
       'wait-result': { type: 'boolean', default: false },
+      'timeout-s': { type: 'string', default: '1800' },
       accept: { type: 'boolean', default: false },
     },
   });
@@ -115,7 +117,7 @@ async function main() {
     });
     console.log(JSON.stringify({ event: 'posted', jobId, owner: owner.address, ...deadlines }));
     if (a['wait-result'] || a.accept) {
-      const r = await waitForResult(api, jobId);
+      const r = await waitForResult(api, jobId, Number(a['timeout-s']));
       console.log(JSON.stringify({ event: 'submitted', jobId, ...r }));
       if (a.accept) {
         const { events } = await send(api, api.tx.jobs.acceptResult(jobId, r.miner), owner);

@@ -10,7 +10,8 @@ set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 cd "$REPO"
 say "building molt-worker"
-cargo build --quiet -p molting-worker --bin molt-worker
+# --workspace: the features every other build here resolves (a `-p` build would rebuild much)
+cargo build --quiet --workspace
 WORKER="$CARGO_TARGET_DIR/debug/molt-worker"
 "$REPO/scripts/fetch-models.sh" >/dev/null
 tmp=$(mktemp -d)

@@ -284,3 +284,16 @@ pub fn http_rpc(port: u16, method: &str, params: serde_json::Value) -> Option<se
 	let reply: serde_json::Value = serde_json::from_str(&response[json_start..]).ok()?;
 	reply.get("result").cloned()
 }
+
+/// A plain HTTP/1.1 GET on loopback (`addr` is `host:port`); the body, if it answers 200.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+	let mut stream = TcpStream::connect(addr).ok()?;
+	stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+	write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+	let mut response = String::new();
+	stream.read_to_string(&mut response).ok()?;
+	if !response.starts_with("HTTP/1.1 200") {
+		return None;
+	}
+	Some(response[response.find("\r\n\r\n")? + 4..].to_string())
+}

@@ -160,6 +160,14 @@ async fn fees_paid(chain: &Chain, who: &AccountId32, from: u64, to: u64) -> u128
 	sum
 }
 
+/// A miner's directory for job `id` (`<keystore>/data/chains/<genesis prefix>/jobs/<id>`;
+/// every dev chain has the same genesis).
+fn job_dir(keystore: &Path, id: u64) -> PathBuf {
+	let chains = keystore.join("data/chains");
+	let chain = std::fs::read_dir(&chains).ok().and_then(|mut d| d.next()).and_then(|e| e.ok()).map(|e| e.path());
+	chain.unwrap_or_else(|| chains.join("unknown")).join("jobs").join(id.to_string())
+}
+
 fn tiny_job(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
 	std::fs::create_dir_all(dir).unwrap();
 	molting_engine::testing::write_tiny_job(dir, edit)
@@ -183,15 +191,32 @@ async fn a_job_posted_from_js_is_mined_attested_accepted_paid_and_fetched() {
 		issuance(&chain, start).await,
 	);
 
-	let mut miner = start_miner(&node.ws_url(), &keystore, &store.url, dir.join("miner.log"), &["--exit-after", "1"]);
+	let metrics_port = free_port().to_string();
+	let mut miner = start_miner(
+		&node.ws_url(),
+		&keystore,
+		&store.url,
+		dir.join("miner.log"),
+		&["--exit-after", "1", "--prometheus-port", &metrics_port],
+	);
 	miner.wait_for_log("registered as a miner", Duration::from_secs(120));
-	let lines = post_js(&node, &sha, uri.as_deref().unwrap(), steps, interval, "100", &["--accept", "--submit-blocks", "400"]);
+	let lines = post_js(&node, &sha, uri.as_deref().unwrap(), steps, interval, "100", &["--wait-result", "--timeout-s", "300", "--submit-blocks", "400"]);
+	// The miner's metrics while it waits for the owner's verdict.
+	let metrics = molting_e2e::http_get(&format!("127.0.0.1:{metrics_port}"), "/metrics").expect("the miner serves /metrics");
+	for (name, value) in [
+		("molting_miner_jobs_seen_total", 1),
+		("molting_miner_jobs_claimed_total", 1),
+		("molting_miner_jobs_delivered_total", 1),
+		("molting_miner_training_steps_total", steps),
+	] {
+		assert!(metrics.lines().any(|l| l == format!("{name} {value}")), "`{name} {value}` in:\n{metrics}");
+	}
+	// Alice accepts with the worker's job CLI.
+	let job_id = event(&lines, "posted")["jobId"].to_string();
+	worker_output(&["job", "--node", &node.ws_url(), "accept", &job_id, "//Bob", "--account", "//Alice"]);
 	let id = event(&lines, "posted")["jobId"].as_u64().unwrap();
 	let submitted = event(&lines, "submitted");
 	assert_eq!(submitted["miner"].as_str().unwrap(), bob.to_string());
-	let accepted = event(&lines, "accepted");
-	let (paid, fee): (u128, u128) =
-		(accepted["paid"].as_str().unwrap().parse().unwrap(), accepted["fee"].as_str().unwrap().parse().unwrap());
 	assert!(miner.wait_exit(Duration::from_secs(120)).success(), "the miner exits once its job is settled");
 	for line in ["claimed", "training", "trained and published", "attestation landed", "paid 95 MOLT"] {
 		assert!(miner.log().contains(line), "the miner logs `{line}`:\n{}", miner.log());
@@ -199,6 +224,14 @@ async fn a_job_posted_from_js_is_mined_attested_accepted_paid_and_fetched() {
 
 	// The money, to the planck.
 	let end = chain.finalized_number().await.unwrap();
+	let (mut paid, mut fee) = (0u128, 0u128);
+	for n in start + 1..=end {
+		let at = chain.api.at_block(n).await.unwrap();
+		for e in at.events().fetch().await.unwrap().find::<runtime::jobs::events::ResultAccepted>().flatten() {
+			assert_eq!((e.job_id, &e.miner), (id, &bob));
+			(paid, fee) = (e.paid, e.fee);
+		}
+	}
 	let j = job(&chain, id).await;
 	assert!(matches!(j.status, molting_chain::jobs::JobStatus::Finished), "{:?}", j.status);
 	let reward = j.reward_per_result;
@@ -277,10 +310,11 @@ async fn a_miner_killed_mid_training_and_a_crashed_node_still_deliver_the_uninte
 		s.replace("steps = 12", "steps = 1000").replace("checkpoint_every = 4", "checkpoint_every = 50")
 	});
 	let clean = mined_result(&store.url, &spec, &dir.join("a"), |_, _, _| {}).await;
-	let checkpoints = dir.join("b/bob-keys/data/jobs/0/run/checkpoints");
+	let keystore_b = dir.join("b/bob-keys");
 	let faulty = mined_result(&store.url, &spec, &dir.join("b"), |node, miner, restart| {
 		// kill -9 once a few checkpoints are on disk, then restart the miner.
-		wait_for(|| std::fs::read_dir(&checkpoints).map(|d| d.count() >= 4).unwrap_or(false), "4 checkpoints");
+		let checkpoints = || job_dir(&keystore_b, 0).join("run/checkpoints");
+		wait_for(|| std::fs::read_dir(checkpoints()).map(|d| d.count() >= 4).unwrap_or(false), "4 checkpoints");
 		miner.kill9();
 		*miner = restart();
 		miner.wait_for_log("resuming from the last checkpoint", Duration::from_secs(120));
@@ -318,7 +352,7 @@ async fn bad_training_bytes_are_never_claimed_and_a_claimed_job_gone_bad_is_give
 		let lines = post_js(&node, &sha, &format!("file://{}", path.display()), steps, interval, budget, extra);
 		(event(&lines, "posted")["jobId"].as_u64().unwrap(), train)
 	};
-	let mut miner = start_miner(&node.ws_url(), &keystore, &store.url, dir.join("miner.log"), &[]);
+	let mut miner = start_miner(&node.ws_url(), &keystore, &store.url, dir.join("miner.log"), &["--allow-file-uris"]);
 	miner.wait_for_log("registered as a miner", Duration::from_secs(120));
 
 	// 1. The training set changed after the recipe was written: never claimed.
@@ -346,14 +380,14 @@ async fn bad_training_bytes_are_never_claimed_and_a_claimed_job_gone_bad_is_give
 	let held0 = account(&chain, &alice, chain.finalized_number().await.unwrap()).await.reserved;
 	let (id, train) = post_file_recipe(&spec, "70", &["--claim-blocks", "40", "--submit-blocks", "200"]);
 	miner.wait_for_log("claimed", Duration::from_secs(120));
-	let checkpoints = keystore.join(format!("data/jobs/{id}/run/checkpoints"));
-	wait_for(|| std::fs::read_dir(&checkpoints).map(|d| d.count() >= 2).unwrap_or(false), "2 checkpoints");
+	let checkpoints = || job_dir(&keystore, id).join("run/checkpoints");
+	wait_for(|| std::fs::read_dir(checkpoints()).map(|d| d.count() >= 2).unwrap_or(false), "2 checkpoints");
 	miner.kill9();
 	let _ = std::fs::remove_dir_all(keystore.join("data/cache"));
 	let mut text = std::fs::read_to_string(&train).unwrap();
 	text = text.replacen("lighthouse", "lightship", 1);
 	std::fs::write(&train, text).unwrap();
-	let mut miner = start_miner(&node.ws_url(), &keystore, &store.url, dir.join("miner2.log"), &[]);
+	let mut miner = start_miner(&node.ws_url(), &keystore, &store.url, dir.join("miner2.log"), &["--allow-file-uris"]);
 	miner.wait_for_log("found my claim on chain", Duration::from_secs(120));
 	miner.wait_for_log("giving up this job", Duration::from_secs(120));
 	assert!(miner.log().contains("hashes to"), "{}", miner.log());

@@ -170,7 +170,12 @@ impl Chain {
 
 	/// Job `id` at the latest finalised block.
 	pub async fn job(&self, id: u64) -> Result<Option<Job>, ChainError> {
-		let at = self.api.at_current_block().await.map_err(|e| rpc("finalized head")(&e))?;
+		self.job_at(id, self.finalized_number().await?).await
+	}
+
+	/// Job `id` as of block `number` (so that state and the events up to it agree).
+	pub async fn job_at(&self, id: u64, number: u64) -> Result<Option<Job>, ChainError> {
+		let at = self.api.at_block(number).await.map_err(|e| rpc("block")(&e))?;
 		let entry = at.storage().entry(runtime::storage().jobs().jobs()).map_err(|e| rpc("Jobs.Jobs")(&e))?;
 		let value = entry.try_fetch((id,)).await.map_err(|e| rpc("Jobs.Jobs")(&e))?;
 		match value {

@@ -50,7 +50,7 @@ pub fn parse_account(s: &str) -> Result<AccountId32> {
 	if let Ok(a) = s.parse::<AccountId32>() {
 		return Ok(a);
 	}
-	keystore::parse(s).map(|k| account_of(&k)).ok_or_else(|| anyhow!("`{s}` is neither an SS58 address nor a secret URI"))
+	keystore::parse(s).map(|k| account_of(&k)).ok_or_else(|| anyhow!("the account given is neither an SS58 address nor a secret URI"))
 }
 
 /// MOLT as a decimal string (`100`, `0.5`) to planck.
@@ -79,7 +79,7 @@ pub struct PostArgs<'a> {
 
 /// Uploads the inputs and the recipe, posts the job, returns its id.
 pub async fn post(a: PostArgs<'_>) -> Result<u64> {
-	let signer = keystore::parse(a.account).ok_or_else(|| anyhow!("--account `{}` is not a secret URI", a.account))?;
+	let signer = keystore::parse(a.account).ok_or_else(|| anyhow!("--account is not a valid secret URI"))?;
 	let publisher = Publisher::new(a.store, a.store_token)?;
 	let (recipe, bytes, uri) = recipe_of(a.spec, Some(&publisher)).await?;
 	let uri = uri.expect("published");
@@ -178,7 +178,7 @@ fn status_json(id: u64, job: &molting_chain::Job) -> serde_json::Value {
 }
 
 pub async fn review(node: &str, id: u64, miner: &str, account: &str, accept: bool) -> Result<()> {
-	let signer = keystore::parse(account).ok_or_else(|| anyhow!("--account `{account}` is not a secret URI"))?;
+	let signer = keystore::parse(account).ok_or_else(|| anyhow!("--account is not a valid secret URI"))?;
 	let miner = parse_account(miner)?;
 	let chain = Chain::connect(node).await?;
 	let (block, events) = if accept {
@@ -200,15 +200,25 @@ pub async fn fetch(node: &str, id: u64, miner: Option<&str>, out: &Path) -> Resu
 	let chain = Chain::connect(node).await?;
 	let job = chain.job(id).await?.ok_or_else(|| anyhow!("no job {id} on {node}"))?;
 	let want = miner.map(parse_account).transpose()?;
-	let (sha, uri) = job
+	// A result paid, or under review; never one rejected or disputed.
+	let delivery = job
 		.claims
 		.0
 		.iter()
 		.filter(|c| want.as_ref().is_none_or(|w| &c.miner == w))
-		.find_map(|c| claim_state(&c.state).1)
-		.ok_or_else(|| anyhow!("job {id} has no delivered result{}", miner.map(|m| format!(" from {m}")).unwrap_or_default()))?;
+		.find_map(|c| match &c.state {
+			jobs::ClaimState::Paid { delivery } | jobs::ClaimState::Submitted { delivery, .. } => Some(delivery),
+			_ => None,
+		})
+		.ok_or_else(|| anyhow!("job {id} has no result paid or under review{}", miner.map(|m| format!(" from {m}")).unwrap_or_default()))?;
+	let (sha, uri) = (hex::encode(delivery.result.sha256), String::from_utf8_lossy(&delivery.result.uri.0).into_owned());
+	let expected = crate::result::Expected {
+		job_id: id,
+		recipe_sha256: hex::encode(job.spec.recipe.sha256),
+		checkpoint_root: hex::encode(delivery.checkpoint_root),
+	};
 	let cache = Cache::new(molting_engine::recipe::cache_dir(), 16 << 30);
-	let manifest = crate::result::fetch_result(&cache, &uri, &sha, out).await?;
+	let manifest = crate::result::fetch_result(&cache, &uri, &sha, &expected, out).await?;
 	eprintln!("job {id}: result {sha} verified; adapter in {}/adapter (PEFT) and {}/adapter.gguf", out.display(), out.display());
 	Ok(manifest)
 }

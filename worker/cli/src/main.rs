@@ -163,6 +163,9 @@ enum Command {
 		/// Exit after this many of its jobs are settled (default: run until stopped).
 		#[arg(long)]
 		exit_after: Option<usize>,
+		/// Accept `file://` URIs in recipes from the chain (dev chains and tests only).
+		#[arg(long)]
+		allow_file_uris: bool,
 	},
 	/// The developer's side: post jobs, follow them, judge and fetch results.
 	Job {
@@ -642,7 +645,18 @@ fn run(cli: Cli) -> Result<()> {
 			task.await??;
 			Ok(())
 		})?,
-		Command::Mine { node, keystore, store, store_token, data, min_reward, prometheus_port, max_blob_mib, exit_after } => {
+		Command::Mine {
+			node,
+			keystore,
+			store,
+			store_token,
+			data,
+			min_reward,
+			prometheus_port,
+			max_blob_mib,
+			exit_after,
+			allow_file_uris,
+		} => {
 			let data = data.unwrap_or_else(|| keystore.join("data"));
 			let opts = mine::MineOptions {
 				node,
@@ -654,6 +668,7 @@ fn run(cli: Cli) -> Result<()> {
 				prometheus_port,
 				max_blob: max_blob_mib << 20,
 				exit_after,
+				allow_file_uris,
 			};
 			on_runtime(mine::mine(opts))?
 		},

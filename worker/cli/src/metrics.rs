@@ -57,13 +57,17 @@ mod bytes_body {
 	}
 }
 
-/// Serves `metrics` on `0.0.0.0:port` (Prometheus' text format at `/metrics`).
+/// Serves `metrics` on `127.0.0.1:port` (Prometheus' text format at `/metrics`); like the
+/// node's own exporter, loopback only (put a scraper or proxy beside it).
 pub async fn serve(metrics: std::sync::Arc<Metrics>, port: u16) -> std::io::Result<SocketAddr> {
-	let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+	let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
 	let addr = listener.local_addr()?;
 	tokio::spawn(async move {
 		loop {
-			let Ok((stream, _)) = listener.accept().await else { continue };
+			let Ok((stream, _)) = listener.accept().await else {
+				tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+				continue;
+			};
 			let metrics = metrics.clone();
 			tokio::spawn(async move {
 				let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {

@@ -53,6 +53,9 @@ pub struct MineOptions {
 	pub max_blob: u64,
 	/// Exit once this many jobs are settled (tests and demos); run forever without it.
 	pub exit_after: Option<usize>,
+	/// Accept `file://` URIs in recipes from the chain (dev chains and tests only: a
+	/// stranger's recipe could otherwise make the miner read this machine's files).
+	pub allow_file_uris: bool,
 }
 
 /// What `jobs/<id>/claim.json` records.
@@ -84,6 +87,11 @@ struct Tracked {
 	task: Option<tokio::task::JoinHandle<Result<()>>>,
 	/// What has been logged about its chain state (so each state is logged once).
 	logged: &'static str,
+	/// After a passing failure (a store or input unreachable), not before this block.
+	retry_at: u64,
+	/// The block from which the chain shows this claim (its inclusion, or where it was
+	/// found): the loop reads state as of its last handled block, which may be earlier.
+	visible_from: u64,
 }
 
 struct Miner {
@@ -99,6 +107,9 @@ struct Miner {
 	/// Jobs settled (paid, rejected, expired) since start.
 	settled: BTreeSet<u64>,
 	last_block: u64,
+	/// The chain's genesis hash (hex): job directories are per chain, so a reset dev chain's
+	/// job 0 never meets another chain's job 0.
+	genesis: String,
 	/// Measured seconds per step, by recipe hash (from the probe or from training).
 	step_seconds: Arc<std::sync::Mutex<BTreeMap<String, f64>>>,
 }
@@ -136,6 +147,7 @@ pub async fn mine(opts: MineOptions) -> Result<()> {
 		passed: BTreeMap::new(),
 		settled: BTreeSet::new(),
 		last_block: 0,
+		genesis: String::new(),
 		step_seconds: Default::default(),
 	};
 	loop {
@@ -181,46 +193,60 @@ fn backend_for_recipe(recipe: &Recipe) -> Result<Box<dyn Backend>> {
 
 impl Miner {
 	async fn session(&mut self, chain: &Chain) -> Result<()> {
-		self.ensure_registered(chain).await?;
-		// Claims on chain are the truth: find every one of ours (after kill -9, or with a
-		// lost data directory), then every open job we could take.
-		let head = timed("finalized head", chain.finalized_number()).await?;
-		for (id, job) in timed("Jobs", chain.all_jobs()).await? {
-			if let Some(c) = my_claim(&job, &self.me) {
-				if !c.state_is_terminal() && !self.tracked.contains_key(&id) {
-					tracing::info!(job = id, state = state_name(&c.state), "found my claim on chain");
-					if let Err(e) = self.track(id, &job).await {
-						self.give_up(id, &format!("{e:#}"));
+		let genesis = hex::encode(chain.genesis_hash());
+		if self.genesis != genesis {
+			// Another chain than before (or the first): nothing known carries over.
+			if !self.genesis.is_empty() {
+				tracing::warn!("the node is on another chain (genesis {genesis}); forgetting the old one's jobs");
+				for (_, t) in std::mem::take(&mut self.tracked) {
+					if let Some(task) = t.task {
+						task.abort();
 					}
 				}
+				self.passed.clear();
+				self.last_block = 0;
 			}
+			self.genesis = genesis;
 		}
+		self.ensure_registered(chain).await?;
+		self.rediscover(chain).await?;
 		if self.last_block == 0 {
-			for (id, job) in timed("open_jobs", chain.open_jobs(Some(self.me.clone()))).await? {
-				self.consider(chain, id, &job, head).await?;
-			}
+			let head = timed("finalized head", chain.finalized_number()).await?;
 			self.last_block = head;
+			for (id, job) in timed("open_jobs", chain.open_jobs(Some(self.me.clone()))).await? {
+				self.consider(chain, id, &job).await?;
+			}
 		}
 		loop {
+			// Blocks in order, each one's events handled before the next; then every claimed
+			// job is moved on as of the last handled block (state and events agree).
 			let head = timed("finalized head", chain.finalized_number()).await?;
 			while self.last_block < head {
 				let n = self.last_block + 1;
 				for event in timed("events", chain.job_events(n)).await? {
-					self.on_event(chain, event, head).await?;
+					self.on_event(chain, event).await?;
 				}
 				self.last_block = n;
+				if n % 100 == 0 {
+					self.rediscover(chain).await?;
+				}
 			}
 			let ids: Vec<u64> = self.tracked.keys().copied().collect();
 			for id in ids {
-				self.tick(chain, id, head).await?;
+				self.tick(chain, id).await?;
 			}
-			// Jobs passed over for a passing reason (an input not reachable yet) are looked at again.
-			let retry: Vec<u64> =
-				self.passed.iter().filter(|(_, at)| at.is_some_and(|b| b <= head)).map(|(id, _)| *id).collect();
+			// Jobs passed over for a passing reason (busy, an input not reachable yet) are
+			// looked at again.
+			let retry: Vec<u64> = self
+				.passed
+				.iter()
+				.filter(|(_, at)| at.is_some_and(|b| b <= self.last_block))
+				.map(|(id, _)| *id)
+				.collect();
 			for id in retry {
 				self.passed.remove(&id);
-				if let Some(job) = timed("Jobs", chain.job(id)).await? {
-					self.consider(chain, id, &job, head).await?;
+				if let Some(job) = timed("Jobs", chain.job_at(id, self.last_block)).await? {
+					self.consider(chain, id, &job).await?;
 				}
 			}
 			if self.opts.exit_after.is_some_and(|n| self.settled.len() >= n) {
@@ -228,6 +254,39 @@ impl Miner {
 				return Ok(());
 			}
 			tokio::time::sleep(Duration::from_millis(500)).await;
+		}
+	}
+
+	/// Claims on chain are the truth: finds every unsettled claim of ours (after kill -9,
+	/// with a lost data directory, or a claim whose transaction outlived its timeout).
+	async fn rediscover(&mut self, chain: &Chain) -> Result<()> {
+		let head = timed("finalized head", chain.finalized_number()).await?;
+		for (id, job) in timed("Jobs", chain.all_jobs()).await? {
+			if let Some(c) = my_claim(&job, &self.me) {
+				if !c.state_is_terminal() && !self.tracked.contains_key(&id) && !self.job_dir(id).join("gave_up.txt").exists()
+				{
+					tracing::info!(job = id, state = state_name(&c.state), "found my claim on chain");
+					self.track_or_give_up(id, &job, head).await?;
+				}
+			}
+		}
+		Ok(())
+	}
+
+	/// Starts tracking a claim of ours; a recipe that is bad for good gives the job up, one
+	/// that cannot be fetched now is tried again later.
+	async fn track_or_give_up(&mut self, id: u64, job: &molting_chain::Job, visible_from: u64) -> Result<()> {
+		match self.track(id, job, visible_from).await {
+			Ok(()) => Ok(()),
+			Err(e) if is_connection(&e) => Err(e),
+			Err(e) if is_passing(&e) => {
+				tracing::warn!(job = id, "cannot fetch its recipe yet: {e:#}; trying again later");
+				Ok(())
+			},
+			Err(e) => {
+				self.give_up(id, &format!("{e:#}"));
+				Ok(())
+			},
 		}
 	}
 
@@ -252,11 +311,18 @@ impl Miner {
 		}
 	}
 
-	async fn on_event(&mut self, chain: &Chain, event: JobEvent, head: u64) -> Result<()> {
+	async fn on_event(&mut self, chain: &Chain, event: JobEvent) -> Result<()> {
 		match event {
 			JobEvent::Posted { job_id } => {
-				if let Some(job) = timed("Jobs", chain.job(job_id)).await? {
-					self.consider(chain, job_id, &job, head).await?;
+				if let Some(job) = timed("Jobs", chain.job_at(job_id, self.last_block + 1)).await? {
+					self.consider(chain, job_id, &job).await?;
+				}
+			},
+			JobEvent::Claimed { job_id, miner } if miner == self.me && !self.tracked.contains_key(&job_id) => {
+				// Ours, though we did not see the claim go through (a timed-out submission, or
+				// one sent just before a kill -9).
+				if let Some(job) = timed("Jobs", chain.job_at(job_id, self.last_block + 1)).await? {
+					self.track_or_give_up(job_id, &job, self.last_block + 1).await?;
 				}
 			},
 			JobEvent::Accepted { job_id, miner, paid, fee } if miner == self.me => {
@@ -289,7 +355,8 @@ impl Miner {
 	}
 
 	fn job_dir(&self, id: u64) -> PathBuf {
-		self.opts.data.join("jobs").join(id.to_string())
+		let chain: String = self.genesis.chars().take(16).collect();
+		self.opts.data.join("chains").join(chain).join("jobs").join(id.to_string())
 	}
 
 	fn give_up(&mut self, id: u64, reason: &str) {
@@ -309,6 +376,7 @@ impl Miner {
 	async fn fetch_recipe(&self, id: u64, job: &molting_chain::Job) -> Result<Recipe> {
 		let sha = hex::encode(job.spec.recipe.sha256);
 		let uri = String::from_utf8_lossy(&job.spec.recipe.uri.0).into_owned();
+		self.check_scheme(&uri)?;
 		let path = self.cache.fetch(&uri, &sha, None).await.with_context(|| format!("job {id}: the recipe"))?;
 		let bytes = std::fs::read(&path)?;
 		let recipe = Recipe::parse(&bytes, &uri)?;
@@ -325,33 +393,61 @@ impl Miner {
 		Ok(recipe)
 	}
 
-	/// Fetches (and verifies) every input of `recipe` into the cache.
-	async fn fetch_inputs(&self, recipe: &Recipe) -> Result<(), FetchError> {
-		for (_, blob) in recipe.inputs() {
-			self.cache.fetch(&blob.uri, &blob.sha256, Some(blob.size)).await?;
+	/// `file://` URIs from a stranger's recipe are refused unless `--allow-file-uris`.
+	fn check_scheme(&self, uri: &str) -> Result<()> {
+		if uri.starts_with("file://") && !self.opts.allow_file_uris {
+			bail!("{uri}: file:// URIs are refused from the chain (start the miner with --allow-file-uris on a dev chain)");
 		}
 		Ok(())
 	}
 
-	/// Decides whether to claim job `id`, and claims it.
-	async fn consider(&mut self, chain: &Chain, id: u64, job: &molting_chain::Job, head: u64) -> Result<()> {
+	/// Fetches (and verifies) every input of `recipe` into the cache.
+	async fn fetch_inputs(&self, recipe: &Recipe) -> Result<()> {
+		for (what, blob) in recipe.inputs() {
+			self.check_scheme(&blob.uri)?;
+			self.cache.fetch(&blob.uri, &blob.sha256, Some(blob.size)).await.with_context(|| what.clone())?;
+		}
+		Ok(())
+	}
+
+	/// Decides whether to claim job `id`, and claims it. Only a lost connection is an
+	/// error; anything else about the job passes it over (for good, or until a later block).
+	async fn consider(&mut self, chain: &Chain, id: u64, job: &molting_chain::Job) -> Result<()> {
 		if self.tracked.contains_key(&id) || self.passed.contains_key(&id) || self.settled.contains(&id) {
 			return Ok(());
 		}
+		match self.consider_inner(chain, id, job).await {
+			Ok(()) => Ok(()),
+			Err(e) if is_connection(&e) => Err(e),
+			Err(e) => {
+				let retry = is_passing(&e).then_some(self.last_block + 10);
+				tracing::info!(job = id, "not claiming: {e:#}");
+				self.passed.insert(id, retry);
+				Ok(())
+			},
+		}
+	}
+
+	async fn consider_inner(&mut self, chain: &Chain, id: u64, job: &molting_chain::Job) -> Result<()> {
 		self.metrics.jobs_seen.inc();
 		let pass = |this: &mut Self, reason: String, retry: Option<u64>| {
 			tracing::info!(job = id, "not claiming: {reason}");
 			this.passed.insert(id, retry);
 		};
-		if !matches!(job.status, jobs::JobStatus::Open) || head > u64::from(job.deadlines.claim_by) {
-			pass(self, "it is no longer open for claims".into(), None);
-			return Ok(());
-		}
 		if my_claim(job, &self.me).is_some() {
+			return self.track_or_give_up(id, job, self.last_block).await;
+		}
+		if !matches!(job.status, jobs::JobStatus::Open) || self.last_block > u64::from(job.deadlines.claim_by) {
+			pass(self, "it is no longer open for claims".into(), None);
 			return Ok(());
 		}
 		if job.claims.0.len() >= usize::from(job.spec.replication) {
 			pass(self, "every replica is claimed".into(), None);
+			return Ok(());
+		}
+		// One job at a time: the time estimate below assumes this machine is otherwise idle.
+		if let Some(busy) = self.tracked.iter().find(|(_, t)| !t.dir.join("delivery.json").exists()).map(|(id, _)| *id) {
+			pass(self, format!("busy with job {busy}; looking again in 5 blocks"), Some(self.last_block + 5));
 			return Ok(());
 		}
 		let per_step = job.reward_per_result / u128::from(job.spec.steps.max(1));
@@ -373,45 +469,33 @@ impl Miner {
 			return Ok(());
 		}
 		// Never claim what cannot be fetched and checked first.
-		let recipe = match self.fetch_recipe(id, job).await {
-			Ok(r) => r,
-			Err(e) => {
-				let transient = e.downcast_ref::<FetchError>().is_some_and(|f| matches!(f, FetchError::Unreachable { .. }));
-				pass(self, format!("{e:#}"), transient.then_some(head + 10));
-				return Ok(());
-			},
-		};
-		let backend = match backend_for_recipe(&recipe) {
-			Ok(b) => b,
-			Err(e) => {
-				pass(self, format!("{e:#}"), None);
-				return Ok(());
-			},
-		};
+		let recipe = self.fetch_recipe(id, job).await?;
+		let backend = backend_for_recipe(&recipe)?;
 		if let Some(class) = &req.backend {
 			if class.0 != backend.class().as_bytes() {
 				let want = String::from_utf8_lossy(&class.0).into_owned();
-				pass(self, format!("it requires class {want}; this worker trains its recipe on {}", backend.class()), None);
-				return Ok(());
+				bail!("it requires class {want}; this worker trains its recipe on {}", backend.class());
 			}
 		}
-		if let Err(e) = self.fetch_inputs(&recipe).await {
-			let transient = matches!(e, FetchError::Unreachable { .. });
-			pass(self, e.to_string(), transient.then_some(head + 10));
-			return Ok(());
+		self.fetch_inputs(&recipe).await?;
+		// Will it finish in time? One real step, timed. A probe that never came back (the
+		// recipe crashed or hung this process) is not tried again.
+		let dir = self.job_dir(id);
+		std::fs::create_dir_all(&dir)?;
+		let probing = dir.join("probing");
+		if probing.exists() {
+			bail!("a probe of its recipe did not finish before (it crashed or hung this miner)");
 		}
-		// Will it finish in time? One real step, timed.
+		std::fs::write(&probing, b"")?;
 		let seed = miner_seed(recipe.train.seed, id, &self.keys.account.public_key().0);
 		let sha = hex::encode(job.spec.recipe.sha256);
-		let secs_per_step = match self.probe(&recipe, &sha, seed).await {
-			Ok(s) => s,
-			Err(e) => {
-				pass(self, format!("the recipe does not train here: {e:#}"), None);
-				return Ok(());
-			},
-		};
+		let secs_per_step = self.probe(&recipe, &sha, seed).await.context("the recipe does not train here")?;
+		let _ = std::fs::remove_file(&probing);
 		let block_ms = timed("block time", chain.block_time_ms()).await?.unwrap_or(6000).max(1);
-		let left_s = u64::from(job.deadlines.submit_by).saturating_sub(head) as f64 * block_ms as f64 / 1000.0;
+		// The deadline as of now (fetching and probing took time), training plus a margin
+		// for evaluation and publishing.
+		let now = timed("finalized head", chain.finalized_number()).await?;
+		let left_s = u64::from(job.deadlines.submit_by).saturating_sub(now) as f64 * block_ms as f64 / 1000.0;
 		let need_s = recipe.train.steps as f64 * secs_per_step * 1.25 + 30.0;
 		if need_s > left_s {
 			pass(
@@ -421,14 +505,17 @@ impl Miner {
 			);
 			return Ok(());
 		}
+		if now > u64::from(job.deadlines.claim_by) {
+			pass(self, "its claim period ended while it was being checked".into(), None);
+			return Ok(());
+		}
 		// Claim: record it first, so a kill -9 right after the claim loses nothing.
-		let dir = self.job_dir(id);
-		std::fs::create_dir_all(&dir)?;
 		let record = ClaimRecord { job_id: id, recipe_sha256: sha.clone(), seed };
 		molting_engine::checkpoint::write_atomic(&dir.join("claim.json"), &serde_json::to_vec_pretty(&record)?)?;
 		let call = runtime::tx().jobs().claim_job(id);
 		match timed("claim_job", chain.submit("Jobs.claim_job", &call, &self.keys.account)).await {
 			Ok((block, _)) => {
+				let visible_from = block;
 				self.metrics.jobs_claimed.inc();
 				tracing::info!(
 					job = id,
@@ -437,14 +524,22 @@ impl Miner {
 					recipe.train.steps,
 					format_molt(job.reward_per_result)
 				);
-				self.tracked.insert(id, Tracked { dir, recipe, seed, task: None, logged: "" });
+				self.tracked.insert(id, Tracked { dir, recipe, seed, task: None, logged: "", retry_at: 0, visible_from });
 			},
 			Err(e) => match e.downcast_ref::<ChainError>() {
+				Some(ChainError::Dispatch { error, .. }) if error.contains("AlreadyClaimed") => {
+					let visible_from = timed("finalized head", chain.finalized_number()).await?;
+					self.tracked.insert(id, Tracked { dir, recipe, seed, task: None, logged: "", retry_at: 0, visible_from });
+				},
 				Some(ChainError::Dispatch { error, .. }) => {
 					let _ = std::fs::remove_file(dir.join("claim.json"));
 					pass(self, format!("the claim failed: {error}"), None);
 				},
-				_ => return Err(e),
+				// Not known whether it landed: the JobClaimed event (or the next look) tells.
+				_ => {
+					tracing::warn!(job = id, "claim_job: {e:#}; looking again in 3 blocks");
+					self.passed.insert(id, Some(self.last_block + 3));
+				},
 			},
 		}
 		Ok(())
@@ -470,28 +565,34 @@ impl Miner {
 		Ok(secs)
 	}
 
-	/// Starts tracking a claim found on chain (after a restart).
-	async fn track(&mut self, id: u64, job: &molting_chain::Job) -> Result<()> {
+	/// Starts tracking a claim of ours found on chain.
+	async fn track(&mut self, id: u64, job: &molting_chain::Job, visible_from: u64) -> Result<()> {
 		let recipe = self.fetch_recipe(id, job).await?;
 		let seed = miner_seed(recipe.train.seed, id, &self.keys.account.public_key().0);
 		let dir = self.job_dir(id);
 		std::fs::create_dir_all(&dir)?;
 		let record = ClaimRecord { job_id: id, recipe_sha256: hex::encode(job.spec.recipe.sha256), seed };
 		molting_engine::checkpoint::write_atomic(&dir.join("claim.json"), &serde_json::to_vec_pretty(&record)?)?;
-		self.tracked.insert(id, Tracked { dir, recipe, seed, task: None, logged: "" });
+		self.tracked.insert(id, Tracked { dir, recipe, seed, task: None, logged: "", retry_at: 0, visible_from });
 		Ok(())
 	}
 
-	/// Moves one claimed job on.
-	async fn tick(&mut self, chain: &Chain, id: u64, head: u64) -> Result<()> {
-		let Some(job) = timed("Jobs", chain.job(id)).await? else {
-			self.tracked.remove(&id);
+	/// Moves one claimed job on, as of the last handled block.
+	async fn tick(&mut self, chain: &Chain, id: u64) -> Result<()> {
+		if self.tracked.get(&id).is_some_and(|t| self.last_block < t.visible_from) {
+			return Ok(());
+		}
+		let job = timed("Jobs", chain.job_at(id, self.last_block)).await?;
+		let Some(job) = job.filter(|j| my_claim(j, &self.me).is_some()) else {
+			tracing::warn!(job = id, "no claim of mine on chain any more; forgetting it");
+			if let Some(t) = self.tracked.remove(&id) {
+				if let Some(task) = t.task {
+					task.abort();
+				}
+			}
 			return Ok(());
 		};
-		let Some(claim) = my_claim(&job, &self.me) else {
-			self.tracked.remove(&id);
-			return Ok(());
-		};
+		let claim = my_claim(&job, &self.me).expect("filtered above");
 		let state = state_name(&claim.state);
 		let Some(t) = self.tracked.get_mut(&id) else { return Ok(()) };
 		if t.logged != state {
@@ -509,10 +610,10 @@ impl Miner {
 			_ => return Ok(()),
 		}
 		let dir = t.dir.clone();
-		if dir.join("gave_up.txt").exists() {
+		if dir.join("gave_up.txt").exists() || self.last_block < t.retry_at {
 			return Ok(());
 		}
-		if head > u64::from(job.deadlines.submit_by) {
+		if self.last_block > u64::from(job.deadlines.submit_by) {
 			self.give_up(id, "the submission deadline passed");
 			return Ok(());
 		}
@@ -528,18 +629,23 @@ impl Miner {
 			let task = t.task.take().expect("checked above");
 			match task.await {
 				Ok(Ok(())) => {},
+				Ok(Err(e)) if is_passing(&e) => self.retry_later(id, &format!("{e:#}")),
 				Ok(Err(e)) => self.give_up(id, &format!("{e:#}")),
 				Err(e) if e.is_cancelled() => {},
 				Err(e) => self.give_up(id, &format!("the training task failed: {e}")),
 			}
 			return Ok(());
 		}
-		// Inputs first (a restart may find the cache gone): a bad or unreachable input gives
-		// the job up, and the owner is refunded at the deadline.
+		// Inputs first (a restart may find the cache gone): a bad input gives the job up, and
+		// the owner is refunded at the deadline; an unreachable one is tried again.
 		let recipe = t.recipe.clone();
 		let seed = t.seed;
 		if let Err(e) = self.fetch_inputs(&recipe).await {
-			self.give_up(id, &e.to_string());
+			if is_passing(&e) {
+				self.retry_later(id, &format!("{e:#}"));
+			} else {
+				self.give_up(id, &format!("{e:#}"));
+			}
 			return Ok(());
 		}
 		let task = tokio::spawn(work(WorkContext {
@@ -560,6 +666,14 @@ impl Miner {
 			t.task = Some(task);
 		}
 		Ok(())
+	}
+
+	fn retry_later(&mut self, id: u64, reason: &str) {
+		tracing::warn!(job = id, "{reason}; trying again in 5 blocks");
+		let at = self.last_block + 5;
+		if let Some(t) = self.tracked.get_mut(&id) {
+			t.retry_at = at;
+		}
 	}
 
 	async fn submit(&mut self, chain: &Chain, id: u64, job: &molting_chain::Job, d: Delivery) -> Result<()> {
@@ -593,6 +707,12 @@ impl Miner {
 				Ok(())
 			},
 			Err(e) => match e.downcast_ref::<ChainError>() {
+				// An earlier submission landed after all (its wait timed out, or we were
+				// killed while it was in the pool): the chain state says so next block.
+				Some(ChainError::Dispatch { error, .. }) if error.contains("NotWorking") => {
+					tracing::info!(job = id, "the result was submitted already");
+					Ok(())
+				},
 				Some(ChainError::Dispatch { error, .. }) => {
 					self.give_up(id, &format!("the chain refused the result: {error}"));
 					Ok(())
@@ -601,6 +721,21 @@ impl Miner {
 			},
 		}
 	}
+}
+
+/// Whether `e` is the connection to the node failing (reconnect and carry on).
+fn is_connection(e: &anyhow::Error) -> bool {
+	e.chain().any(|c| c.downcast_ref::<ChainError>().is_some_and(ChainError::is_connection))
+		|| e.to_string().contains("no answer from the node")
+}
+
+/// Whether `e` may pass by itself (a store or server not reachable now), as opposed to a
+/// verdict on the job (a hash that does not match, a recipe that is invalid or refused).
+fn is_passing(e: &anyhow::Error) -> bool {
+	e.chain().any(|c| {
+		matches!(c.downcast_ref::<FetchError>(), Some(FetchError::Unreachable { .. } | FetchError::Io { .. }))
+			|| c.downcast_ref::<molting_store::PublishError>().is_some()
+	})
 }
 
 trait ClaimStateExt {
@@ -637,6 +772,10 @@ async fn work(cx: WorkContext) -> Result<()> {
 	let sha = cx.recipe_sha256.clone();
 	let run2 = run.clone();
 	tokio::task::spawn_blocking(move || -> Result<()> {
+		if run2.join("summary.json").exists() {
+			// Trained before (publishing failed, or the miner died after training).
+			return Ok(());
+		}
 		let inputs = LocalInputs { cache };
 		let resuming = Manifest::path(&run2).exists();
 		let job = if resuming {

@@ -96,17 +96,46 @@ pub async fn publish_run(publisher: &Publisher, run: &Path, job_id: u64, recipe_
 	Ok((result, BlobRef { sha256, size, uri }))
 }
 
+/// What a fetched result must say of itself: the chain's job, recipe and attested root.
+pub struct Expected {
+	pub job_id: u64,
+	pub recipe_sha256: String,
+	pub checkpoint_root: String,
+}
+
+/// The PEFT files a result may carry (nothing else is written: no pickles, no paths).
+pub const PEFT_FILES: [&str; 2] = ["adapter_config.json", "adapter_model.safetensors"];
+
 /// Fetches result `sha256` from `uri` and its adapter files (each verified) into `out`
-/// (`out/adapter/` PEFT, `out/adapter.gguf`, `out/result.json`).
-pub async fn fetch_result(cache: &Cache, uri: &str, sha256: &str, out: &Path) -> Result<ResultManifest> {
+/// (`out/adapter/` PEFT, `out/adapter.gguf`, `out/result.json`), after checking that the
+/// manifest names the job, recipe and checkpoint root the chain holds.
+pub async fn fetch_result(cache: &Cache, uri: &str, sha256: &str, expected: &Expected, out: &Path) -> Result<ResultManifest> {
 	let path = cache.fetch(uri, sha256, None).await?;
 	let bytes = std::fs::read(&path)?;
+	if molting_store::sha256_hex(&bytes) != sha256 {
+		bail!("{}: changed on disk since it was fetched", path.display());
+	}
 	let manifest = ResultManifest::parse(&bytes, uri)?;
+	if manifest.job_id != expected.job_id
+		|| manifest.recipe != expected.recipe_sha256
+		|| manifest.merkle_root != expected.checkpoint_root
+	{
+		bail!(
+			"{uri}: the result is for job {} (recipe {}, checkpoint root {}), not for job {} (recipe {}, attested root {})",
+			manifest.job_id,
+			manifest.recipe,
+			manifest.merkle_root,
+			expected.job_id,
+			expected.recipe_sha256,
+			expected.checkpoint_root
+		);
+	}
+	let names: Vec<&str> = manifest.peft.keys().map(String::as_str).collect();
+	if names != PEFT_FILES {
+		bail!("{uri}: the result's PEFT adapter has the files {names:?}, not exactly {PEFT_FILES:?}");
+	}
 	std::fs::create_dir_all(out.join("adapter")).with_context(|| out.display().to_string())?;
 	for (name, blob) in &manifest.peft {
-		if name.contains('/') || name.starts_with('.') {
-			bail!("{uri}: the result names the PEFT file `{name}`, which is not a plain file name");
-		}
 		let p = cache.fetch(&blob.uri, &blob.sha256, Some(blob.size)).await?;
 		std::fs::copy(&p, out.join("adapter").join(name))?;
 	}

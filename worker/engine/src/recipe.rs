@@ -11,13 +11,16 @@
 //! refused (so one recipe has exactly one hash):
 //!
 //! - UTF-8, no whitespace outside strings, object keys sorted by their UTF-8 bytes, no
-//!   duplicate keys; absent optional fields are left out (never `null`);
+//!   duplicate keys; every field present (defaults written out), except the optional
+//!   `data.eval`, which is left out when absent (never `null`);
 //! - strings with JSON's minimal escapes (`\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f`, other
 //!   control characters as `\u00XX` with lower-case hex; everything else literal);
 //! - integers in plain decimal; the fractional parameters (`lora.alpha`, `lora.dropout`,
 //!   `train.lr`, ...) are IEEE binary32 values written as the shortest plain decimal
-//!   (no exponent) that reads back as the same binary32: `0.002`, `0.00000001`, `32`.
-//!   A reader parsing them as f64 and rounding to f32 gets the trained value exactly.
+//!   (no exponent) that reads back as the same binary32: `0.002`, `0.00000001`, `32`;
+//!   zero is `0`, never `-0`. A reader parsing them as f64 and rounding to f32 gets the
+//!   trained value exactly. `train.seed` is below 2^53, so every JSON reader (JavaScript's
+//!   too) reads it exactly.
 //!
 //! ```json
 //! {"data":{"format":"chat","train":{"sha256":"5dc5…","size":151334,"uri":"http://…/blobs/5dc5…"}},
@@ -168,6 +171,9 @@ impl Recipe {
 			check_blob(what, "data.eval", e)?;
 		}
 		crate::spec::validate_sections(&self.lora, &self.train, Path::new(what))?;
+		if self.train.seed >= 1 << 53 {
+			return bad("train.seed", "must be below 2^53 (so every JSON reader reads it exactly)".into());
+		}
 		Ok(())
 	}
 
@@ -230,9 +236,17 @@ fn write_canonical(v: &serde_json::Value, out: &mut String) {
 			} else if let Some(i) = n.as_i64() {
 				out.push_str(&i.to_string());
 			} else {
-				// Every fractional number of a recipe is an f32 (see the module docs).
+				// Every fractional number of a recipe is an f32 (see the module docs); -0 is 0
+				// (one value, one spelling), and a non-finite number, which validation refuses,
+				// is not JSON: it is written as null, which no recipe field reads.
 				let f = n.as_f64().unwrap_or(f64::NAN) as f32;
-				out.push_str(&format!("{f}"));
+				if !f.is_finite() {
+					out.push_str("null");
+				} else if f == 0.0 {
+					out.push('0');
+				} else {
+					out.push_str(&format!("{f}"));
+				}
 			}
 		},
 		Value::String(s) => write_string(s, out),

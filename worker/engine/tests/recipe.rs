@@ -77,6 +77,24 @@ fn where_the_blobs_come_from_changes_the_recipe_hash_but_not_the_training_identi
 }
 
 #[test]
+fn minus_zero_is_written_as_zero_and_big_seeds_are_refused() {
+	let dir = tempfile::tempdir().unwrap();
+	let mut r = tiny_recipe(dir.path());
+	let plus = r.to_canonical();
+	r.train.weight_decay = 0.0;
+	let zero = r.to_canonical();
+	r.train.weight_decay = -0.0;
+	assert_eq!(r.to_canonical(), zero, "-0 and 0 are one value, one spelling");
+	assert_ne!(plus, zero);
+	assert!(Recipe::parse(&zero, "x").is_ok());
+	r.train.seed = 1 << 53;
+	match Recipe::parse(&r.to_canonical(), "x") {
+		Err(RecipeError::Invalid { field, .. }) => assert_eq!(field, "train.seed"),
+		other => panic!("{other:?}"),
+	}
+}
+
+#[test]
 fn target_order_and_repeats_do_not_change_the_recipe() {
 	let dir = tempfile::tempdir().unwrap();
 	let a = tiny_recipe(dir.path());

@@ -42,7 +42,16 @@ impl Cache {
 			.user_agent(concat!("molt-worker/", env!("CARGO_PKG_VERSION")))
 			.build()
 			.expect("a reqwest client with rustls builds");
-		Cache { dir: dir.into(), client, max_size }
+		let dir = dir.into();
+		// Partial downloads of a process that died (kill -9) are never resumed: drop them.
+		if let Ok(entries) = std::fs::read_dir(dir.join("tmp")) {
+			for e in entries.flatten() {
+				if e.path().extension().is_some_and(|x| x == "part") {
+					let _ = std::fs::remove_file(e.path());
+				}
+			}
+		}
+		Cache { dir, client, max_size }
 	}
 
 	pub fn dir(&self) -> &Path {
@@ -54,10 +63,21 @@ impl Cache {
 		self.dir.join("sha256").join(sha256)
 	}
 
-	/// The cached blob, if it is there (verified when it was written).
+	/// The cached blob, if it is there and its bytes still hash to its name (checked on
+	/// every read: a file corrupted on disk is dropped, and fetched again by `fetch`).
 	pub fn get(&self, sha256: &str) -> Option<PathBuf> {
 		let p = self.path_of(sha256);
-		p.is_file().then_some(p)
+		if !p.is_file() {
+			return None;
+		}
+		match hash_file(&p) {
+			Ok(h) if h == sha256 => Some(p),
+			_ => {
+				tracing::warn!("{}: does not hash to its name; dropped from the cache", p.display());
+				let _ = std::fs::remove_file(&p);
+				None
+			},
+		}
 	}
 
 	/// Fetches `uri` unless blob `sha256` is cached already, checks that its bytes hash to
@@ -179,8 +199,24 @@ impl Cache {
 		tokio::fs::create_dir_all(&tmp_dir).await.map_err(io(&tmp_dir))?;
 		tokio::fs::create_dir_all(self.dir.join("sha256")).await.map_err(io(&self.dir))?;
 		let tmp = tmp_dir.join(format!("{sha}.{}.part", std::process::id()));
-		tokio::fs::write(&tmp, bytes).await.map_err(io(&tmp))?;
+		let mut f = tokio::fs::File::create(&tmp).await.map_err(io(&tmp))?;
+		f.write_all(bytes).await.map_err(io(&tmp))?;
+		f.sync_all().await.map_err(io(&tmp))?;
 		tokio::fs::rename(&tmp, &dest).await.map_err(io(&dest))?;
 		Ok(sha)
+	}
+}
+
+fn hash_file(path: &Path) -> std::io::Result<String> {
+	use std::io::Read;
+	let mut f = std::fs::File::open(path)?;
+	let mut h = Sha256::new();
+	let mut buf = vec![0u8; 1 << 20];
+	loop {
+		let n = f.read(&mut buf)?;
+		if n == 0 {
+			return Ok(hex::encode(h.finalize()));
+		}
+		h.update(&buf[..n]);
 	}
 }

@@ -49,9 +49,25 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
 pub async fn serve(listener: tokio::net::TcpListener, config: Config) -> std::io::Result<()> {
 	tokio::fs::create_dir_all(config.dir.join("sha256")).await?;
 	tokio::fs::create_dir_all(config.dir.join("tmp")).await?;
+	// Uploads cut short by a crash are never finished: drop them.
+	let mut tmp = tokio::fs::read_dir(config.dir.join("tmp")).await?;
+	while let Some(e) = tmp.next_entry().await? {
+		if e.path().extension().is_some_and(|x| x == "part") {
+			let _ = tokio::fs::remove_file(e.path()).await;
+		}
+	}
 	let config = Arc::new(config);
 	loop {
-		let (stream, peer) = listener.accept().await?;
+		// An accept error (out of file descriptors, a reset connection) ends one connection,
+		// never the server.
+		let (stream, peer) = match listener.accept().await {
+			Ok(c) => c,
+			Err(e) => {
+				tracing::warn!("accept: {e}");
+				tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+				continue;
+			},
+		};
 		let config = config.clone();
 		tokio::spawn(async move {
 			let io = hyper_util::rt::TokioIo::new(stream);
@@ -59,7 +75,14 @@ pub async fn serve(listener: tokio::net::TcpListener, config: Config) -> std::io
 				let config = config.clone();
 				async move { Ok::<_, Infallible>(handle(&config, req, peer).await) }
 			});
-			if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+			// Headers must arrive within 30 s (a slow client cannot hold a connection open
+			// without sending anything).
+			let conn = hyper::server::conn::http1::Builder::new()
+				.timer(hyper_util::rt::TokioTimer::new())
+				.header_read_timeout(std::time::Duration::from_secs(30))
+				.serve_connection(io, service)
+				.await;
+			if let Err(e) = conn {
 				tracing::debug!(%peer, "connection ended: {e}");
 			}
 		});
@@ -179,7 +202,7 @@ fn buf_len(left: u64) -> u64 {
 async fn put(config: &Config, name: &str, req: Request<Incoming>) -> Response<Body> {
 	if let Some(token) = &config.token {
 		let given = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-		if given != Some(token.as_str()) {
+		if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
 			return text(StatusCode::UNAUTHORIZED, "writes need `Authorization: Bearer <token>`");
 		}
 	}
@@ -232,6 +255,15 @@ async fn receive(config: &Config, mut body: Incoming, tmp: &Path) -> Result<Stri
 	}
 	file.sync_all().await.map_err(err)?;
 	Ok(hex::encode(hasher.finalize()))
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a guessed
+/// token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+	if a.len() != b.len() {
+		return false;
+	}
+	a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn rand_suffix() -> u64 {
