@@ -446,7 +446,8 @@ impl Miner {
 			return Ok(());
 		}
 		// One job at a time: the time estimate below assumes this machine is otherwise idle.
-		if let Some(busy) = self.tracked.iter().find(|(_, t)| !t.dir.join("delivery.json").exists()).map(|(id, _)| *id) {
+		let training = |t: &Tracked| !t.dir.join("delivery.json").exists() && !t.dir.join("gave_up.txt").exists();
+		if let Some(busy) = self.tracked.iter().find(|(_, t)| training(t)).map(|(id, _)| *id) {
 			pass(self, format!("busy with job {busy}; looking again in 5 blocks"), Some(self.last_block + 5));
 			return Ok(());
 		}

@@ -261,7 +261,7 @@ mod tests {
 		};
 		let bytes = s.encode();
 		assert_eq!(bytes.len(), 86 + 8 + 24);
-		assert_eq!(&bytes[44..54], b"\x08\x00cpu/test", "the class follows the spec hash, length first");
+		assert_eq!(&bytes[44..54], b"\x08\x00cpu/test", "the class follows the training identity, length first");
 		assert_eq!(State::decode(&bytes, Path::new("x")).unwrap(), s);
 		assert!(State::decode(&bytes[..bytes.len() - 1], Path::new("x")).is_err());
 

@@ -195,7 +195,7 @@ pub struct Spec {
 }
 
 impl Spec {
-	/// Reads and validates a spec; returns it with its SHA-256 (which checkpoints bind to).
+	/// Reads and validates a spec; returns it with the SHA-256 of its bytes.
 	pub fn load(path: &Path) -> Result<(Spec, [u8; 32]), SpecError> {
 		let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io { path: path.into(), source })?;
 		let spec = Self::parse(&text, path)?;
