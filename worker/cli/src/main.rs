@@ -224,8 +224,9 @@ enum JobCommand {
 		store: String,
 		#[arg(long, env = "MOLTING_STORE_TOKEN", hide_env_values = true)]
 		store_token: Option<String>,
-		/// The owner's secret URI (`//Alice` on a dev chain).
-		#[arg(long)]
+		/// The owner's secret URI (`//Alice` on a dev chain); or `MOLTING_ACCOUNT`, which
+		/// keeps it out of the process list.
+		#[arg(long, env = "MOLTING_ACCOUNT", hide_env_values = true)]
 		account: String,
 		#[arg(long, default_value_t = 1)]
 		replication: u8,
@@ -249,14 +250,16 @@ enum JobCommand {
 	Accept {
 		id: u64,
 		miner: String,
-		#[arg(long)]
+		/// The owner's secret URI; or `MOLTING_ACCOUNT`.
+		#[arg(long, env = "MOLTING_ACCOUNT", hide_env_values = true)]
 		account: String,
 	},
 	/// Reject a miner's result: a dispute for the arbiter.
 	Reject {
 		id: u64,
 		miner: String,
-		#[arg(long)]
+		/// The owner's secret URI; or `MOLTING_ACCOUNT`.
+		#[arg(long, env = "MOLTING_ACCOUNT", hide_env_values = true)]
 		account: String,
 	},
 	/// What a job cost in MOLT beside the same training on rented cloud machines.
