@@ -269,31 +269,28 @@ fn header_number(header: &serde_json::Value) -> Option<u64> {
 pub fn http_rpc(port: u16, method: &str, params: serde_json::Value) -> Option<serde_json::Value> {
 	let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
 		.to_string();
-	let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+	let addr = format!("127.0.0.1:{port}");
+	let head = format!("POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+	let (_, response) = http_exchange(&addr, &head, &body)?;
+	let reply: serde_json::Value = serde_json::from_str(&response).ok()?;
+	reply.get("result").cloned()
+}
+
+/// One HTTP/1.1 request on loopback (`head`: request line and headers, without the blank
+/// line; `Connection: close` is added); the status line and the body.
+fn http_exchange(addr: &str, head: &str, body: &str) -> Option<(String, String)> {
+	let mut stream = TcpStream::connect(addr).ok()?;
 	stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-	write!(
-		stream,
-		"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
-		 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-		body.len()
-	)
-	.ok()?;
+	write!(stream, "{head}Connection: close\r\n\r\n{body}").ok()?;
 	let mut response = String::new();
 	stream.read_to_string(&mut response).ok()?;
-	let json_start = response.find("\r\n\r\n")? + 4;
-	let reply: serde_json::Value = serde_json::from_str(&response[json_start..]).ok()?;
-	reply.get("result").cloned()
+	let status = response.lines().next()?.to_string();
+	let body_start = response.find("\r\n\r\n")? + 4;
+	Some((status, response[body_start..].to_string()))
 }
 
 /// A plain HTTP/1.1 GET on loopback (`addr` is `host:port`); the body, if it answers 200.
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
-	let mut stream = TcpStream::connect(addr).ok()?;
-	stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-	write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
-	let mut response = String::new();
-	stream.read_to_string(&mut response).ok()?;
-	if !response.starts_with("HTTP/1.1 200") {
-		return None;
-	}
-	Some(response[response.find("\r\n\r\n")? + 4..].to_string())
+	let (status, body) = http_exchange(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n"), "")?;
+	status.starts_with("HTTP/1.1 200").then_some(body)
 }

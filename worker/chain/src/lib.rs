@@ -140,9 +140,16 @@ impl Chain {
 		self.api.genesis_hash().0
 	}
 
+	/// A client at the latest finalised block.
+	async fn head(
+		&self,
+	) -> Result<subxt::client::ClientAtBlock<PolkadotConfig, subxt::client::OnlineClientAtBlockImpl<PolkadotConfig>>, ChainError> {
+		self.api.at_current_block().await.map_err(|e| rpc("finalized head")(&e))
+	}
+
 	/// The latest finalised block's number.
 	pub async fn finalized_number(&self) -> Result<u64, ChainError> {
-		let at = self.api.at_current_block().await.map_err(|e| rpc("finalized head")(&e))?;
+		let at = self.head().await?;
 		Ok(at.block_number())
 	}
 
@@ -186,7 +193,7 @@ impl Chain {
 
 	/// Every job (id order not guaranteed) at the latest finalised block.
 	pub async fn all_jobs(&self) -> Result<Vec<(u64, Job)>, ChainError> {
-		let at = self.api.at_current_block().await.map_err(|e| rpc("finalized head")(&e))?;
+		let at = self.head().await?;
 		let entry = at.storage().entry(runtime::storage().jobs().jobs()).map_err(|e| rpc("Jobs.Jobs")(&e))?;
 		let mut iter = entry.iter(()).await.map_err(|e| rpc("Jobs.Jobs")(&e))?;
 		let mut out = Vec::new();
@@ -200,7 +207,7 @@ impl Chain {
 
 	/// Open jobs `miner` could claim now, through the `open_jobs` view function.
 	pub async fn open_jobs(&self, miner: Option<AccountId32>) -> Result<Vec<(u64, Job)>, ChainError> {
-		let at = self.api.at_current_block().await.map_err(|e| rpc("finalized head")(&e))?;
+		let at = self.head().await?;
 		let mut out = Vec::new();
 		let mut from = 0u64;
 		loop {
@@ -218,7 +225,7 @@ impl Chain {
 
 	/// A miner's record.
 	pub async fn miner(&self, who: &AccountId32) -> Result<Option<jobs::MinerInfo<u128, u32>>, ChainError> {
-		let at = self.api.at_current_block().await.map_err(|e| rpc("finalized head")(&e))?;
+		let at = self.head().await?;
 		let entry = at.storage().entry(runtime::storage().jobs().miners()).map_err(|e| rpc("Jobs.Miners")(&e))?;
 		match entry.try_fetch((who.clone(),)).await.map_err(|e| rpc("Jobs.Miners")(&e))? {
 			None => Ok(None),
@@ -228,7 +235,7 @@ impl Chain {
 
 	/// An account's free balance (planck).
 	pub async fn free_balance(&self, who: &AccountId32) -> Result<u128, ChainError> {
-		let at = self.api.at_current_block().await.map_err(|e| rpc("finalized head")(&e))?;
+		let at = self.head().await?;
 		let entry = at.storage().entry(runtime::storage().system().account()).map_err(|e| rpc("System.Account")(&e))?;
 		let v = entry.fetch((who.clone(),)).await.map_err(|e| rpc("System.Account")(&e))?;
 		Ok(v.decode().map_err(|e| rpc("System.Account")(&e))?.data.free)

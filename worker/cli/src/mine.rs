@@ -94,6 +94,32 @@ struct Tracked {
 	visible_from: u64,
 }
 
+impl Tracked {
+	fn new(dir: PathBuf, recipe: Recipe, seed: u64, visible_from: u64) -> Tracked {
+		Tracked { dir, recipe, seed, task: None, logged: "", retry_at: 0, visible_from }
+	}
+
+	/// Stops its training or publishing task, if one runs.
+	fn stop(&mut self) {
+		if let Some(task) = self.task.take() {
+			task.abort();
+		}
+	}
+}
+
+/// Records a claim in `dir/claim.json` (before it is sent, so a kill -9 loses nothing).
+fn record_claim(dir: &Path, job_id: u64, recipe_sha256: String, seed: u64) -> Result<()> {
+	std::fs::create_dir_all(dir)?;
+	let record = ClaimRecord { job_id, recipe_sha256, seed };
+	molting_engine::checkpoint::write_atomic(&dir.join("claim.json"), &serde_json::to_vec_pretty(&record)?)?;
+	Ok(())
+}
+
+/// 32 bytes from hex (`what` names it in the error).
+fn hex32(s: &str, what: &str) -> Result<[u8; 32]> {
+	hex::decode(s).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow!("{what}: `{s}` is not 32 bytes of hex"))
+}
+
 struct Miner {
 	opts: MineOptions,
 	keys: Keystore,
@@ -167,7 +193,7 @@ pub async fn mine(opts: MineOptions) -> Result<()> {
 async fn timed<T>(what: &str, f: impl std::future::Future<Output = Result<T, ChainError>>) -> Result<T> {
 	match tokio::time::timeout(Duration::from_secs(90), f).await {
 		Ok(r) => r.map_err(anyhow::Error::from),
-		Err(_) => Err(anyhow!("{what}: no answer from the node in 90 s")),
+		Err(_) => Err(ChainError::Rpc { call: what.into(), reason: "no answer from the node in 90 s".into() }.into()),
 	}
 }
 
@@ -198,11 +224,7 @@ impl Miner {
 			// Another chain than before (or the first): nothing known carries over.
 			if !self.genesis.is_empty() {
 				tracing::warn!("the node is on another chain (genesis {genesis}); forgetting the old one's jobs");
-				for (_, t) in std::mem::take(&mut self.tracked) {
-					if let Some(task) = t.task {
-						task.abort();
-					}
-				}
+				std::mem::take(&mut self.tracked).values_mut().for_each(Tracked::stop);
 				self.passed.clear();
 				self.last_block = 0;
 			}
@@ -345,10 +367,8 @@ impl Miner {
 	}
 
 	fn settle(&mut self, job_id: u64) {
-		if let Some(t) = self.tracked.remove(&job_id) {
-			if let Some(task) = t.task {
-				task.abort();
-			}
+		if let Some(mut t) = self.tracked.remove(&job_id) {
+			t.stop();
 			let _ = std::fs::write(t.dir.join("settled"), b"");
 		}
 		self.settled.insert(job_id);
@@ -366,9 +386,7 @@ impl Miner {
 		let _ = std::fs::write(dir.join("gave_up.txt"), reason);
 		self.metrics.jobs_given_up.inc();
 		if let Some(t) = self.tracked.get_mut(&id) {
-			if let Some(task) = t.task.take() {
-				task.abort();
-			}
+			t.stop();
 		}
 	}
 
@@ -430,44 +448,33 @@ impl Miner {
 
 	async fn consider_inner(&mut self, chain: &Chain, id: u64, job: &molting_chain::Job) -> Result<()> {
 		self.metrics.jobs_seen.inc();
-		let pass = |this: &mut Self, reason: String, retry: Option<u64>| {
-			tracing::info!(job = id, "not claiming: {reason}");
-			this.passed.insert(id, retry);
-		};
 		if my_claim(job, &self.me).is_some() {
 			return self.track_or_give_up(id, job, self.last_block).await;
 		}
 		if !matches!(job.status, jobs::JobStatus::Open) || self.last_block > u64::from(job.deadlines.claim_by) {
-			pass(self, "it is no longer open for claims".into(), None);
-			return Ok(());
+			bail!("it is no longer open for claims");
 		}
 		if job.claims.0.len() >= usize::from(job.spec.replication) {
-			pass(self, "every replica is claimed".into(), None);
-			return Ok(());
+			bail!("every replica is claimed");
 		}
 		// One job at a time: the time estimate below assumes this machine is otherwise idle.
 		let training = |t: &Tracked| !t.dir.join("delivery.json").exists() && !t.dir.join("gave_up.txt").exists();
 		if let Some(busy) = self.tracked.iter().find(|(_, t)| training(t)).map(|(id, _)| *id) {
-			pass(self, format!("busy with job {busy}; looking again in 5 blocks"), Some(self.last_block + 5));
+			tracing::info!(job = id, "not claiming: busy with job {busy}; looking again in 5 blocks");
+			self.passed.insert(id, Some(self.last_block + 5));
 			return Ok(());
 		}
 		let per_step = job.reward_per_result / u128::from(job.spec.steps.max(1));
 		if per_step < self.opts.min_reward_per_step {
-			pass(
-				self,
-				format!(
-					"it pays {} per step, below my --min-reward of {}",
-					format_molt(per_step),
-					format_molt(self.opts.min_reward_per_step)
-				),
-				None,
+			bail!(
+				"it pays {} per step, below my --min-reward of {}",
+				format_molt(per_step),
+				format_molt(self.opts.min_reward_per_step)
 			);
-			return Ok(());
 		}
 		let req = &job.spec.requirements;
 		if req.min_memory_mib > memory_mib() {
-			pass(self, format!("it needs {} MiB, this machine has {}", req.min_memory_mib, memory_mib()), None);
-			return Ok(());
+			bail!("it needs {} MiB, this machine has {}", req.min_memory_mib, memory_mib());
 		}
 		// Never claim what cannot be fetched and checked first.
 		let recipe = self.fetch_recipe(id, job).await?;
@@ -499,20 +506,12 @@ impl Miner {
 		let left_s = u64::from(job.deadlines.submit_by).saturating_sub(now) as f64 * block_ms as f64 / 1000.0;
 		let need_s = recipe.train.steps as f64 * secs_per_step * 1.25 + 30.0;
 		if need_s > left_s {
-			pass(
-				self,
-				format!("it needs about {need_s:.0} s here ({secs_per_step:.2} s/step), {left_s:.0} s are left before submit_by"),
-				None,
-			);
-			return Ok(());
+			bail!("it needs about {need_s:.0} s here ({secs_per_step:.2} s/step), {left_s:.0} s are left before submit_by");
 		}
 		if now > u64::from(job.deadlines.claim_by) {
-			pass(self, "its claim period ended while it was being checked".into(), None);
-			return Ok(());
+			bail!("its claim period ended while it was being checked");
 		}
-		// Claim: record it first, so a kill -9 right after the claim loses nothing.
-		let record = ClaimRecord { job_id: id, recipe_sha256: sha.clone(), seed };
-		molting_engine::checkpoint::write_atomic(&dir.join("claim.json"), &serde_json::to_vec_pretty(&record)?)?;
+		record_claim(&dir, id, sha, seed)?;
 		let call = runtime::tx().jobs().claim_job(id);
 		match timed("claim_job", chain.submit("Jobs.claim_job", &call, &self.keys.account)).await {
 			Ok((block, _)) => {
@@ -525,16 +524,16 @@ impl Miner {
 					recipe.train.steps,
 					format_molt(job.reward_per_result)
 				);
-				self.tracked.insert(id, Tracked { dir, recipe, seed, task: None, logged: "", retry_at: 0, visible_from });
+				self.tracked.insert(id, Tracked::new(dir, recipe, seed, visible_from));
 			},
 			Err(e) => match e.downcast_ref::<ChainError>() {
 				Some(ChainError::Dispatch { error, .. }) if error.contains("AlreadyClaimed") => {
 					let visible_from = timed("finalized head", chain.finalized_number()).await?;
-					self.tracked.insert(id, Tracked { dir, recipe, seed, task: None, logged: "", retry_at: 0, visible_from });
+					self.tracked.insert(id, Tracked::new(dir, recipe, seed, visible_from));
 				},
 				Some(ChainError::Dispatch { error, .. }) => {
 					let _ = std::fs::remove_file(dir.join("claim.json"));
-					pass(self, format!("the claim failed: {error}"), None);
+					bail!("the claim failed: {error}");
 				},
 				// Not known whether it landed: the JobClaimed event (or the next look) tells.
 				_ => {
@@ -571,10 +570,8 @@ impl Miner {
 		let recipe = self.fetch_recipe(id, job).await?;
 		let seed = miner_seed(recipe.train.seed, id, &self.keys.account.public_key().0);
 		let dir = self.job_dir(id);
-		std::fs::create_dir_all(&dir)?;
-		let record = ClaimRecord { job_id: id, recipe_sha256: hex::encode(job.spec.recipe.sha256), seed };
-		molting_engine::checkpoint::write_atomic(&dir.join("claim.json"), &serde_json::to_vec_pretty(&record)?)?;
-		self.tracked.insert(id, Tracked { dir, recipe, seed, task: None, logged: "", retry_at: 0, visible_from });
+		record_claim(&dir, id, hex::encode(job.spec.recipe.sha256), seed)?;
+		self.tracked.insert(id, Tracked::new(dir, recipe, seed, visible_from));
 		Ok(())
 	}
 
@@ -586,10 +583,8 @@ impl Miner {
 		let job = timed("Jobs", chain.job_at(id, self.last_block)).await?;
 		let Some(job) = job.filter(|j| my_claim(j, &self.me).is_some()) else {
 			tracing::warn!(job = id, "no claim of mine on chain any more; forgetting it");
-			if let Some(t) = self.tracked.remove(&id) {
-				if let Some(task) = t.task {
-					task.abort();
-				}
+			if let Some(mut t) = self.tracked.remove(&id) {
+				t.stop();
 			}
 			return Ok(());
 		};
@@ -678,9 +673,6 @@ impl Miner {
 	}
 
 	async fn submit(&mut self, chain: &Chain, id: u64, job: &molting_chain::Job, d: Delivery) -> Result<()> {
-		let hex32 = |s: &str| -> Result<[u8; 32]> {
-			hex::decode(s).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow!("delivery.json: `{s}` is not 32 bytes of hex"))
-		};
 		let signature: [u8; 64] = hex::decode(&d.signature)
 			.ok()
 			.and_then(|b| b.try_into().ok())
@@ -690,9 +682,9 @@ impl Miner {
 			genesis_hash: subxt::utils::H256(chain.genesis_hash()),
 			miner: self.me.clone(),
 			recipe_sha256: job.spec.recipe.sha256,
-			result_sha256: hex32(&d.result_sha256)?,
+			result_sha256: hex32(&d.result_sha256, "delivery.json")?,
 			result_uri: bounded(d.result_uri.as_bytes()),
-			checkpoint_root: hex32(&d.checkpoint_root)?,
+			checkpoint_root: hex32(&d.checkpoint_root, "delivery.json")?,
 			steps: d.steps,
 			final_train_loss_ppm: d.final_train_loss_ppm,
 		};
@@ -727,7 +719,6 @@ impl Miner {
 /// Whether `e` is the connection to the node failing (reconnect and carry on).
 fn is_connection(e: &anyhow::Error) -> bool {
 	e.chain().any(|c| c.downcast_ref::<ChainError>().is_some_and(ChainError::is_connection))
-		|| e.to_string().contains("no answer from the node")
 }
 
 /// Whether `e` may pass by itself (a store or server not reachable now), as opposed to a
@@ -822,9 +813,9 @@ async fn work(cx: WorkContext) -> Result<()> {
 	let summary: train::Summary = serde_json::from_slice(&std::fs::read(run.join("summary.json"))?)?;
 	let (_, blob) = crate::result::publish_run(&cx.publisher, &run, cx.job_id, &cx.recipe_sha256).await?;
 	let final_loss = last_loss(&run.join("metrics.jsonl")).unwrap_or(0.0);
-	let root: [u8; 32] = hex::decode(&summary.merkle_root).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow!("bad merkle root"))?;
-	let result_sha256: [u8; 32] = hex::decode(&blob.sha256).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow!("bad hash"))?;
-	let recipe_sha256: [u8; 32] = hex::decode(&cx.recipe_sha256).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow!("bad hash"))?;
+	let root = hex32(&summary.merkle_root, "summary.json merkle_root")?;
+	let result_sha256 = hex32(&blob.sha256, "the result's hash")?;
+	let recipe_sha256 = hex32(&cx.recipe_sha256, "the recipe's hash")?;
 	let attestation = Attestation {
 		job_id: cx.job_id,
 		genesis_hash: cx.genesis,

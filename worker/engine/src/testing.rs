@@ -247,14 +247,17 @@ pub fn write_gguf(model: &Model, path: &std::path::Path, ty: crate::gguf::GgmlTy
 
 /// The tiny job spec's template (`tests/fixtures/tiny-job.toml`): its hashes are zeros.
 pub const TINY_JOB_TEMPLATE: &str = include_str!("../tests/fixtures/tiny-job.toml");
+/// The shipped tiny persona set (`worker/data/persona/tiny.jsonl`).
+pub const TINY_PERSONA: &str = include_str!("../../data/persona/tiny.jsonl");
 const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// A tiny job in `dir`: a random model (`tiny-model/`), the shipped tiny persona set
 /// (`tiny.jsonl`) and `job.toml`, which [`write_tiny_spec`] writes.
 pub fn write_tiny_job(dir: &std::path::Path, edit: impl Fn(String) -> String) -> std::path::PathBuf {
 	write_hf_dir(&random_model(tiny_config(272), 11), &dir.join("tiny-model")).unwrap();
-	let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/persona/tiny.jsonl");
-	std::fs::copy(data, dir.join("tiny.jsonl")).unwrap();
+	// Compiled in: a build shared between clones (one target directory) must not read a
+	// source tree that may be gone.
+	std::fs::write(dir.join("tiny.jsonl"), TINY_PERSONA).unwrap();
 	write_tiny_spec(dir, edit)
 }
 
