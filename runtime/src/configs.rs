@@ -290,20 +290,18 @@ impl pallet_utility::Config for Runtime {
 }
 
 parameter_types! {
-	/// How long a job owner has to accept or reject a result; silence accepts.
-	pub const ResultReviewPeriod: BlockNumber = DAYS;
 	pub const JobsCollateralRatio: Perbill = Perbill::from_percent(10);
 	pub const JobsNoShowSlash: Perbill = Perbill::from_percent(50);
 	pub const JobsProtocolFee: Perbill = Perbill::from_percent(5);
+	pub const JobsValidatorFee: Perbill = Perbill::from_percent(5);
 }
 
 impl pallet_jobs::Config for Runtime {
 	type RuntimeEvent = RuntimeEvent;
 	type Currency = Balances;
 	type RuntimeHoldReason = RuntimeHoldReason;
-	type Judge = pallet_jobs::OwnerReview<ResultReviewPeriod>;
-	// Root (sudo) on dev and test networks; a council or a court later.
-	type ArbiterOrigin = EnsureRoot<AccountId>;
+	// Not wired to validators yet: every result ends unjudged (refunded).
+	type Judge = ();
 	type Treasury = TreasuryAccount;
 	// Slashed collateral is burned.
 	type OnSlash = ();
@@ -312,11 +310,13 @@ impl pallet_jobs::Config for Runtime {
 	type MinCollateral = ConstU128<MOLT>;
 	type NoShowSlash = JobsNoShowSlash;
 	type ProtocolFee = JobsProtocolFee;
+	type ValidatorFee = JobsValidatorFee;
 	type MinReward = ConstU128<MOLT>;
 	type MaxJobDuration = ConstU32<{ 30 * DAYS }>;
+	type MaxJudgeExtension = ConstU32<{ 2 * DAYS }>;
+	type RetainFinished = ConstU32<{ 7 * DAYS }>;
 	type MaxReplication = ConstU32<8>;
 	type MaxActiveClaims = ConstU32<16>;
-	type MaxDuePerBlock = ConstU32<32>;
 	type WeightInfo = pallet_jobs::weights::SubstrateWeight<Runtime>;
 }
 

@@ -1,11 +1,11 @@
 //! Benchmarks of every call, each at the worst case its bounds allow.
 
 use super::*;
-use crate::pallet::{BalanceOf, DueAt, Jobs as JobsMap, Miners, NextJobId};
+use crate::pallet::{BalanceOf, DueJobs, Jobs as JobsMap, Miners, NextJobId};
 use alloc::vec;
 use frame_benchmarking::v2::*;
 use frame_support::{
-	traits::{fungible::Mutate, EnsureOrigin, Get},
+	traits::{fungible::Mutate, Get},
 	BoundedVec,
 };
 use frame_system::{pallet_prelude::BlockNumberFor, RawOrigin};
@@ -36,10 +36,10 @@ fn worst_caps() -> Capabilities {
 fn worst_spec<T: Config>() -> JobSpec {
 	let content = |tag| ContentRef { sha256: [tag; 32], uri: uri(MAX_URI_LEN) };
 	JobSpec {
-		recipe: content(1),
+		work: Work::Compute { recipe: content(1), steps: 1_000, checkpoint_interval: 100 },
 		eval_commitment: [4; 32],
-		steps: 1_000,
-		checkpoint_interval: 100,
+		min_improvement: sp_runtime::Perbill::from_percent(1),
+		payout: PayoutRule::Ranked,
 		requirements: Requirements {
 			backend: Some(worst_caps().backend),
 			min_memory_mib: 1,
@@ -59,7 +59,8 @@ fn miner<T: Config>(index: u32) -> (T::AccountId, sr25519::Public) {
 
 fn deadlines<T: Config>() -> Deadlines<BlockNumberFor<T>> {
 	let now = frame_system::Pallet::<T>::block_number();
-	Deadlines { claim_by: now + 10u32.into(), submit_by: now + 20u32.into() }
+	let judge_by = now + 30u32.into() + T::Judge::min_judging_period();
+	Deadlines { claim_by: now + 10u32.into(), submit_by: now + 20u32.into(), reveal_by: now + 30u32.into(), judge_by }
 }
 
 /// A job of the widest replication, posted by a fresh owner.
@@ -81,20 +82,27 @@ fn claimed_job<T: Config>(claims: u32) -> (T::AccountId, JobId, alloc::vec::Vec<
 	(owner, id, miners)
 }
 
+/// Miner `index`'s attestation: its own result and root (no duplicate of another's).
 fn signed_attestation<T: Config>(
 	id: JobId,
 	who: &T::AccountId,
 	key: &sr25519::Public,
+	index: u32,
 ) -> (AttestationOf<T>, sr25519::Signature) {
+	let mut result = [9; 32];
+	result[..4].copy_from_slice(&index.to_le_bytes());
+	let mut root = [8; 32];
+	root[..4].copy_from_slice(&index.to_le_bytes());
 	let attestation = Attestation {
 		job_id: id,
 		genesis_hash: Pallet::<T>::genesis_hash(),
 		miner: who.clone(),
 		recipe_sha256: [1; 32],
-		result_sha256: [9; 32],
+		result_sha256: result,
 		result_uri: uri(MAX_URI_LEN),
-		checkpoint_root: [8; 32],
+		checkpoint_root: root,
 		steps: 1_000,
+		checkpoint_interval: 100,
 		final_train_loss_ppm: 1,
 	};
 	let message = Pallet::<T>::attestation_message(&attestation);
@@ -105,8 +113,8 @@ fn signed_attestation<T: Config>(
 /// A job with `claims` miners that all delivered.
 fn delivered_job<T: Config>(claims: u32) -> (T::AccountId, JobId, alloc::vec::Vec<(T::AccountId, sr25519::Public)>) {
 	let (owner, id, miners) = claimed_job::<T>(claims);
-	for (who, key) in &miners {
-		let (att, sig) = signed_attestation::<T>(id, who, key);
+	for (i, (who, key)) in miners.iter().enumerate() {
+		let (att, sig) = signed_attestation::<T>(id, who, key, i as u32);
 		Pallet::<T>::do_submit_result(who.clone(), id, att, sig).expect("delivers");
 	}
 	(owner, id, miners)
@@ -146,20 +154,14 @@ mod benches {
 	fn post_job() {
 		let owner = funded::<T>("owner", 0);
 		let d = deadlines::<T>();
-		// Worst case: the deadline's block and the next ones are full, all but the last
-		// block searched.
-		let mut at = d.submit_by.saturating_add(One::one());
-		let full: BoundedVec<JobId, T::MaxDuePerBlock> =
-			BoundedVec::try_from(vec![u64::MAX; T::MaxDuePerBlock::get() as usize]).unwrap();
-		for _ in 0..15 {
-			DueAt::<T>::insert(at, full.clone());
-			at = at.saturating_add(One::one());
+		// The due queue is a map: other jobs due in the same block cost nothing more.
+		for other in 0..100u64 {
+			DueJobs::<T>::insert(d.submit_by.saturating_add(One::one()), u64::MAX - other, ());
 		}
 		let budget = T::MinReward::get().saturating_mul(1_000u32.into());
 		#[extrinsic_call]
 		_(RawOrigin::Signed(owner), worst_spec::<T>(), budget, d);
 		assert_eq!(NextJobId::<T>::get(), 1);
-		assert_eq!(DueAt::<T>::get(at).len(), 1);
 	}
 
 	#[benchmark]
@@ -167,7 +169,7 @@ mod benches {
 		let (owner, id) = job::<T>();
 		#[extrinsic_call]
 		_(RawOrigin::Signed(owner), id);
-		assert_eq!(JobsMap::<T>::get(id).unwrap().status, JobStatus::Cancelled);
+		assert!(matches!(JobsMap::<T>::get(id).unwrap().status, JobStatus::Cancelled { .. }));
 	}
 
 	#[benchmark]
@@ -182,8 +184,13 @@ mod benches {
 	#[benchmark]
 	fn submit_result(r: Linear<1, { T::MaxReplication::get() }>) {
 		let (_, id, miners) = claimed_job::<T>(r);
+		// Every other claim delivered already: the duplicate check reads them all.
+		for (i, (who, key)) in miners.iter().enumerate().take(r as usize - 1) {
+			let (att, sig) = signed_attestation::<T>(id, who, key, i as u32);
+			Pallet::<T>::do_submit_result(who.clone(), id, att, sig).expect("delivers");
+		}
 		let (who, key) = miners.last().cloned().unwrap();
-		let (att, sig) = signed_attestation::<T>(id, &who, &key);
+		let (att, sig) = signed_attestation::<T>(id, &who, &key, r - 1);
 		#[extrinsic_call]
 		_(RawOrigin::Signed(who), id, att, sig);
 		let job = JobsMap::<T>::get(id).unwrap();
@@ -191,44 +198,21 @@ mod benches {
 	}
 
 	#[benchmark]
-	fn accept_result(r: Linear<1, { T::MaxReplication::get() }>) {
-		let (owner, id, miners) = delivered_job::<T>(r);
-		// All other results already settled: accepting the last one finishes the job.
-		for (who, _) in miners.iter().take(r as usize - 1) {
-			Pallet::<T>::apply_verdict(id, who, Verdict::Accept).unwrap();
+	fn settle_judged(r: Linear<1, { T::MaxReplication::get() }>) {
+		// Every result passes in a ranked job: the most transfers per result (payout,
+		// protocol fee, validators' fee, collateral).
+		let (_, id, _) = delivered_job::<T>(r);
+		let submit_by = JobsMap::<T>::get(id).unwrap().deadlines.submit_by;
+		frame_system::Pallet::<T>::set_block_number(submit_by.saturating_add(One::one()));
+		Pallet::<T>::process_job(id, submit_by.saturating_add(One::one())).expect("opens the case");
+		let grades: alloc::vec::Vec<Grade> =
+			(0..r).map(|i| Grade::Pass { loss_ppm: Some(1_000 + i) }).collect();
+		#[block]
+		{
+			let out = Pallet::<T>::settle_judged(id, &grades).expect("settles");
+			drop(out);
 		}
-		let (last, _) = miners.last().cloned().unwrap();
-		#[extrinsic_call]
-		_(RawOrigin::Signed(owner), id, last);
-		let job = JobsMap::<T>::get(id).unwrap();
-		assert!(matches!(job.claims[r as usize - 1].state, ClaimState::Paid { .. }));
-	}
-
-	#[benchmark]
-	fn reject_result(r: Linear<1, { T::MaxReplication::get() }>) {
-		let (owner, id, miners) = delivered_job::<T>(r);
-		let (last, _) = miners.last().cloned().unwrap();
-		#[extrinsic_call]
-		_(RawOrigin::Signed(owner), id, last);
-		let job = JobsMap::<T>::get(id).unwrap();
-		assert!(matches!(job.claims[r as usize - 1].state, ClaimState::Disputed { .. }));
-	}
-
-	#[benchmark]
-	fn resolve_dispute(r: Linear<1, { T::MaxReplication::get() }>) -> Result<(), BenchmarkError> {
-		let (owner, id, miners) = delivered_job::<T>(r);
-		for (who, _) in miners.iter().take(r as usize - 1) {
-			Pallet::<T>::apply_verdict(id, who, Verdict::Accept).unwrap();
-		}
-		let (last, _) = miners.last().cloned().unwrap();
-		Pallet::<T>::do_owner_review(owner, id, last.clone(), Verdict::Reject).unwrap();
-		let origin =
-			T::ArbiterOrigin::try_successful_origin().map_err(|_| BenchmarkError::Weightless)?;
-		#[extrinsic_call]
-		_(origin as T::RuntimeOrigin, id, last, Verdict::Accept);
-		let job = JobsMap::<T>::get(id).unwrap();
-		assert!(matches!(job.claims[r as usize - 1].state, ClaimState::Paid { .. }));
-		Ok(())
+		assert!(matches!(JobsMap::<T>::get(id).unwrap().status, JobStatus::Finished { .. }));
 	}
 
 	#[benchmark]
@@ -241,7 +225,7 @@ mod benches {
 		let caller = funded::<T>("caller", 0);
 		#[extrinsic_call]
 		_(RawOrigin::Signed(caller), id);
-		assert_eq!(JobsMap::<T>::get(id).unwrap().status, JobStatus::Finished);
+		assert!(matches!(JobsMap::<T>::get(id).unwrap().status, JobStatus::Finished { .. }));
 	}
 
 	impl_benchmark_test_suite!(Pallet, crate::mock::new_bench_ext(), crate::mock::Test);

@@ -1,4 +1,4 @@
-//! The market's rules: registration, posting, claiming, delivery, and settlement.
+//! The market's rules: registration, posting, claiming, delivery, judging and settlement.
 //!
 //! Every path that moves funds runs inside a storage layer (calls are transactional, and
 //! `on_idle` wraps each job), so an error leaves no funds half-moved.
@@ -13,54 +13,57 @@ use frame_support::{
 	traits::{
 		fungible::{BalancedHold, InspectHold, MutateHold},
 		tokens::{Fortitude, Precision, Restriction},
-		OnUnbalanced,
+		Imbalance, OnUnbalanced,
 	},
 };
 use frame_system::pallet_prelude::BlockNumberFor;
 use sp_core::sr25519;
 use sp_runtime::{
-	traits::{CheckedAdd, One, Saturating, Zero},
-	DispatchError, DispatchResult,
+	traits::{One, Saturating, Zero},
+	DispatchError, DispatchResult, Perbill,
 };
 
-/// How a judge will treat a delivered result.
-pub struct Review<BlockNumber> {
-	/// Until when a verdict may be given.
-	pub until: BlockNumber,
-	/// The verdict if none is given by then.
-	pub on_silence: Verdict,
-}
-
-/// Judges delivered results for the market. The market asks it how a fresh result will
-/// be reviewed; verdicts come back through the owner's calls (if [`Self::owner_reviews`])
-/// or through [`Pallet::apply_verdict`] from another pallet.
+/// The judge of a market: rules on the results of a job after its submissions close.
+///
+/// The ruling is asynchronous. The market opens a case when submissions close
+/// ([`Self::open_case`]), and calls [`Self::on_deadline`] once the job's judging deadline
+/// has passed. The judge rules through [`Pallet::settle_judged`] (whenever it is ready,
+/// at the latest from `on_deadline`) or moves its deadline once through
+/// [`Pallet::extend_judging`]. Whatever is still unsettled after `on_deadline` returns is
+/// settled as [`Grade::Unjudged`]: every job ends.
 pub trait ResultJudge<AccountId, BlockNumber> {
-	/// A result for `job_id` by `miner` arrived at `now`.
-	fn review(job_id: JobId, miner: &AccountId, now: BlockNumber) -> Review<BlockNumber>;
-	/// Whether the job's owner may accept or reject results itself.
-	fn owner_reviews() -> bool;
+	/// Shortest `judge_by - reveal_by` a job may post: the judge's own windows.
+	fn min_judging_period() -> BlockNumber;
+	/// Submissions of `job_id` closed; `results` are the delivered claims, in claim order
+	/// (the order [`Pallet::settle_judged`] takes grades in). An error settles every
+	/// result as `Unjudged` at once.
+	fn open_case(job_id: JobId, results: &[(AccountId, Delivery<BlockNumber>)]) -> DispatchResult;
+	/// The judging deadline of `job_id` passed: rule now, or extend.
+	fn on_deadline(job_id: JobId);
+	/// Most weight [`Self::on_deadline`] (with the settlement it triggers) may use.
+	fn on_deadline_weight() -> Weight;
+	/// The job's record is pruned: drop what the judge keeps of it.
+	fn forget(job_id: JobId);
 }
 
-/// The simple judge: the owner accepts or rejects within `Period` blocks; silence accepts;
-/// a rejection goes to the arbiter.
-pub struct OwnerReview<Period>(core::marker::PhantomData<Period>);
-
-impl<AccountId, BlockNumber: Saturating, Period: Get<BlockNumber>> ResultJudge<AccountId, BlockNumber>
-	for OwnerReview<Period>
-{
-	fn review(_job_id: JobId, _miner: &AccountId, now: BlockNumber) -> Review<BlockNumber> {
-		Review { until: now.saturating_add(Period::get()), on_silence: Verdict::Accept }
+/// A judge that never rules: every delivered result ends `Unjudged` at the judging
+/// deadline (refunded, nobody slashed). For tests and for chains without validators.
+impl<AccountId, BlockNumber: Zero> ResultJudge<AccountId, BlockNumber> for () {
+	fn min_judging_period() -> BlockNumber {
+		Zero::zero()
 	}
-
-	fn owner_reviews() -> bool {
-		true
+	fn open_case(_: JobId, _: &[(AccountId, Delivery<BlockNumber>)]) -> DispatchResult {
+		Ok(())
 	}
+	fn on_deadline(_: JobId) {}
+	fn on_deadline_weight() -> Weight {
+		Weight::zero()
+	}
+	fn forget(_: JobId) {}
 }
 
 /// How many ids [`Pallet::claimable_jobs`] looks at in one call.
 const MAX_JOBS_SCANNED: u64 = 1_000;
-/// How many blocks past the wanted one a deadline may be moved when that block is full.
-const DUE_SLOTS_SEARCHED: u32 = 16;
 
 impl<T: Config> Pallet<T> {
 	// --- miners ---------------------------------------------------------------------------
@@ -141,21 +144,27 @@ impl<T: Config> Pallet<T> {
 	) -> Result<JobId, DispatchError> {
 		Self::check_spec(&spec)?;
 		let now = frame_system::Pallet::<T>::block_number();
+		let d = deadlines;
 		ensure!(
-			deadlines.claim_by > now &&
-				deadlines.claim_by <= deadlines.submit_by &&
-				deadlines.submit_by.saturating_sub(now) <= T::MaxJobDuration::get(),
+			d.claim_by > now &&
+				d.claim_by <= d.submit_by &&
+				d.submit_by < d.reveal_by &&
+				d.reveal_by < d.judge_by &&
+				d.judge_by.saturating_sub(d.reveal_by) >= T::Judge::min_judging_period() &&
+				d.judge_by.saturating_sub(now) <= T::MaxJobDuration::get(),
 			Error::<T>::InvalidDeadlines
 		);
 		let reward_per_result = budget / BalanceOf::<T>::from(spec.replication);
 		ensure!(reward_per_result >= T::MinReward::get(), Error::<T>::BudgetTooLow);
 
 		let job_id = NextJobId::<T>::get();
-		// The job is looked at once its submission deadline has passed.
-		Self::schedule(job_id, deadlines.submit_by.saturating_add(1u32.into()))?;
 		T::Currency::hold(&HoldReason::JobEscrow.into(), &owner, budget)
 			.map_err(|_| Error::<T>::InsufficientBalance)?;
 		NextJobId::<T>::put(job_id.saturating_add(1));
+		// The job is looked at once its submission deadline has passed.
+		let next_due = d.submit_by.saturating_add(One::one());
+		DueJobs::<T>::insert(next_due, job_id, ());
+		Self::note_due(next_due);
 		Jobs::<T>::insert(
 			job_id,
 			Job {
@@ -164,9 +173,11 @@ impl<T: Config> Pallet<T> {
 				budget,
 				reward_per_result,
 				escrow: budget,
+				released: Zero::zero(),
 				deadlines,
 				posted_at: now,
 				status: JobStatus::Open,
+				next_due,
 				claims: BoundedVec::new(),
 			},
 		);
@@ -175,16 +186,23 @@ impl<T: Config> Pallet<T> {
 	}
 
 	fn check_spec(spec: &JobSpec) -> DispatchResult {
-		ensure!(
-			(1..=MAX_STEPS).contains(&spec.steps) &&
-				(1..=spec.steps).contains(&spec.checkpoint_interval),
-			Error::<T>::InvalidHyperParameters
-		);
+		let (uri, steps_ok) = match &spec.work {
+			Work::Compute { recipe, steps, checkpoint_interval } => (
+				&recipe.uri,
+				(1..=MAX_STEPS).contains(steps) && (1..=*steps).contains(checkpoint_interval),
+			),
+			Work::Contest { bounds, max_steps, max_checkpoint_interval } => (
+				&bounds.uri,
+				(1..=MAX_STEPS).contains(max_steps) &&
+					(1..=*max_steps).contains(max_checkpoint_interval),
+			),
+		};
+		ensure!(steps_ok, Error::<T>::InvalidHyperParameters);
 		ensure!(
 			spec.replication > 0 && u32::from(spec.replication) <= T::MaxReplication::get(),
 			Error::<T>::InvalidReplication
 		);
-		ensure!(!spec.recipe.uri.is_empty(), Error::<T>::EmptyUri);
+		ensure!(!uri.is_empty(), Error::<T>::EmptyUri);
 		Ok(())
 	}
 
@@ -193,9 +211,11 @@ impl<T: Config> Pallet<T> {
 		ensure!(job.owner == who, Error::<T>::NotJobOwner);
 		ensure!(job.status == JobStatus::Open, Error::<T>::JobNotOpen);
 		ensure!(job.claims.is_empty(), Error::<T>::JobHasClaims);
-		T::Currency::release(&HoldReason::JobEscrow.into(), &who, job.escrow, Precision::Exact)?;
-		job.escrow = Zero::zero();
-		job.status = JobStatus::Cancelled;
+		let now = frame_system::Pallet::<T>::block_number();
+		let escrow = job.escrow;
+		Self::release_escrow(&mut job, escrow)?;
+		job.status = JobStatus::Cancelled { at: now };
+		Self::reschedule(job_id, &mut job, now.saturating_add(T::RetainFinished::get()));
 		Jobs::<T>::insert(job_id, job);
 		Self::deposit_event(Event::JobCancelled { job_id });
 		Ok(())
@@ -207,6 +227,8 @@ impl<T: Config> Pallet<T> {
 		let now = frame_system::Pallet::<T>::block_number();
 		ensure!(job.status == JobStatus::Open, Error::<T>::JobNotOpen);
 		ensure!(now <= job.deadlines.claim_by, Error::<T>::ClaimPeriodOver);
+		// Paying oneself through the market would only farm a completed-jobs count.
+		ensure!(job.owner != who, Error::<T>::OwnJob);
 		ensure!(job.claims.len() < usize::from(job.spec.replication), Error::<T>::JobFull);
 		ensure!(!job.claims.iter().any(|c| c.miner == who), Error::<T>::AlreadyClaimed);
 		ensure!(meets(&miner, &job.spec.requirements), Error::<T>::RequirementsNotMet);
@@ -257,32 +279,46 @@ impl<T: Config> Pallet<T> {
 		);
 		ensure!(now <= job.deadlines.submit_by, Error::<T>::SubmissionPeriodOver);
 
-		ensure!(attestation.job_id == job_id, Error::<T>::WrongJob);
-		ensure!(attestation.miner == who, Error::<T>::WrongMiner);
-		ensure!(attestation.genesis_hash == Self::genesis_hash(), Error::<T>::WrongChain);
-		ensure!(attestation.recipe_sha256 == job.spec.recipe.sha256, Error::<T>::WrongRecipe);
-		ensure!(attestation.steps == job.spec.steps, Error::<T>::WrongSteps);
-		let message = Self::attestation_message(&attestation);
+		let a = attestation;
+		ensure!(a.job_id == job_id, Error::<T>::WrongJob);
+		ensure!(a.miner == who, Error::<T>::WrongMiner);
+		ensure!(a.genesis_hash == Self::genesis_hash(), Error::<T>::WrongChain);
+		if let Work::Compute { recipe, .. } = &job.spec.work {
+			ensure!(a.recipe_sha256 == recipe.sha256, Error::<T>::WrongRecipe);
+		}
+		ensure!(
+			job.spec.admits(&a.recipe_sha256, a.steps, a.checkpoint_interval),
+			Error::<T>::WrongSteps
+		);
+		let message = Self::attestation_message(&a);
 		ensure!(
 			sp_io::crypto::sr25519_verify(&signature, &message, &sr25519::Public::from_raw(miner.worker_key)),
 			Error::<T>::BadSignature
 		);
+		// A second copy of a result (or of its training record) earns nothing: refuse it
+		// before it costs validators anything.
+		ensure!(
+			!job.claims.iter().filter_map(|c| c.state.delivery()).any(|d| {
+				d.result.sha256 == a.result_sha256 || d.checkpoint_root == a.checkpoint_root
+			}),
+			Error::<T>::DuplicateResult
+		);
 
-		let review = T::Judge::review(job_id, &who, now);
-		Self::schedule(job_id, review.until.saturating_add(1u32.into()))?;
 		let delivery = Delivery {
-			result: ContentRef { sha256: attestation.result_sha256, uri: attestation.result_uri },
-			checkpoint_root: attestation.checkpoint_root,
-			final_train_loss_ppm: attestation.final_train_loss_ppm,
+			recipe_sha256: a.recipe_sha256,
+			result: ContentRef { sha256: a.result_sha256, uri: a.result_uri },
+			checkpoint_root: a.checkpoint_root,
+			steps: a.steps,
+			checkpoint_interval: a.checkpoint_interval,
+			final_train_loss_ppm: a.final_train_loss_ppm,
 			submitted_at: now,
 		};
-		Self::claim_mut(&mut job.claims, index)?.state =
-			ClaimState::Submitted { delivery, review_until: review.until, on_silence: review.on_silence };
+		Self::claim_mut(&mut job.claims, index)?.state = ClaimState::Submitted { delivery };
 		Jobs::<T>::insert(job_id, job);
 		Self::deposit_event(Event::ResultSubmitted {
 			job_id,
 			miner: who,
-			result_sha256: attestation.result_sha256,
+			result_sha256: a.result_sha256,
 		});
 		Ok(())
 	}
@@ -292,186 +328,291 @@ impl<T: Config> Pallet<T> {
 		frame_system::Pallet::<T>::block_hash(BlockNumberFor::<T>::zero())
 	}
 
-	pub(crate) fn do_owner_review(
-		who: T::AccountId,
-		job_id: JobId,
-		miner: T::AccountId,
-		verdict: Verdict,
-	) -> DispatchResult {
-		ensure!(T::Judge::owner_reviews(), Error::<T>::OwnerMayNotReview);
-		let mut job = Jobs::<T>::get(job_id).ok_or(Error::<T>::UnknownJob)?;
-		ensure!(job.owner == who, Error::<T>::NotJobOwner);
-		let index = Self::claim_index(&job, &miner)?;
-		let ClaimState::Submitted { delivery, review_until, .. } =
-			Self::claim_mut(&mut job.claims, index)?.state.clone()
-		else {
-			return Err(Error::<T>::NotUnderReview.into())
-		};
+	pub(crate) fn do_settle_expired(job_id: JobId) -> DispatchResult {
+		ensure!(Jobs::<T>::contains_key(job_id), Error::<T>::UnknownJob);
 		let now = frame_system::Pallet::<T>::block_number();
-		ensure!(now <= review_until, Error::<T>::ReviewPeriodOver);
-		match verdict {
-			Verdict::Accept => Self::settle_claim(job_id, &mut job, index, Verdict::Accept)?,
-			Verdict::Reject => {
-				Self::claim_mut(&mut job.claims, index)?.state = ClaimState::Disputed { delivery };
-				Self::deposit_event(Event::ResultDisputed { job_id, miner });
-			},
-		}
-		Self::finish_if_done(job_id, &mut job, now)?;
-		Jobs::<T>::insert(job_id, job);
+		ensure!(Self::process_job(job_id, now)?, Error::<T>::NothingDue);
 		Ok(())
 	}
 
-	pub(crate) fn do_resolve_dispute(
+	// --- judging --------------------------------------------------------------------------
+
+	/// The judge's ruling on `job_id`: one grade per delivered result, in the order of
+	/// [`ResultJudge::open_case`]. Settles every result and finishes the job; returns, per
+	/// result, the validators' fee and the slashed collateral for the judge to hand out
+	/// (dropping them burns them).
+	pub fn settle_judged(
 		job_id: JobId,
-		miner: T::AccountId,
-		verdict: Verdict,
-	) -> DispatchResult {
-		let mut job = Jobs::<T>::get(job_id).ok_or(Error::<T>::UnknownJob)?;
-		let index = Self::claim_index(&job, &miner)?;
-		ensure!(
-			matches!(Self::claim_mut(&mut job.claims, index)?.state, ClaimState::Disputed { .. }),
-			Error::<T>::NotDisputed
-		);
-		Self::settle_claim(job_id, &mut job, index, verdict)?;
-		Self::finish_if_done(job_id, &mut job, frame_system::Pallet::<T>::block_number())?;
-		Jobs::<T>::insert(job_id, job);
-		Ok(())
-	}
-
-	/// A verdict from a judge other than the owner (e.g. validators' scores) on a result
-	/// under review or in dispute.
-	pub fn apply_verdict(job_id: JobId, miner: &T::AccountId, verdict: Verdict) -> DispatchResult {
+		grades: &[Grade],
+	) -> Result<Vec<ResultSettlement<CreditOf<T>>>, DispatchError> {
 		with_storage_layer(|| {
 			let mut job = Jobs::<T>::get(job_id).ok_or(Error::<T>::UnknownJob)?;
-			let index = Self::claim_index(&job, miner)?;
-			ensure!(
-				matches!(
-					Self::claim_mut(&mut job.claims, index)?.state,
-					ClaimState::Submitted { .. } | ClaimState::Disputed { .. }
-				),
-				Error::<T>::NotUnderReview
-			);
-			Self::settle_claim(job_id, &mut job, index, verdict)?;
-			Self::finish_if_done(job_id, &mut job, frame_system::Pallet::<T>::block_number())?;
+			ensure!(matches!(job.status, JobStatus::Judging { .. }), Error::<T>::NotJudging);
+			let delivered: Vec<usize> = (0..job.claims.len())
+				.filter(|&i| {
+					job.claims.get(i).is_some_and(|c| matches!(c.state, ClaimState::Submitted { .. }))
+				})
+				.collect();
+			ensure!(delivered.len() == grades.len(), Error::<T>::WrongGradeCount);
+			let payouts = Self::payouts(&job, grades);
+			let mut out = Vec::with_capacity(grades.len());
+			for ((&index, grade), payout) in delivered.iter().zip(grades).zip(payouts) {
+				out.push(Self::settle_result(job_id, &mut job, index, *grade, payout)?);
+			}
+			let now = frame_system::Pallet::<T>::block_number();
+			Self::finish(job_id, &mut job, now)?;
 			Jobs::<T>::insert(job_id, job);
-			Ok(())
+			Ok(out)
 		})
 	}
 
-	pub(crate) fn do_settle_expired(job_id: JobId) -> DispatchResult {
+	/// The judge moves its ruling on `job_id` to `until` (later than now and the current
+	/// deadline, at most [`Config::MaxJudgeExtension`] past `judge_by`).
+	pub fn extend_judging(job_id: JobId, until: BlockNumberFor<T>) -> DispatchResult {
 		let mut job = Jobs::<T>::get(job_id).ok_or(Error::<T>::UnknownJob)?;
-		ensure!(job.status == JobStatus::Open, Error::<T>::JobNotOpen);
+		let JobStatus::Judging { until: current } = job.status else {
+			return Err(Error::<T>::NotJudging.into())
+		};
 		let now = frame_system::Pallet::<T>::block_number();
-		let settled = Self::settle_due(job_id, &mut job, now)?;
-		ensure!(settled, Error::<T>::NothingDue);
+		ensure!(
+			until > current &&
+				until >= now &&
+				until <= job.deadlines.judge_by.saturating_add(T::MaxJudgeExtension::get()),
+			Error::<T>::InvalidExtension
+		);
+		job.status = JobStatus::Judging { until };
+		Self::reschedule(job_id, &mut job, until.saturating_add(One::one()));
 		Jobs::<T>::insert(job_id, job);
+		Self::deposit_event(Event::JudgingExtended { job_id, until });
 		Ok(())
+	}
+
+	/// What each graded result earns before fees, by the job's payout rule: the reward per
+	/// result less the validators' fee (`Equal`), or the passing results' pool split by
+	/// rank of loss (`Ranked`); zero for a result that does not pass.
+	fn payouts(job: &JobOf<T>, grades: &[Grade]) -> Vec<BalanceOf<T>> {
+		let share = job.reward_per_result.saturating_sub(T::ValidatorFee::get() * job.reward_per_result);
+		let mut out: Vec<BalanceOf<T>> = grades
+			.iter()
+			.map(|g| if matches!(g, Grade::Pass { .. }) { share } else { Zero::zero() })
+			.collect();
+		// Ranks of the passing results by loss (ties by claim order); without losses (no
+		// eval revealed) there is no ranking.
+		let mut ranked: Vec<(u32, usize)> = grades
+			.iter()
+			.enumerate()
+			.filter_map(|(i, g)| match g {
+				Grade::Pass { loss_ppm } => Some(loss_ppm.map(|l| (l, i))),
+				_ => None,
+			})
+			.collect::<Option<Vec<_>>>()
+			.unwrap_or_default();
+		if job.spec.payout != PayoutRule::Ranked || ranked.len() < 2 {
+			return out
+		}
+		ranked.sort();
+		let n = ranked.len() as u32;
+		let pool = share.saturating_mul(BalanceOf::<T>::from(n));
+		let total = (1u64 << n).saturating_sub(1);
+		let mut left = pool;
+		for (rank, &(_, i)) in ranked.iter().enumerate() {
+			let amount = if rank + 1 == ranked.len() {
+				left
+			} else {
+				let weight = 1u64 << (n - 1 - rank as u32);
+				Perbill::from_rational(weight, total) * pool
+			};
+			let amount = amount.min(left);
+			left = left.saturating_sub(amount);
+			if let Some(slot) = out.get_mut(i) {
+				*slot = amount;
+			}
+		}
+		out
+	}
+
+	/// Settles the delivered claim at `index` by `grade`, paying `payout` (before the
+	/// protocol fee) if it passes.
+	fn settle_result(
+		job_id: JobId,
+		job: &mut JobOf<T>,
+		index: usize,
+		grade: Grade,
+		payout: BalanceOf<T>,
+	) -> Result<ResultSettlement<CreditOf<T>>, DispatchError> {
+		let reward = job.reward_per_result;
+		let owner = job.owner.clone();
+		let claim = Self::claim_mut(&mut job.claims, index)?;
+		let ClaimState::Submitted { delivery } = claim.state.clone() else {
+			return Err(Error::<T>::NotJudging.into())
+		};
+		let (miner, collateral) = (claim.miner.clone(), claim.collateral);
+		let escrow = HoldReason::JobEscrow.into();
+		let collateral_reason = HoldReason::ClaimCollateral.into();
+		let judged = matches!(grade, Grade::Pass { .. } | Grade::BelowBar);
+		let validator_fee_amount = if judged { T::ValidatorFee::get() * reward } else { Zero::zero() };
+		let (validator_fee, missing) =
+			<T::Currency as BalancedHold<_>>::slash(&escrow, &owner, validator_fee_amount);
+		ensure!(missing.is_zero(), Error::<T>::InsufficientBalance);
+		let (mut paid, mut fee, mut slashed_amount) = (Zero::zero(), Zero::zero(), Zero::zero());
+		let mut slashed = CreditOf::<T>::zero();
+		match grade {
+			Grade::Pass { .. } => {
+				fee = T::ProtocolFee::get() * payout;
+				paid = payout.saturating_sub(fee);
+				for (to, amount) in [(&miner, paid), (&T::Treasury::get(), fee)] {
+					if !amount.is_zero() {
+						T::Currency::transfer_on_hold(
+							&escrow,
+							&owner,
+							to,
+							amount,
+							Precision::Exact,
+							Restriction::Free,
+							Fortitude::Force,
+						)?;
+					}
+				}
+				T::Currency::release(&collateral_reason, &miner, collateral, Precision::Exact)?;
+			},
+			Grade::Fraud => {
+				let (credit, _) =
+					<T::Currency as BalancedHold<_>>::slash(&collateral_reason, &miner, collateral);
+				slashed_amount = credit.peek();
+				slashed = credit;
+			},
+			Grade::BelowBar | Grade::Unjudged => {
+				T::Currency::release(&collateral_reason, &miner, collateral, Precision::Exact)?;
+			},
+		}
+		// A passing result's share is spent on fees and payout (a ranked winner's payout
+		// may exceed its own share: the out-ranked results' shares make up the pool); any
+		// other result's share, less the validators' fee, goes back to the owner.
+		let refunded = if matches!(grade, Grade::Pass { .. }) {
+			Zero::zero()
+		} else {
+			reward.saturating_sub(validator_fee_amount)
+		};
+		if !refunded.is_zero() {
+			T::Currency::release(&escrow, &owner, refunded, Precision::Exact)?;
+		}
+		let out = validator_fee_amount.saturating_add(paid).saturating_add(fee).saturating_add(refunded);
+		job.escrow = job.escrow.saturating_sub(out);
+		job.released = job.released.saturating_add(out);
+		claim.state = ClaimState::Judged { delivery, grade, paid };
+		Self::note_outcome(&miner, matches!(grade, Grade::Pass { .. }));
+		Self::deposit_event(Event::ResultSettled {
+			job_id,
+			miner,
+			grade,
+			paid,
+			fee,
+			validator_fee: validator_fee_amount,
+			refunded,
+			slashed: slashed_amount,
+		});
+		Ok(ResultSettlement { validator_fee, slashed })
 	}
 
 	// --- settlement -----------------------------------------------------------------------
 
-	/// Settles whatever of `job` is due at `now`: claims past the submission deadline with
-	/// nothing delivered, results past their review period, and the job itself once all of
-	/// it is settled. Returns whether anything changed.
-	pub(crate) fn settle_due(
-		job_id: JobId,
-		job: &mut JobOf<T>,
-		now: BlockNumberFor<T>,
-	) -> Result<bool, DispatchError> {
-		let mut changed = false;
-		for index in 0..job.claims.len() {
-			let due = match &Self::claim_mut(&mut job.claims, index)?.state {
-				ClaimState::Working if now > job.deadlines.submit_by => Some(None),
-				ClaimState::Submitted { review_until, on_silence, .. } if now > *review_until =>
-					Some(Some(*on_silence)),
-				_ => None,
-			};
-			match due {
-				Some(None) => {
-					Self::expire_claim(job_id, job, index)?;
-					changed = true;
+	/// Does what is due on `job_id` at `now`: at the close of submissions, expires the
+	/// claims that delivered nothing and opens the case (or finishes a job nothing was
+	/// delivered for); past the judging deadline, asks the judge to rule and settles what
+	/// it left as `Unjudged`; past the retention period, prunes the record. Returns whether
+	/// anything changed. Runs in its own storage layer.
+	pub(crate) fn process_job(job_id: JobId, now: BlockNumberFor<T>) -> Result<bool, DispatchError> {
+		with_storage_layer(|| {
+			let Some(mut job) = Jobs::<T>::get(job_id) else { return Ok(false) };
+			match job.status {
+				JobStatus::Open if now > job.deadlines.submit_by => {
+					Self::close_submissions(job_id, &mut job, now)?;
+					Jobs::<T>::insert(job_id, job);
+					Ok(true)
 				},
-				Some(Some(verdict)) => {
-					Self::settle_claim(job_id, job, index, verdict)?;
-					changed = true;
+				JobStatus::Judging { until } if now > until => {
+					T::Judge::on_deadline(job_id);
+					let Some(mut job) = Jobs::<T>::get(job_id) else { return Ok(true) };
+					if matches!(job.status, JobStatus::Judging { until } if now > until) {
+						Self::settle_unjudged(job_id, &mut job, now)?;
+						Jobs::<T>::insert(job_id, job);
+					}
+					Ok(true)
 				},
-				None => {},
+				JobStatus::Finished { at } | JobStatus::Cancelled { at }
+					if now >= at.saturating_add(T::RetainFinished::get()) =>
+				{
+					DueJobs::<T>::remove(job.next_due, job_id);
+					Jobs::<T>::remove(job_id);
+					T::Judge::forget(job_id);
+					Self::deposit_event(Event::JobPruned { job_id });
+					Ok(true)
+				},
+				_ => Ok(false),
 			}
-		}
-		Ok(Self::finish_if_done(job_id, job, now)? || changed)
+		})
 	}
 
-	/// Pays or refunds one delivered claim according to `verdict`.
-	fn settle_claim(
-		job_id: JobId,
-		job: &mut JobOf<T>,
-		index: usize,
-		verdict: Verdict,
-	) -> DispatchResult {
-		let reward = job.reward_per_result;
-		let claim = Self::claim_mut(&mut job.claims, index)?;
-		let delivery = match &claim.state {
-			ClaimState::Submitted { delivery, .. } | ClaimState::Disputed { delivery } =>
-				delivery.clone(),
-			_ => return Err(Error::<T>::NotUnderReview.into()),
-		};
-		let miner = claim.miner.clone();
-		let escrow = HoldReason::JobEscrow.into();
-		let collateral_reason = HoldReason::ClaimCollateral.into();
-		match verdict {
-			Verdict::Accept => {
-				let fee = T::ProtocolFee::get() * reward;
-				let paid = reward.saturating_sub(fee);
-				T::Currency::transfer_on_hold(
-					&escrow,
-					&job.owner,
-					&miner,
-					paid,
-					Precision::Exact,
-					Restriction::Free,
-					Fortitude::Force,
-				)?;
-				if !fee.is_zero() {
-					T::Currency::transfer_on_hold(
-						&escrow,
-						&job.owner,
-						&T::Treasury::get(),
-						fee,
-						Precision::Exact,
-						Restriction::Free,
-						Fortitude::Force,
-					)?;
-				}
-				T::Currency::release(&collateral_reason, &miner, claim.collateral, Precision::Exact)?;
-				claim.state = ClaimState::Paid { delivery };
-				Self::note_outcome(&miner, true);
-				Self::deposit_event(Event::ResultAccepted { job_id, miner, paid, fee });
-			},
-			Verdict::Reject => {
-				T::Currency::release(&escrow, &job.owner, reward, Precision::Exact)?;
-				let slashed = Self::slash_collateral(&miner, claim.collateral);
-				claim.state = ClaimState::Rejected { delivery };
-				Self::note_outcome(&miner, false);
-				Self::deposit_event(Event::ResultRejected {
-					job_id,
-					miner,
-					refunded: reward,
-					slashed,
-				});
+	/// Submissions are over: expire the claims that delivered nothing, then hand what was
+	/// delivered to the judge (or finish the job if nothing was).
+	fn close_submissions(job_id: JobId, job: &mut JobOf<T>, now: BlockNumberFor<T>) -> DispatchResult {
+		for index in 0..job.claims.len() {
+			if Self::claim_mut(&mut job.claims, index)?.state == ClaimState::Working {
+				Self::expire_claim(job_id, job, index)?;
+			}
+		}
+		let results: Vec<(T::AccountId, Delivery<BlockNumberFor<T>>)> = job
+			.claims
+			.iter()
+			.filter_map(|c| match &c.state {
+				ClaimState::Submitted { delivery } => Some((c.miner.clone(), delivery.clone())),
+				_ => None,
+			})
+			.collect();
+		if results.is_empty() {
+			return Self::finish(job_id, job, now)
+		}
+		let until = job.deadlines.judge_by;
+		job.status = JobStatus::Judging { until };
+		Self::reschedule(job_id, job, until.saturating_add(One::one()));
+		// The judge reads the job from storage.
+		Jobs::<T>::insert(job_id, &*job);
+		let count = results.len() as u32;
+		// A judge that cannot take the case: every result is refunded, nobody slashed.
+		match with_storage_layer(|| T::Judge::open_case(job_id, &results)) {
+			Ok(()) => Self::deposit_event(Event::JudgingOpened { job_id, results: count, until }),
+			Err(e) => {
+				log::warn!(target: "runtime::jobs", "job {job_id}: the judge refused the case: {e:?}");
+				Self::settle_unjudged(job_id, job, now)?;
 			},
 		}
-		job.escrow = job.escrow.saturating_sub(reward);
 		Ok(())
+	}
+
+	/// Settles every still-delivered claim as `Unjudged` and finishes the job.
+	fn settle_unjudged(job_id: JobId, job: &mut JobOf<T>, now: BlockNumberFor<T>) -> DispatchResult {
+		for index in 0..job.claims.len() {
+			if matches!(Self::claim_mut(&mut job.claims, index)?.state, ClaimState::Submitted { .. }) {
+				Self::settle_result(job_id, job, index, Grade::Unjudged, Zero::zero())?;
+			}
+		}
+		Self::finish(job_id, job, now)
 	}
 
 	/// A claimer delivered nothing in time: refund its share, slash part of its collateral.
 	fn expire_claim(job_id: JobId, job: &mut JobOf<T>, index: usize) -> DispatchResult {
 		let reward = job.reward_per_result;
+		Self::release_escrow(job, reward)?;
 		let claim = Self::claim_mut(&mut job.claims, index)?;
 		let miner = claim.miner.clone();
-		T::Currency::release(&HoldReason::JobEscrow.into(), &job.owner, reward, Precision::Exact)?;
 		let penalty = T::NoShowSlash::get() * claim.collateral;
-		let slashed = Self::slash_collateral(&miner, penalty);
+		let (credit, missing) = <T::Currency as BalancedHold<_>>::slash(
+			&HoldReason::ClaimCollateral.into(),
+			&miner,
+			penalty,
+		);
+		let slashed = penalty.saturating_sub(missing);
+		T::OnSlash::on_unbalanced(credit);
 		T::Currency::release(
 			&HoldReason::ClaimCollateral.into(),
 			&miner,
@@ -479,9 +620,18 @@ impl<T: Config> Pallet<T> {
 			Precision::Exact,
 		)?;
 		claim.state = ClaimState::Expired;
-		job.escrow = job.escrow.saturating_sub(reward);
 		Self::note_outcome(&miner, false);
 		Self::deposit_event(Event::ClaimExpired { job_id, miner, refunded: reward, slashed });
+		Ok(())
+	}
+
+	/// Gives `amount` of the job's escrow back to its owner.
+	fn release_escrow(job: &mut JobOf<T>, amount: BalanceOf<T>) -> DispatchResult {
+		if !amount.is_zero() {
+			T::Currency::release(&HoldReason::JobEscrow.into(), &job.owner, amount, Precision::Exact)?;
+		}
+		job.escrow = job.escrow.saturating_sub(amount);
+		job.released = job.released.saturating_add(amount);
 		Ok(())
 	}
 
@@ -498,16 +648,6 @@ impl<T: Config> Pallet<T> {
 		claims.iter_mut().nth(index).ok_or_else(|| Error::<T>::NoClaim.into())
 	}
 
-	/// Takes `amount` of `miner`'s claim collateral off hold and out of circulation (or
-	/// wherever [`Config::OnSlash`] sends it). Returns what was slashed.
-	fn slash_collateral(miner: &T::AccountId, amount: BalanceOf<T>) -> BalanceOf<T> {
-		let (credit, missing) =
-			<T::Currency as BalancedHold<_>>::slash(&HoldReason::ClaimCollateral.into(), miner, amount);
-		let slashed = amount.saturating_sub(missing);
-		T::OnSlash::on_unbalanced(credit);
-		slashed
-	}
-
 	fn note_outcome(miner: &T::AccountId, success: bool) {
 		Miners::<T>::mutate(miner, |m| {
 			if let Some(m) = m {
@@ -521,88 +661,77 @@ impl<T: Config> Pallet<T> {
 		});
 	}
 
-	/// Ends the job when nothing more can happen to it: every claim settled, and either
-	/// every replica claimed or the claim period over. Refunds what is left in escrow.
-	fn finish_if_done(
-		job_id: JobId,
-		job: &mut JobOf<T>,
-		now: BlockNumberFor<T>,
-	) -> Result<bool, DispatchError> {
-		let all_settled = job.claims.iter().all(|c| c.state.is_terminal());
-		let no_more_claims = job.claims.len() == usize::from(job.spec.replication) ||
-			now > job.deadlines.claim_by;
-		if job.status != JobStatus::Open || !all_settled || !no_more_claims {
-			return Ok(false)
-		}
+	/// Ends the job (every claim is settled): refunds what is left in escrow (unclaimed
+	/// replicas, rounding) and queues the record for pruning.
+	fn finish(job_id: JobId, job: &mut JobOf<T>, now: BlockNumberFor<T>) -> DispatchResult {
 		let refunded = job.escrow;
-		if !refunded.is_zero() {
-			T::Currency::release(&HoldReason::JobEscrow.into(), &job.owner, refunded, Precision::Exact)?;
-		}
-		job.escrow = Zero::zero();
-		job.status = JobStatus::Finished;
+		Self::release_escrow(job, refunded)?;
+		job.status = JobStatus::Finished { at: now };
+		Self::reschedule(job_id, job, now.saturating_add(T::RetainFinished::get()));
 		Self::deposit_event(Event::JobFinished { job_id, refunded });
-		Ok(true)
+		Ok(())
 	}
 
 	// --- deadlines ------------------------------------------------------------------------
 
-	/// Asks for `job_id` to be looked at in block `at` (or, if that block is full, one of
-	/// the next few).
-	fn schedule(job_id: JobId, at: BlockNumberFor<T>) -> DispatchResult {
-		let mut block = at;
-		for _ in 0..DUE_SLOTS_SEARCHED {
-			let pushed = DueAt::<T>::try_mutate(block, |due| due.try_push(job_id)).is_ok();
-			if pushed {
-				if DueCursor::<T>::get().is_none_or(|c| c > block) {
-					DueCursor::<T>::put(block);
-				}
-				return Ok(())
-			}
-			block = block.checked_add(&One::one()).ok_or(Error::<T>::TooManyDeadlinesInBlock)?;
+	/// Moves the job's one entry in the due queue to block `at`.
+	fn reschedule(job_id: JobId, job: &mut JobOf<T>, at: BlockNumberFor<T>) {
+		DueJobs::<T>::remove(job.next_due, job_id);
+		DueJobs::<T>::insert(at, job_id, ());
+		job.next_due = at;
+		Self::note_due(at);
+	}
+
+	/// Keeps the cursor at or below every queued block.
+	fn note_due(at: BlockNumberFor<T>) {
+		if DueCursor::<T>::get().is_none_or(|c| c > at) {
+			DueCursor::<T>::put(at);
 		}
-		Err(Error::<T>::TooManyDeadlinesInBlock.into())
+	}
+
+	/// The weight of looking at one due job, at worst.
+	pub fn process_job_weight() -> Weight {
+		T::WeightInfo::settle_expired(T::MaxReplication::get())
+			.saturating_add(T::Judge::on_deadline_weight())
 	}
 
 	/// `on_idle`: works through the due jobs of every block from the cursor up to `now`,
 	/// while `remaining` weight lasts. Each job is settled in its own storage layer: one
-	/// that fails (it should not) is logged and skipped, and blocks nothing else.
+	/// that fails (it should not) is logged and dropped from the queue, and blocks nothing
+	/// else.
 	pub(crate) fn process_due(now: BlockNumberFor<T>, remaining: Weight) -> Weight {
 		let db = T::DbWeight::get();
-		let per_block = db.reads_writes(1, 2);
-		let per_job = T::WeightInfo::settle_expired(T::MaxReplication::get());
-		let mut used = db.reads(1);
+		// Reading one queue entry (and, for an empty block, moving on).
+		let per_entry = db.reads_writes(1, 1);
+		let per_job = Self::process_job_weight();
+		let mut used = db.reads_writes(1, 1);
 		if remaining.any_lt(used) {
 			return Weight::zero()
 		}
 		let Some(mut cursor) = DueCursor::<T>::get() else { return used };
-		while cursor <= now && remaining.all_gte(used.saturating_add(per_block)) {
-			used.saturating_accrue(per_block);
-			let mut due = DueAt::<T>::get(cursor);
-			while let Some(&job_id) = due.first() {
-				if remaining.any_lt(used.saturating_add(per_job)) {
-					break
-				}
-				used.saturating_accrue(per_job);
-				let result = with_storage_layer(|| -> DispatchResult {
-					if let Some(mut job) = Jobs::<T>::get(job_id) {
-						if job.status == JobStatus::Open {
-							Self::settle_due(job_id, &mut job, now)?;
-							Jobs::<T>::insert(job_id, job);
-						}
-					}
-					Ok(())
-				});
-				if let Err(e) = result {
-					log::error!(target: "runtime::jobs", "settling job {job_id} failed: {e:?}");
-				}
-				due.remove(0);
-			}
-			if due.is_empty() {
-				DueAt::<T>::remove(cursor);
-				cursor.saturating_inc();
-			} else {
-				DueAt::<T>::insert(cursor, due);
+		while cursor <= now {
+			if remaining.any_lt(used.saturating_add(per_entry).saturating_add(per_job)) {
 				break
+			}
+			used.saturating_accrue(per_entry);
+			let Some(job_id) = DueJobs::<T>::iter_key_prefix(cursor).next() else {
+				cursor.saturating_inc();
+				continue
+			};
+			used.saturating_accrue(per_job);
+			if let Err(e) = Self::process_job(job_id, now) {
+				log::error!(target: "runtime::jobs", "settling job {job_id} failed: {e:?}");
+			}
+			// Settling moves the job's entry to its next date. One still here failed (or
+			// should not have been queued): it is looked at again next block, so the job
+			// stays queued and the cursor moves on.
+			if DueJobs::<T>::take(cursor, job_id).is_some() {
+				if let Some(mut job) = Jobs::<T>::get(job_id) {
+					if job.next_due == cursor {
+						Self::reschedule(job_id, &mut job, now.saturating_add(One::one()));
+						Jobs::<T>::insert(job_id, job);
+					}
+				}
 			}
 		}
 		DueCursor::<T>::put(cursor);
@@ -632,6 +761,7 @@ impl<T: Config> Pallet<T> {
 					match (&miner, &record) {
 						(Some(who), Some(m)) =>
 							meets(m, &job.spec.requirements) &&
+								&job.owner != who &&
 								!job.claims.iter().any(|c| &c.miner == who),
 						_ => true,
 					}
@@ -643,12 +773,17 @@ impl<T: Config> Pallet<T> {
 	// --- invariants -----------------------------------------------------------------------
 
 	/// Checks the market's invariants:
-	/// - every job's `escrow` is at most its budget, and is zero once the job is finished
-	///   or cancelled;
-	/// - every account's `JobEscrow` hold equals the escrow of its open jobs;
+	/// - solvency: every job's `escrow + released == budget`; `escrow` is zero once the
+	///   job is over, and every claim of a job that is over is settled;
+	/// - every account's `JobEscrow` hold equals the escrow of its jobs;
 	/// - every account's `ClaimCollateral` hold equals the collateral of its unsettled
 	///   claims, and its `MinerDeposit` hold the deposit of its miner record;
 	/// - a miner's `active_claims` counts its unsettled claims;
+	/// - claims are `Working` only while submissions are open, and `Submitted` only until
+	///   the job is judged;
+	/// - liveness: every job has exactly one due entry, at its `next_due`, which is after
+	///   its current deadline (the close of submissions while open, the judging deadline
+	///   while judged, the end of retention once over) and not before the cursor;
 	/// - worker keys and miners map one to one;
 	/// - no job id is at or above `NextJobId`.
 	#[cfg(any(feature = "try-runtime", feature = "std", test))]
@@ -658,15 +793,34 @@ impl<T: Config> Pallet<T> {
 		let mut collateral: BTreeMap<T::AccountId, BalanceOf<T>> = BTreeMap::new();
 		let mut active: BTreeMap<T::AccountId, u32> = BTreeMap::new();
 		let next = NextJobId::<T>::get();
+		let cursor = DueCursor::<T>::get();
+		let mut jobs = 0u32;
 		for (id, job) in Jobs::<T>::iter() {
+			jobs += 1;
 			ensure!(id < next, "job id at or above NextJobId");
-			ensure!(job.escrow <= job.budget, "escrow above budget");
-			if job.status != JobStatus::Open {
+			ensure!(job.escrow.saturating_add(job.released) == job.budget, "escrow + released != budget");
+			let deadline = match job.status {
+				JobStatus::Open => job.deadlines.submit_by,
+				JobStatus::Judging { until } => until,
+				JobStatus::Finished { at } | JobStatus::Cancelled { at } =>
+					at.saturating_add(T::RetainFinished::get()).saturating_sub(One::one()),
+			};
+			ensure!(job.next_due > deadline, "a job's due entry is not after its deadline");
+			ensure!(DueJobs::<T>::contains_key(job.next_due, id), "a job is missing from the due queue");
+			ensure!(cursor.is_some_and(|c| c <= job.next_due), "a job is due before the cursor");
+			for claim in job.claims.iter() {
+				match claim.state {
+					ClaimState::Working =>
+						ensure!(job.status == JobStatus::Open, "a Working claim after submissions closed"),
+					ClaimState::Submitted { .. } => ensure!(
+						matches!(job.status, JobStatus::Open | JobStatus::Judging { .. }),
+						"a Submitted claim on a job that is over"
+					),
+					_ => {},
+				}
+			}
+			if job.status.is_over() {
 				ensure!(job.escrow.is_zero(), "escrow left on a finished or cancelled job");
-				ensure!(
-					job.claims.iter().all(|c| c.state.is_terminal()),
-					"unsettled claim on a finished job"
-				);
 			}
 			let e = escrow.entry(job.owner.clone()).or_default();
 			*e = e.saturating_add(job.escrow);
@@ -676,10 +830,11 @@ impl<T: Config> Pallet<T> {
 				*active.entry(claim.miner.clone()).or_default() += 1;
 			}
 		}
+		ensure!(DueJobs::<T>::iter().count() as u32 == jobs, "due entries that belong to no job");
 		for (who, amount) in &escrow {
 			ensure!(
 				T::Currency::balance_on_hold(&HoldReason::JobEscrow.into(), who) == *amount,
-				"JobEscrow hold differs from the open jobs' escrow"
+				"JobEscrow hold differs from the jobs' escrow"
 			);
 		}
 		for (who, amount) in &collateral {

@@ -15,7 +15,7 @@ mod tests;
 pub mod types;
 pub mod weights;
 
-pub use impls::{OwnerReview, Review, ResultJudge};
+pub use impls::ResultJudge;
 pub use pallet::*;
 pub use types::*;
 pub use weights::WeightInfo;
@@ -32,7 +32,7 @@ pub mod pallet {
 	};
 	use frame_system::pallet_prelude::*;
 	use sp_core::sr25519;
-	use sp_runtime::Perbill;
+	use sp_runtime::{traits::Zero, PerThing, Perbill};
 
 	/// The balance type of the currency.
 	pub type BalanceOf<T> =
@@ -73,12 +73,9 @@ pub mod pallet {
 		/// The runtime's hold reasons, of which this pallet's [`HoldReason`] is part.
 		type RuntimeHoldReason: From<HoldReason>;
 
-		/// Judges delivered results (the owner in the simple market; validators' scores
-		/// once proof of contribution is wired).
+		/// Judges delivered results once submissions close (proof of contribution:
+		/// `pallet-contribution`), ruling through [`Pallet::settle_judged`].
 		type Judge: ResultJudge<Self::AccountId, BlockNumberFor<Self>>;
-
-		/// Settles disputes: the owner rejected a result, the miner stands by it.
-		type ArbiterOrigin: EnsureOrigin<Self::RuntimeOrigin>;
 
 		/// Receives the protocol fee of every paid result.
 		#[pallet::constant]
@@ -103,29 +100,39 @@ pub mod pallet {
 		#[pallet::constant]
 		type NoShowSlash: Get<Perbill>;
 
-		/// Part of a paid reward that goes to the treasury.
+		/// Part of a passing result's payout that goes to the treasury.
 		#[pallet::constant]
 		type ProtocolFee: Get<Perbill>;
+
+		/// Part of the reward per result that pays the validators who judged it (passing
+		/// or below the bar).
+		#[pallet::constant]
+		type ValidatorFee: Get<Perbill>;
 
 		/// Smallest reward per result a job may offer (keeps payouts above dust).
 		#[pallet::constant]
 		type MinReward: Get<BalanceOf<Self>>;
 
-		/// Longest a job may run, from posting to its submission deadline.
+		/// Longest a job may run, from posting to its judging deadline.
 		#[pallet::constant]
 		type MaxJobDuration: Get<BlockNumberFor<Self>>;
 
-		/// Most miners that may work on one job.
+		/// How far past `judge_by` the judge may extend its ruling (once).
+		#[pallet::constant]
+		type MaxJudgeExtension: Get<BlockNumberFor<Self>>;
+
+		/// How long a finished or cancelled job's record is kept before it is pruned.
+		#[pallet::constant]
+		type RetainFinished: Get<BlockNumberFor<Self>>;
+
+		/// Most miners that may work on one job (at most 32: ranked payouts weigh ranks by
+		/// powers of two).
 		#[pallet::constant]
 		type MaxReplication: Get<u32>;
 
 		/// Most unsettled claims one miner may hold.
 		#[pallet::constant]
 		type MaxActiveClaims: Get<u32>;
-
-		/// Most jobs whose deadlines fall due in one block.
-		#[pallet::constant]
-		type MaxDuePerBlock: Get<u32>;
 
 		/// Weights of the calls.
 		type WeightInfo: WeightInfo;
@@ -150,7 +157,7 @@ pub mod pallet {
 	#[pallet::storage]
 	pub type WorkerKeys<T: Config> = StorageMap<_, Blake2_128Concat, [u8; 32], T::AccountId>;
 
-	/// Jobs, by id. Finished and cancelled jobs stay, as the record of what was paid.
+	/// Jobs, by id. Finished and cancelled jobs stay [`Config::RetainFinished`] blocks.
 	#[pallet::storage]
 	pub type Jobs<T: Config> = StorageMap<_, Twox64Concat, JobId, JobOf<T>>;
 
@@ -158,15 +165,12 @@ pub mod pallet {
 	#[pallet::storage]
 	pub type NextJobId<T: Config> = StorageValue<_, JobId, ValueQuery>;
 
-	/// Jobs to look at in a block: a deadline of theirs passes there.
+	/// Jobs to look at in a block (a deadline of theirs passes there, or they are to be
+	/// pruned): one entry per job, at its `next_due`. A map, not a list per block, so no
+	/// number of jobs due in one block can keep another job out of it.
 	#[pallet::storage]
-	pub type DueAt<T: Config> = StorageMap<
-		_,
-		Twox64Concat,
-		BlockNumberFor<T>,
-		BoundedVec<JobId, T::MaxDuePerBlock>,
-		ValueQuery,
-	>;
+	pub type DueJobs<T: Config> =
+		StorageDoubleMap<_, Twox64Concat, BlockNumberFor<T>, Twox64Concat, JobId, ()>;
 
 	/// The first block whose due jobs `on_idle` has not fully processed.
 	#[pallet::storage]
@@ -189,19 +193,6 @@ pub mod pallet {
 		JobClaimed { job_id: JobId, miner: T::AccountId, collateral: BalanceOf<T> },
 		/// A miner delivered a signed result.
 		ResultSubmitted { job_id: JobId, miner: T::AccountId, result_sha256: [u8; 32] },
-		/// The owner rejected a result; the arbiter decides.
-		ResultDisputed { job_id: JobId, miner: T::AccountId },
-		/// A result was accepted: the miner got `paid`, the treasury `fee`, and the
-		/// collateral was released.
-		ResultAccepted { job_id: JobId, miner: T::AccountId, paid: BalanceOf<T>, fee: BalanceOf<T> },
-		/// A result was rejected: `refunded` went back to the owner, `slashed` was taken
-		/// from the miner's collateral.
-		ResultRejected {
-			job_id: JobId,
-			miner: T::AccountId,
-			refunded: BalanceOf<T>,
-			slashed: BalanceOf<T>,
-		},
 		/// A claimer delivered nothing by the deadline: `refunded` to the owner, `slashed`
 		/// from its collateral (the rest released).
 		ClaimExpired {
@@ -210,9 +201,28 @@ pub mod pallet {
 			refunded: BalanceOf<T>,
 			slashed: BalanceOf<T>,
 		},
+		/// Submissions closed with `results` delivered; the judge rules by `until`.
+		JudgingOpened { job_id: JobId, results: u32, until: BlockNumberFor<T> },
+		/// The judge moved its ruling to `until`.
+		JudgingExtended { job_id: JobId, until: BlockNumberFor<T> },
+		/// One result was judged and settled: the miner got `paid`, the treasury `fee`,
+		/// the validators `validator_fee`, the owner `refunded`; `slashed` was taken from
+		/// the miner's collateral (the rest released).
+		ResultSettled {
+			job_id: JobId,
+			miner: T::AccountId,
+			grade: Grade,
+			paid: BalanceOf<T>,
+			fee: BalanceOf<T>,
+			validator_fee: BalanceOf<T>,
+			refunded: BalanceOf<T>,
+			slashed: BalanceOf<T>,
+		},
 		/// Every claim of a job is settled; `refunded` (unclaimed shares, rounding) went
 		/// back to the owner.
 		JobFinished { job_id: JobId, refunded: BalanceOf<T> },
+		/// A finished or cancelled job's record was removed.
+		JobPruned { job_id: JobId },
 	}
 
 	#[pallet::error]
@@ -236,15 +246,14 @@ pub mod pallet {
 		InvalidHyperParameters,
 		/// Replication is zero or above the maximum.
 		InvalidReplication,
-		/// The recipe's URI is empty.
+		/// The recipe's (or bounds') URI is empty.
 		EmptyUri,
-		/// Deadlines not in the future, `claim_by` after `submit_by`, or the job longer
-		/// than the maximum duration.
+		/// Deadlines not in the future, not in the order claim <= submit < reveal <
+		/// judge, a judging period shorter than the judge needs, or the job longer than
+		/// the maximum duration.
 		InvalidDeadlines,
 		/// The budget gives a result less than the minimum reward.
 		BudgetTooLow,
-		/// Too many jobs fall due around that block; pick another deadline.
-		TooManyDeadlinesInBlock,
 		/// No job with this id.
 		UnknownJob,
 		/// Only the job's owner may do this.
@@ -275,20 +284,24 @@ pub mod pallet {
 		WrongMiner,
 		/// The attestation names another recipe than the job's.
 		WrongRecipe,
-		/// The attestation claims another number of steps than the job's.
+		/// The attestation's steps or checkpoint interval are not the job's (or outside a
+		/// contest's bounds).
 		WrongSteps,
 		/// The signature is not the miner's worker key's over this attestation.
 		BadSignature,
-		/// The result is not under review (not submitted, or already judged).
-		NotUnderReview,
-		/// The review period is over; the judge's default applies.
-		ReviewPeriodOver,
-		/// The judge in use does not let owners review results.
-		OwnerMayNotReview,
-		/// The result is not disputed.
-		NotDisputed,
+		/// Another claim of this job already delivered this result or checkpoint root.
+		DuplicateResult,
+		/// An owner may not claim its own job.
+		OwnJob,
 		/// Nothing of this job is due yet.
 		NothingDue,
+		/// The job is not being judged.
+		NotJudging,
+		/// The grades given are not one per delivered result.
+		WrongGradeCount,
+		/// The judging deadline may move only later, once, and by at most
+		/// [`Config::MaxJudgeExtension`].
+		InvalidExtension,
 	}
 
 	#[pallet::hooks]
@@ -296,6 +309,19 @@ pub mod pallet {
 		/// Settles jobs whose deadlines passed, as far as the block's spare weight goes.
 		fn on_idle(now: BlockNumberFor<T>, remaining: Weight) -> Weight {
 			Self::process_due(now, remaining)
+		}
+
+		fn integrity_test() {
+			assert!(
+				(1..=32).contains(&T::MaxReplication::get()),
+				"MaxReplication must be 1..=32 (ranked payouts weigh ranks by 2^rank)"
+			);
+			assert!(!T::RetainFinished::get().is_zero(), "RetainFinished must be positive");
+			assert!(
+				T::ProtocolFee::get().deconstruct().saturating_add(T::ValidatorFee::get().deconstruct()) <
+					Perbill::ACCURACY,
+				"fees must leave the miner something"
+			);
 		}
 
 		#[cfg(feature = "try-runtime")]
@@ -382,46 +408,8 @@ pub mod pallet {
 			Self::do_submit_result(who, job_id, attestation, signature)
 		}
 
-		/// The owner accepts a result under review: the miner is paid.
-		#[pallet::call_index(7)]
-		#[pallet::weight(T::WeightInfo::accept_result(T::MaxReplication::get()))]
-		pub fn accept_result(
-			origin: OriginFor<T>,
-			job_id: JobId,
-			miner: T::AccountId,
-		) -> DispatchResult {
-			let who = ensure_signed(origin)?;
-			Self::do_owner_review(who, job_id, miner, Verdict::Accept)
-		}
-
-		/// The owner rejects a result under review: a dispute for the arbiter.
-		#[pallet::call_index(8)]
-		#[pallet::weight(T::WeightInfo::reject_result(T::MaxReplication::get()))]
-		pub fn reject_result(
-			origin: OriginFor<T>,
-			job_id: JobId,
-			miner: T::AccountId,
-		) -> DispatchResult {
-			let who = ensure_signed(origin)?;
-			Self::do_owner_review(who, job_id, miner, Verdict::Reject)
-		}
-
-		/// The arbiter settles a dispute: `Accept` pays the miner, `Reject` refunds the
-		/// owner and slashes the miner's collateral.
-		#[pallet::call_index(9)]
-		#[pallet::weight(T::WeightInfo::resolve_dispute(T::MaxReplication::get()))]
-		pub fn resolve_dispute(
-			origin: OriginFor<T>,
-			job_id: JobId,
-			miner: T::AccountId,
-			verdict: Verdict,
-		) -> DispatchResult {
-			T::ArbiterOrigin::ensure_origin(origin)?;
-			Self::do_resolve_dispute(job_id, miner, verdict)
-		}
-
-		/// Anyone may settle what is due on a job (expired claims, reviews past their
-		/// period, the final refund) without waiting for `on_idle`.
+		/// Anyone may settle what is due on a job (expired claims, the close of
+		/// submissions, the judging deadline, pruning) without waiting for `on_idle`.
 		#[pallet::call_index(10)]
 		#[pallet::weight(T::WeightInfo::settle_expired(T::MaxReplication::get()))]
 		pub fn settle_expired(origin: OriginFor<T>, job_id: JobId) -> DispatchResult {

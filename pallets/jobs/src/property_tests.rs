@@ -5,9 +5,12 @@
 use crate::{mock::*, Jobs as JobRecords, *};
 // The pallet, not its `Jobs` storage map (both are glob-imported).
 use crate::mock::Jobs;
-use frame_support::traits::{
-	fungible::{Inspect, InspectHold},
-	Hooks,
+use frame_support::{
+	traits::{
+		fungible::{Inspect, InspectHold},
+		Hooks,
+	},
+	weights::Weight,
 };
 use sp_core::Pair;
 
@@ -32,47 +35,52 @@ const ACCOUNTS: [u64; 8] = [1, 2, 3, 4, 5, 6, 7, POOR];
 
 fn total_of_everyone() -> u128 {
 	let mut all: Vec<u64> = ACCOUNTS.to_vec();
-	all.push(TREASURY);
+	all.extend([TREASURY, VALIDATORS]);
 	all.iter().map(|a| Balances::free_balance(a) + Balances::total_balance_on_hold(a)).sum()
 }
 
+/// Everything slashed so far (no-shows, frauds): burned, in this mock.
 fn slashed_so_far() -> u128 {
 	events()
 		.into_iter()
 		.map(|e| match e {
-			Event::ResultRejected { slashed, .. } | Event::ClaimExpired { slashed, .. } => slashed,
+			Event::ResultSettled { slashed, .. } | Event::ClaimExpired { slashed, .. } => slashed,
 			_ => 0,
 		})
 		.sum()
 }
 
-/// A random claim in a state `pick` accepts: (job id, miner, job owner).
-fn some_claim(rng: &mut Rng, pick: impl Fn(&ClaimState<u64>) -> bool) -> Option<(JobId, u64, u64)> {
+/// A random claim in a state `pick` accepts: (job id, miner).
+fn some_claim(rng: &mut Rng, pick: impl Fn(&ClaimState<u128, u64>) -> bool) -> Option<(JobId, u64)> {
 	let found: Vec<_> = JobRecords::<Test>::iter()
 		.flat_map(|(id, job)| {
-			job.claims
-				.iter()
-				.filter(|c| pick(&c.state))
-				.map(|c| (id, c.miner, job.owner))
-				.collect::<Vec<_>>()
+			job.claims.iter().filter(|c| pick(&c.state)).map(|c| (id, c.miner)).collect::<Vec<_>>()
 		})
 		.collect();
 	(!found.is_empty()).then(|| found[rng.below(found.len() as u64) as usize])
 }
 
-/// One random action; errors are expected (they must just change nothing). Actions that
-/// need a claim in some state mostly pick one that is in it, so that the sequences get
-/// past the checks and into settlement.
-fn step(rng: &mut Rng) {
+fn random_grade(rng: &mut Rng) -> Grade {
+	match rng.below(5) {
+		0 | 1 => Grade::Pass { loss_ppm: rng.pick(&[None, Some(1), Some(500_000), Some(500_000), Some(2_000_000)]) },
+		2 => Grade::BelowBar,
+		3 => Grade::Fraud,
+		_ => Grade::Unjudged,
+	}
+}
+
+/// One random action. Errors are expected; they must change nothing. Actions that need a
+/// claim in some state mostly pick one that is in it, so that the sequences get past the
+/// checks and into settlement.
+fn step(rng: &mut Rng) -> sp_runtime::DispatchResult {
 	let who = rng.pick(&ACCOUNTS);
 	let other = rng.pick(&ACCOUNTS);
 	let jobs = NextJobId::<Test>::get();
 	let job = if jobs == 0 { 0 } else { rng.below(jobs + 1) }; // sometimes unknown
 	let origin = RuntimeOrigin::signed(who);
-	let is_working = |s: &ClaimState<u64>| *s == ClaimState::Working;
-	let in_review = |s: &ClaimState<u64>| matches!(s, ClaimState::Submitted { .. });
-	let disputed = |s: &ClaimState<u64>| matches!(s, ClaimState::Disputed { .. });
-	let _ = match rng.below(16) {
+	let is_working = |s: &ClaimState<u128, u64>| *s == ClaimState::Working;
+	let delivered = |s: &ClaimState<u128, u64>| matches!(s, ClaimState::Submitted { .. });
+	match rng.below(16) {
 		0 | 1 => {
 			// Mostly the miner's own worker key; sometimes another's (taken or not).
 			let key = if rng.below(5) == 0 { worker(other) } else { worker(who) };
@@ -86,21 +94,36 @@ fn step(rng: &mut Rng) {
 		},
 		4 | 5 => {
 			let now = System::block_number();
-			let claim_by = now + 1 + rng.below(20);
+			let claim_by = now + rng.below(25); // sometimes not in the future
 			let submit_by = claim_by + rng.below(30);
-			let mut s = spec(1 + rng.below(3) as u8);
+			let reveal_by = submit_by + 1 + rng.below(5);
+			let judge_by = reveal_by + JUDGING - 1 + rng.below(10); // sometimes too short
+			let mut s = if rng.below(3) == 0 { contest(1 + rng.below(3) as u8) } else { spec(1 + rng.below(3) as u8) };
 			if rng.below(4) == 0 {
 				s.requirements.min_memory_mib = 10_000;
 			}
 			let budget = rng.pick(&[50, 300, 1_000, 10_001, 2_000_000]);
-			Jobs::post_job(origin, s, budget, Deadlines { claim_by, submit_by })
+			Jobs::post_job(origin, s, budget, Deadlines { claim_by, submit_by, reveal_by, judge_by })
 		},
 		6 => Jobs::cancel_job(origin, job),
-		7 | 8 => Jobs::claim_job(origin, job),
+		7 | 8 => {
+			// Mostly a job this account could claim.
+			let open = Jobs::claimable_jobs(Some(who), 0, 100);
+			let job = if !open.is_empty() && rng.below(5) != 0 {
+				open[rng.below(open.len() as u64) as usize].0
+			} else {
+				job
+			};
+			Jobs::claim_job(origin, job)
+		},
 		9 | 10 => {
-			let (job, miner, _) = some_claim(rng, is_working).unwrap_or((job, who, 0));
-			// Honest, or signed by the wrong key, or for the wrong job.
+			let (job, miner) = some_claim(rng, is_working).unwrap_or((job, who));
+			// Honest, or signed by the wrong key, or for the wrong job, or a copy of
+			// another miner's result.
 			let mut att = attestation(job, miner);
+			if rng.below(6) == 0 {
+				att.result_sha256 = attestation(job, other).result_sha256;
+			}
 			let key = if rng.below(6) == 0 { worker(other) } else { worker(miner) };
 			let sig = sign(&att, &key);
 			if rng.below(6) == 0 {
@@ -108,19 +131,26 @@ fn step(rng: &mut Rng) {
 			}
 			Jobs::submit_result(RuntimeOrigin::signed(miner), job, att, sig)
 		},
-		11 => {
-			let (job, miner, owner) = some_claim(rng, in_review).unwrap_or((job, other, who));
-			let by = if rng.below(8) == 0 { who } else { owner };
-			if rng.below(3) == 0 {
-				Jobs::reject_result(RuntimeOrigin::signed(by), job, miner)
-			} else {
-				Jobs::accept_result(RuntimeOrigin::signed(by), job, miner)
+		11 | 12 => {
+			// The judge's ruling for a job under judgement: mostly one grade per result.
+			let (job, _) = some_claim(rng, delivered).unwrap_or((job, who));
+			let results = JobRecords::<Test>::get(job)
+				.map(|j| j.claims.iter().filter(|c| delivered(&c.state)).count())
+				.unwrap_or(0);
+			let n = if rng.below(8) == 0 { results + 1 } else { results };
+			let grades: Vec<Grade> = (0..n).map(|_| random_grade(rng)).collect();
+			match rng.below(4) {
+				// Ruled at once, before the deadline.
+				0 => Jobs::settle_judged(job, &grades).map(MockJudge::distribute),
+				1 => {
+					rule(job, Ruling::Extend(System::block_number() + rng.below(40)));
+					Ok(())
+				},
+				_ => {
+					rule(job, Ruling::Grades(grades));
+					Ok(())
+				},
 			}
-		},
-		12 => {
-			let (job, miner, _) = some_claim(rng, disputed).unwrap_or((job, other, 0));
-			let verdict = if rng.below(2) == 0 { Verdict::Accept } else { Verdict::Reject };
-			Jobs::resolve_dispute(RuntimeOrigin::root(), job, miner, verdict)
 		},
 		13 => Jobs::settle_expired(origin, job),
 		_ => {
@@ -129,27 +159,28 @@ fn step(rng: &mut Rng) {
 			for _ in 0..blocks {
 				let b = System::block_number() + 1;
 				System::set_block_number(b);
-				let spare = if rng.below(3) == 0 {
-					<() as WeightInfo>::settle_expired(3)
-				} else {
-					frame_support::weights::Weight::MAX
-				};
+				let spare = if rng.below(3) == 0 { Jobs::process_job_weight() } else { Weight::MAX };
 				Jobs::on_idle(b, spare);
 			}
 			Ok(())
 		},
-	};
+	}
 }
 
 /// How often each settlement path was taken, over all seeds: the sequences must reach
 /// every path, or the conservation checks prove little.
 #[derive(Default, Debug)]
 struct Coverage {
-	accepted: u32,
-	rejected: u32,
+	passed: u32,
+	below_bar: u32,
+	fraud: u32,
+	unjudged: u32,
 	expired: u32,
+	extended: u32,
 	finished: u32,
 	cancelled: u32,
+	pruned: u32,
+	failed_calls: u32,
 }
 
 #[test]
@@ -160,8 +191,16 @@ fn random_call_sequences_conserve_molt_and_keep_invariants() {
 			let start_total = total_of_everyone();
 			let start_issuance = <Balances as Inspect<u64>>::total_issuance();
 			let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-			for i in 0..300 {
-				step(&mut rng);
+			for i in 0..400 {
+				let root = sp_io::storage::root(sp_runtime::StateVersion::V1);
+				if step(&mut rng).is_err() {
+					coverage.failed_calls += 1;
+					assert_eq!(
+						sp_io::storage::root(sp_runtime::StateVersion::V1),
+						root,
+						"seed {seed} step {i}: a failing call changed state"
+					);
+				}
 				let slashed = slashed_so_far();
 				assert_eq!(
 					total_of_everyone() + slashed,
@@ -177,36 +216,46 @@ fn random_call_sequences_conserve_molt_and_keep_invariants() {
 					panic!("seed {seed} step {i}: invariant broken: {e:?}");
 				}
 			}
-			// Let every deadline pass: afterwards nothing is held but miners' deposits.
-			for _ in 0..2_000 {
+			// Let every deadline pass: every job ends and is pruned; afterwards nothing is
+			// held but miners' deposits.
+			for _ in 0..1_500 {
 				let b = System::block_number() + 1;
 				System::set_block_number(b);
-				Jobs::on_idle(b, frame_support::weights::Weight::MAX);
+				Jobs::on_idle(b, Weight::MAX);
 			}
-			for (id, job) in JobRecords::<Test>::iter() {
-				assert!(
-					job.status != JobStatus::Open ||
-						job.claims.iter().any(|c| matches!(c.state, ClaimState::Disputed { .. })),
-					"seed {seed}: job {id} still open without a dispute: {job:?}"
+			assert_eq!(JobRecords::<Test>::iter().count(), 0, "seed {seed}: a job never ended");
+			for a in ACCOUNTS {
+				assert_eq!(
+					Balances::total_balance_on_hold(&a),
+					Miners::<Test>::get(a).map_or(0, |m| m.deposit),
+					"seed {seed}: something still held for {a}"
 				);
 			}
 			Jobs::do_try_state().unwrap();
 			for e in events() {
 				match e {
-					Event::ResultAccepted { .. } => coverage.accepted += 1,
-					Event::ResultRejected { .. } => coverage.rejected += 1,
+					Event::ResultSettled { grade: Grade::Pass { .. }, .. } => coverage.passed += 1,
+					Event::ResultSettled { grade: Grade::BelowBar, .. } => coverage.below_bar += 1,
+					Event::ResultSettled { grade: Grade::Fraud, .. } => coverage.fraud += 1,
+					Event::ResultSettled { grade: Grade::Unjudged, .. } => coverage.unjudged += 1,
 					Event::ClaimExpired { .. } => coverage.expired += 1,
+					Event::JudgingExtended { .. } => coverage.extended += 1,
 					Event::JobFinished { .. } => coverage.finished += 1,
 					Event::JobCancelled { .. } => coverage.cancelled += 1,
+					Event::JobPruned { .. } => coverage.pruned += 1,
 					_ => {},
 				}
 			}
 		});
 	}
 	println!("{coverage:?}");
-	let Coverage { accepted, rejected, expired, finished, cancelled } = coverage;
+	let c = &coverage;
 	assert!(
-		accepted >= 20 && rejected >= 5 && expired >= 20 && finished >= 50 && cancelled >= 10,
+		c.passed >= 50 &&
+			c.below_bar >= 20 && c.fraud >= 20 &&
+			c.unjudged >= 50 && c.expired >= 50 &&
+			c.extended >= 10 && c.finished >= 500 &&
+			c.cancelled >= 10 && c.pruned >= 500,
 		"random sequences reach too few settlements: {coverage:?}"
 	);
 }

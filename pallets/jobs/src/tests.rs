@@ -10,7 +10,7 @@ use frame_support::{
 	weights::Weight,
 };
 use sp_core::Pair;
-use sp_runtime::DispatchError;
+use sp_runtime::{DispatchError, Perbill};
 
 const OWNER: u64 = 1;
 const MINER: u64 = 2;
@@ -155,8 +155,9 @@ fn post_job_escrows_the_budget() {
 		assert_eq!(free(OWNER), START - BUDGET);
 		assert_eq!(issuance(), before, "escrow is a hold, not a transfer");
 		let j = JobRecords::<Test>::get(job).unwrap();
-		assert_eq!((j.reward_per_result, j.escrow, j.status), (BUDGET / 2, BUDGET, JobStatus::Open));
-		assert_eq!(DueAt::<Test>::get(51).into_inner(), vec![job], "looked at after submit_by");
+		assert_eq!((j.reward_per_result, j.escrow, j.released, j.status), (BUDGET / 2, BUDGET, 0, JobStatus::Open));
+		assert!(DueJobs::<Test>::contains_key(SUBMIT_BY + 1, job), "looked at after submit_by");
+		assert_eq!(j.next_due, SUBMIT_BY + 1);
 		assert_eq!(events(), vec![Event::JobPosted { job_id: 0, owner: OWNER, budget: BUDGET }]);
 	});
 }
@@ -169,18 +170,39 @@ fn post_job_rejects_bad_specs() {
 			f(&mut s);
 			Jobs::post_job(RuntimeOrigin::signed(OWNER), s, BUDGET, deadlines())
 		};
-		let bad_steps: [&dyn Fn(&mut JobSpec); 4] = [
-			&|s| s.steps = 0,
-			&|s| s.steps = MAX_STEPS + 1,
-			&|s| s.checkpoint_interval = 0,
-			&|s| s.checkpoint_interval = 101,
+		let compute = |steps, checkpoint_interval| {
+			move |s: &mut JobSpec| s.work = Work::Compute { recipe: content(1), steps, checkpoint_interval }
+		};
+		let contest = |max_steps, max_checkpoint_interval| {
+			move |s: &mut JobSpec| {
+				s.work = Work::Contest { bounds: content(2), max_steps, max_checkpoint_interval }
+			}
+		};
+		let bad_steps: [&dyn Fn(&mut JobSpec); 8] = [
+			&compute(0, 1),
+			&compute(MAX_STEPS + 1, 10),
+			&compute(100, 0),
+			&compute(100, 101),
+			&contest(0, 1),
+			&contest(MAX_STEPS + 1, 10),
+			&contest(100, 0),
+			&contest(100, 101),
 		];
 		for f in bad_steps {
 			assert_noop!(post_with(f), Error::<Test>::InvalidHyperParameters);
 		}
 		assert_noop!(post_with(&|s| s.replication = 0), Error::<Test>::InvalidReplication);
 		assert_noop!(post_with(&|s| s.replication = 4), Error::<Test>::InvalidReplication);
-		assert_noop!(post_with(&|s| s.recipe.uri = Default::default()), Error::<Test>::EmptyUri);
+		let no_uri = ContentRef { sha256: [1; 32], uri: Default::default() };
+		assert_noop!(
+			post_with(&|s| s.work = Work::Compute { recipe: no_uri.clone(), steps: 100, checkpoint_interval: 10 }),
+			Error::<Test>::EmptyUri
+		);
+		assert_noop!(
+			post_with(&|s| s.work = Work::Contest { bounds: no_uri.clone(), max_steps: 100, max_checkpoint_interval: 10 }),
+			Error::<Test>::EmptyUri
+		);
+		assert_ok!(post_with(&contest(100, 100)));
 	});
 }
 
@@ -188,13 +210,17 @@ fn post_job_rejects_bad_specs() {
 fn post_job_rejects_bad_deadlines_budgets_and_balances() {
 	test(|| {
 		run_to_block(10);
-		let post_at = |claim_by, submit_by| {
-			Jobs::post_job(RuntimeOrigin::signed(OWNER), spec(1), BUDGET, Deadlines { claim_by, submit_by })
+		let post_at = |claim_by, submit_by, reveal_by, judge_by| {
+			let d = Deadlines { claim_by, submit_by, reveal_by, judge_by };
+			Jobs::post_job(RuntimeOrigin::signed(OWNER), spec(1), BUDGET, d)
 		};
-		assert_noop!(post_at(10, 50), Error::<Test>::InvalidDeadlines); // claim_by not in the future
-		assert_noop!(post_at(60, 50), Error::<Test>::InvalidDeadlines); // claim after submit
-		assert_noop!(post_at(20, 1_011), Error::<Test>::InvalidDeadlines); // too long
-		assert_ok!(post_at(11, 1_010)); // the bounds themselves are fine
+		assert_noop!(post_at(10, 50, 60, 80), Error::<Test>::InvalidDeadlines); // claim_by not in the future
+		assert_noop!(post_at(60, 50, 60, 80), Error::<Test>::InvalidDeadlines); // claim after submit
+		assert_noop!(post_at(20, 50, 50, 80), Error::<Test>::InvalidDeadlines); // reveal not after submit
+		assert_noop!(post_at(20, 50, 80, 80), Error::<Test>::InvalidDeadlines); // judge not after reveal
+		assert_noop!(post_at(20, 50, 71, 80), Error::<Test>::InvalidDeadlines); // judging too short for the judge
+		assert_noop!(post_at(20, 50, 60, 1_011), Error::<Test>::InvalidDeadlines); // too long
+		assert_ok!(post_at(11, 11, 12, 1_010)); // the bounds themselves are fine
 		assert_noop!(
 			Jobs::post_job(RuntimeOrigin::signed(OWNER), spec(3), 299, deadlines()),
 			Error::<Test>::BudgetTooLow
@@ -207,18 +233,23 @@ fn post_job_rejects_bad_deadlines_budgets_and_balances() {
 }
 
 #[test]
-fn post_job_moves_a_deadline_past_full_blocks_then_refuses() {
+fn no_number_of_jobs_due_in_one_block_keeps_a_job_out() {
 	test(|| {
-		// 4 jobs per block, 16 blocks searched: 64 jobs fit around one deadline.
-		for _ in 0..64 {
+		// Posting and cancelling jobs costs nothing but fees; it must not fill anything
+		// another owner needs (the old queue had 4 slots per block).
+		for _ in 0..200 {
+			let id = post(OWNER, 1, 100);
+			assert_ok!(Jobs::cancel_job(RuntimeOrigin::signed(OWNER), id));
 			post(OWNER, 1, 100);
 		}
-		assert_eq!(DueAt::<Test>::get(51).len(), 4);
-		assert_eq!(DueAt::<Test>::get(66).len(), 4);
-		assert_noop!(
-			Jobs::post_job(RuntimeOrigin::signed(OWNER), spec(1), 100, deadlines()),
-			Error::<Test>::TooManyDeadlinesInBlock
-		);
+		let job = post(MINER2, 1, BUDGET);
+		assert!(DueJobs::<Test>::contains_key(SUBMIT_BY + 1, job));
+		assert_eq!(DueJobs::<Test>::iter_prefix(SUBMIT_BY + 1).count(), 201);
+		register(MINER);
+		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER), job));
+		deliver(job, MINER);
+		run_to_block(SUBMIT_BY + 1);
+		assert!(matches!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Judging { .. }));
 	});
 }
 
@@ -229,12 +260,18 @@ fn cancel_job_refunds_everything() {
 		assert_ok!(Jobs::cancel_job(RuntimeOrigin::signed(OWNER), job));
 		assert_eq!(free(OWNER), START);
 		assert_eq!(held(HoldReason::JobEscrow, OWNER), 0);
-		assert_eq!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Cancelled);
+		assert_eq!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Cancelled { at: 1 });
 		assert!(events().contains(&Event::JobCancelled { job_id: job }));
 		assert_noop!(Jobs::cancel_job(RuntimeOrigin::signed(OWNER), job), Error::<Test>::JobNotOpen);
-		// The due entry of a cancelled job is skipped harmlessly.
-		run_to_block(60);
-		assert_eq!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Cancelled);
+		// Its one due entry is now its pruning, after the retention period.
+		assert!(!DueJobs::<Test>::contains_key(SUBMIT_BY + 1, job));
+		run_to_block(RETAIN);
+		assert!(JobRecords::<Test>::get(job).is_some());
+		run_to_block(RETAIN + 1);
+		assert!(JobRecords::<Test>::get(job).is_none(), "pruned");
+		assert!(events().contains(&Event::JobPruned { job_id: job }));
+		assert_eq!(FORGOTTEN.with(|f| f.borrow().clone()), vec![job]);
+		assert_eq!(DueJobs::<Test>::iter().count(), 0);
 	});
 }
 
@@ -365,15 +402,16 @@ fn submit_result_records_the_delivery() {
 		run_to_block(5);
 		deliver(job, MINER);
 		let claim = &JobRecords::<Test>::get(job).unwrap().claims[0];
-		let ClaimState::Submitted { delivery, review_until, on_silence } = &claim.state else {
+		let ClaimState::Submitted { delivery } = &claim.state else {
 			panic!("not submitted: {:?}", claim.state)
 		};
-		assert_eq!((*review_until, *on_silence), (5 + REVIEW, Verdict::Accept));
-		assert_eq!(delivery.result.sha256, [9; 32]);
-		assert_eq!(delivery.checkpoint_root, [8; 32]);
+		let result = [100 + MINER as u8; 32];
+		assert_eq!(delivery.result.sha256, result);
+		assert_eq!(delivery.checkpoint_root, [50 + MINER as u8; 32]);
+		assert_eq!((delivery.steps, delivery.checkpoint_interval, delivery.segments()), (100, 10, 10));
 		assert_eq!(delivery.final_train_loss_ppm, 1_234_567);
-		assert!(DueAt::<Test>::get(5 + REVIEW + 1).contains(&job));
-		assert!(events().contains(&Event::ResultSubmitted { job_id: job, miner: MINER, result_sha256: [9; 32] }));
+		assert_eq!(delivery.submitted_at, 5);
+		assert!(events().contains(&Event::ResultSubmitted { job_id: job, miner: MINER, result_sha256: result }));
 	});
 }
 
@@ -417,10 +455,13 @@ fn submit_result_rejects_forged_and_misdirected_attestations() {
 		let mut other_recipe = good.clone();
 		other_recipe.recipe_sha256 = [2; 32];
 		assert_noop!(submit(MINER, job, other_recipe, &worker(MINER)), Error::<Test>::WrongRecipe);
-		// Fewer steps than the job asks for.
+		// Fewer steps than the job asks for, or another checkpoint interval.
 		let mut short = good.clone();
 		short.steps = 99;
 		assert_noop!(submit(MINER, job, short, &worker(MINER)), Error::<Test>::WrongSteps);
+		let mut sparse = good.clone();
+		sparse.checkpoint_interval = 20;
+		assert_noop!(submit(MINER, job, sparse, &worker(MINER)), Error::<Test>::WrongSteps);
 		// A registered miner without a claim.
 		assert_noop!(submit(MINER2, job, attestation(job, MINER2), &worker(MINER2)), Error::<Test>::NoClaim);
 		// Not a miner at all.
@@ -439,7 +480,7 @@ fn submit_result_after_the_deadline_is_refused() {
 		register(MINER);
 		let job = post(OWNER, 2, BUDGET);
 		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER), job));
-		System::set_block_number(51); // past submit_by, before on_idle settles it
+		System::set_block_number(SUBMIT_BY + 1); // past submit_by, before on_idle settles it
 		let att = attestation(job, MINER);
 		let sig = sign(&att, &worker(MINER));
 		assert_noop!(
@@ -451,138 +492,310 @@ fn submit_result_after_the_deadline_is_refused() {
 
 // --- settlement ---------------------------------------------------------------------------
 
+// --- judging and settlement ----------------------------------------------------------
+
+/// `MINER` and `MINER2` each deliver a result to a 2-replica job of `OWNER`'s; the judge
+/// will rule `grades`. Returns the job once judged.
+fn judged_pair(grades: Vec<Grade>) -> JobId {
+	register(MINER);
+	register(MINER2);
+	let job = post(OWNER, 2, BUDGET);
+	for m in [MINER, MINER2] {
+		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(m), job));
+		deliver(job, m);
+	}
+	rule(job, Ruling::Grades(grades));
+	run_to_block(SUBMIT_BY + 1);
+	assert_eq!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Judging { until: JUDGE_BY });
+	assert!(events().contains(&Event::JudgingOpened { job_id: job, results: 2, until: JUDGE_BY }));
+	assert_eq!(CASES.with(|c| c.borrow().clone()), vec![(job, vec![MINER, MINER2])]);
+	run_to_block(JUDGE_BY);
+	assert!(matches!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Judging { .. }), "not before the deadline");
+	run_to_block(JUDGE_BY + 1);
+	job
+}
+
+fn settled(job_id: JobId, miner: u64) -> Event<Test> {
+	events()
+		.into_iter()
+		.find(|e| matches!(e, Event::ResultSettled { job_id: j, miner: m, .. } if *j == job_id && *m == miner))
+		.expect("a ResultSettled event")
+}
+
 #[test]
-fn accepted_result_pays_miner_and_treasury_exactly() {
+fn passing_results_pay_miner_treasury_and_validators_exactly() {
 	test(|| {
-		let job = delivered_job();
 		let before = issuance();
-		assert_ok!(Jobs::accept_result(RuntimeOrigin::signed(OWNER), job, MINER));
-		// 5% fee of the 10_000 reward.
-		assert_eq!(free(MINER), START - 100 + 9_500, "paid, collateral released, deposit held");
-		assert_eq!(free(TREASURY), START + 500);
+		let job = judged_pair(vec![Grade::Pass { loss_ppm: Some(900_000) }, Grade::Pass { loss_ppm: Some(800_000) }]);
+		// Reward 5_000 each: validators' fee 10% = 500, payout 4_500, protocol fee 5% = 225.
+		for (m, loss) in [(MINER, 900_000), (MINER2, 800_000)] {
+			assert_eq!(free(m), START - 100 + 4_275, "paid, collateral released");
+			assert_eq!(held(HoldReason::ClaimCollateral, m), 0);
+			assert_eq!(Miners::<Test>::get(m).unwrap().completed, 1);
+			let grade = Grade::Pass { loss_ppm: Some(loss) };
+			assert_eq!(
+				settled(job, m),
+				Event::ResultSettled {
+					job_id: job,
+					miner: m,
+					grade,
+					paid: 4_275,
+					fee: 225,
+					validator_fee: 500,
+					refunded: 0,
+					slashed: 0,
+				}
+			);
+		}
 		assert_eq!(free(OWNER), START - BUDGET);
-		assert_eq!(held(HoldReason::JobEscrow, OWNER), 0);
-		assert_eq!(held(HoldReason::ClaimCollateral, MINER), 0);
-		assert_eq!(issuance(), before);
+		assert_eq!(free(TREASURY), START + 450);
+		assert_eq!(free(VALIDATORS), START + 1_000);
+		assert_eq!(issuance(), before, "every planck moved, none minted or burned");
 		let j = JobRecords::<Test>::get(job).unwrap();
-		assert_eq!(j.status, JobStatus::Finished, "single replica claimed and settled");
-		assert!(matches!(j.claims[0].state, ClaimState::Paid { .. }));
-		let m = Miners::<Test>::get(MINER).unwrap();
-		assert_eq!((m.active_claims, m.completed, m.failed), (0, 1, 0));
-		assert!(events().contains(&Event::ResultAccepted { job_id: job, miner: MINER, paid: 9_500, fee: 500 }));
+		assert_eq!((j.status, j.escrow, j.released), (JobStatus::Finished { at: JUDGE_BY + 1 }, 0, BUDGET));
 		assert!(events().contains(&Event::JobFinished { job_id: job, refunded: 0 }));
 	});
 }
 
 #[test]
-fn silence_accepts_after_the_review_period() {
+fn a_result_below_the_bar_is_not_paid_and_the_owner_pays_only_the_validators() {
 	test(|| {
-		let job = claimed_job();
-		run_to_block(5);
-		deliver(job, MINER);
-		run_to_block(5 + REVIEW);
-		assert!(matches!(JobRecords::<Test>::get(job).unwrap().claims[0].state, ClaimState::Submitted { .. }));
-		assert_noop!(
-			Jobs::settle_expired(RuntimeOrigin::signed(MINER2), job),
-			Error::<Test>::NothingDue
-		);
-		run_to_block(5 + REVIEW + 1);
-		assert_eq!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Finished);
-		assert_eq!(free(MINER), START - 100 + 9_500);
-		assert_noop!(
-			Jobs::accept_result(RuntimeOrigin::signed(OWNER), job, MINER),
-			Error::<Test>::NotUnderReview
-		);
+		let job = judged_pair(vec![Grade::BelowBar, Grade::Pass { loss_ppm: Some(1) }]);
+		assert_eq!(free(MINER), START - 100, "collateral released, nothing paid");
+		assert_eq!(Miners::<Test>::get(MINER).unwrap().failed, 1);
+		assert_eq!(free(OWNER), START - 500 - 5_000, "refunded its share less the validators' fee");
+		assert_eq!(free(VALIDATORS), START + 1_000);
+		assert!(matches!(settled(job, MINER), Event::ResultSettled { paid: 0, fee: 0, validator_fee: 500, refunded: 4_500, slashed: 0, .. }));
 	});
 }
 
 #[test]
-fn owner_review_errors() {
+fn fraud_slashes_the_collateral_and_refunds_the_owner_in_full() {
+	test(|| {
+		let before = issuance();
+		let job = judged_pair(vec![Grade::Fraud, Grade::Fraud]);
+		for m in [MINER, MINER2] {
+			assert_eq!(free(m), START - 100 - 500, "collateral (10% of 5_000) slashed");
+			assert_eq!(held(HoldReason::ClaimCollateral, m), 0);
+			assert!(matches!(settled(job, m), Event::ResultSettled { paid: 0, validator_fee: 0, refunded: 5_000, slashed: 500, .. }));
+		}
+		assert_eq!(free(OWNER), START);
+		assert_eq!(free(VALIDATORS), START, "no fee: the judge's share is the slash");
+		assert_eq!(BURNED.with(|b| *b.borrow()), 1_000);
+		assert_eq!(issuance(), before - 1_000, "the slashes, burned by the judge");
+	});
+}
+
+#[test]
+fn a_silent_judge_leaves_every_result_unjudged_and_refunded() {
+	test(|| {
+		let before = issuance();
+		let job = judged_pair(vec![]);
+		rule(job, Ruling::Silent);
+		for m in [MINER, MINER2] {
+			assert_eq!(free(m), START - 100);
+			assert!(matches!(settled(job, m), Event::ResultSettled { grade: Grade::Unjudged, refunded: 5_000, slashed: 0, .. }));
+		}
+		assert_eq!(free(OWNER), START);
+		assert_eq!(issuance(), before);
+	});
+}
+
+#[test]
+fn a_ruling_of_the_wrong_length_is_refused_and_the_job_still_ends() {
+	test(|| {
+		// The mock judge's settle_judged call fails (one grade for two results): the market
+		// settles the job unjudged.
+		let job = judged_pair(vec![Grade::Fraud]);
+		assert!(matches!(settled(job, MINER), Event::ResultSettled { grade: Grade::Unjudged, .. }));
+		assert_eq!(free(OWNER), START);
+		assert_noop!(Jobs::settle_judged(job, &[]).map(|_| ()), Error::<Test>::NotJudging);
+		assert_noop!(Jobs::settle_judged(7, &[]).map(|_| ()), Error::<Test>::UnknownJob);
+	});
+}
+
+#[test]
+fn settle_judged_is_for_a_job_under_judgement_only() {
+	test(|| {
+		let job = delivered_job();
+		assert_noop!(Jobs::settle_judged(job, &[Grade::Fraud]).map(|_| ()), Error::<Test>::NotJudging);
+		run_to_block(SUBMIT_BY + 1);
+		assert_noop!(Jobs::settle_judged(job, &[]).map(|_| ()), Error::<Test>::WrongGradeCount);
+		// The judge may rule before its deadline.
+		let out = Jobs::settle_judged(job, &[Grade::Pass { loss_ppm: None }]).unwrap();
+		MockJudge::distribute(out);
+		assert_eq!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Finished { at: SUBMIT_BY + 1 });
+		assert_eq!(free(MINER), START - 100 + 8_550);
+	});
+}
+
+#[test]
+fn ranked_contest_pays_by_hidden_eval_loss() {
+	test(|| {
+		const MINER3: u64 = 4;
+		for m in [MINER, MINER2, MINER3] {
+			register(m);
+		}
+		let job = NextJobId::<Test>::get();
+		assert_ok!(Jobs::post_job(RuntimeOrigin::signed(OWNER), contest(3), 9_999, deadlines()));
+		// Each miner brings its own recipe, within the bounds (200 steps, interval 20).
+		for (m, steps, interval) in [(MINER, 200, 20), (MINER2, 50, 5), (MINER3, 120, 20)] {
+			assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(m), job));
+			let mut att = attestation(job, m);
+			att.recipe_sha256 = [m as u8; 32];
+			(att.steps, att.checkpoint_interval) = (steps, interval);
+			for (bad_steps, bad_interval) in [(201, 20), (200, 21), (10, 11), (0, 1)] {
+				let mut bad = att.clone();
+				(bad.steps, bad.checkpoint_interval) = (bad_steps, bad_interval);
+				let sig = sign(&bad, &worker(m));
+				assert_noop!(Jobs::submit_result(RuntimeOrigin::signed(m), job, bad, sig), Error::<Test>::WrongSteps);
+			}
+			let sig = sign(&att, &worker(m));
+			assert_ok!(Jobs::submit_result(RuntimeOrigin::signed(m), job, att, sig));
+		}
+		// MINER2 best, then MINER, then MINER3.
+		rule(job, Ruling::Grades(vec![
+			Grade::Pass { loss_ppm: Some(2_000_000) },
+			Grade::Pass { loss_ppm: Some(1_000_000) },
+			Grade::Pass { loss_ppm: Some(3_000_000) },
+		]));
+		run_to_block(JUDGE_BY + 1);
+		// Reward 3_333 each, validators' fee 333, so a pool of 3 x 3_000 = 9_000 split
+		// 4/7, 2/7, 1/7: 5_142.86 -> 5_143, 2_571.43 -> 2_571, the rest 1_286.
+		let payout = |m| match settled(job, m) {
+			Event::ResultSettled { paid, fee, .. } => {
+				assert_eq!(fee, Perbill::from_percent(5) * (paid + fee), "protocol fee on the payout");
+				paid + fee
+			},
+			_ => unreachable!(),
+		};
+		assert_eq!((payout(MINER2), payout(MINER), payout(MINER3)), (5_143, 2_571, 1_286));
+		assert_eq!(free(OWNER), START - 9_999, "the whole budget is spent (9_999 = 3 x 3_333)");
+		assert_eq!(free(VALIDATORS), START + 999);
+	});
+}
+
+#[test]
+fn ranked_without_a_revealed_eval_pays_equally() {
+	test(|| {
+		register(MINER);
+		register(MINER2);
+		let job = NextJobId::<Test>::get();
+		let mut s = contest(2);
+		s.payout = PayoutRule::Ranked;
+		assert_ok!(Jobs::post_job(RuntimeOrigin::signed(OWNER), s, BUDGET, deadlines()));
+		for m in [MINER, MINER2] {
+			assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(m), job));
+			deliver(job, m);
+		}
+		rule(job, Ruling::Grades(vec![Grade::Pass { loss_ppm: None }, Grade::Pass { loss_ppm: None }]));
+		run_to_block(JUDGE_BY + 1);
+		assert_eq!(free(MINER), free(MINER2));
+		assert_eq!(free(MINER), START - 100 + 4_275);
+	});
+}
+
+#[test]
+fn the_judge_may_extend_once_within_the_limit() {
+	test(|| {
+		let job = delivered_job();
+		rule(job, Ruling::Extend(JUDGE_BY + 10));
+		run_to_block(JUDGE_BY + 1);
+		assert_eq!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Judging { until: JUDGE_BY + 10 });
+		assert!(events().contains(&Event::JudgingExtended { job_id: job, until: JUDGE_BY + 10 }));
+		for bad in [JUDGE_BY + 10, JUDGE_BY + 9, JUDGE_BY + 21] {
+			assert_noop!(Jobs::extend_judging(job, bad), Error::<Test>::InvalidExtension);
+		}
+		assert_noop!(Jobs::extend_judging(77, JUDGE_BY + 12), Error::<Test>::UnknownJob);
+		// Silent again at the new deadline (its Extend is now refused): unjudged.
+		run_to_block(JUDGE_BY + 11);
+		assert!(matches!(settled(job, MINER), Event::ResultSettled { grade: Grade::Unjudged, .. }));
+		assert_eq!(free(OWNER), START);
+		assert_noop!(Jobs::extend_judging(job, JUDGE_BY + 12), Error::<Test>::NotJudging);
+	});
+}
+
+#[test]
+fn a_case_the_judge_refuses_is_refunded_at_once() {
+	test(|| {
+		let job = delivered_job();
+		REFUSE.with(|r| *r.borrow_mut() = true);
+		run_to_block(SUBMIT_BY + 1);
+		assert_eq!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Finished { at: SUBMIT_BY + 1 });
+		assert!(matches!(settled(job, MINER), Event::ResultSettled { grade: Grade::Unjudged, .. }));
+		assert!(!events().iter().any(|e| matches!(e, Event::JudgingOpened { .. })));
+		assert_eq!(free(OWNER), START);
+		assert_eq!(free(MINER), START - 100);
+	});
+}
+
+#[test]
+fn a_finished_job_is_pruned_after_its_retention() {
+	test(|| {
+		let job = judged_pair(vec![Grade::Pass { loss_ppm: None }, Grade::BelowBar]);
+		run_to_block(JUDGE_BY + RETAIN);
+		assert!(JobRecords::<Test>::get(job).is_some());
+		run_to_block(JUDGE_BY + 1 + RETAIN);
+		assert!(JobRecords::<Test>::get(job).is_none());
+		assert_eq!(FORGOTTEN.with(|f| f.borrow().clone()), vec![job]);
+		// The miners' records keep what happened.
+		assert_eq!(Miners::<Test>::get(MINER).unwrap().completed, 1);
+		assert_eq!(Miners::<Test>::get(MINER2).unwrap().failed, 1);
+	});
+}
+
+#[test]
+fn a_copied_result_or_training_record_is_refused() {
 	test(|| {
 		register(MINER);
 		register(MINER2);
 		let job = post(OWNER, 2, BUDGET);
-		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER), job));
-		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER2), job));
-		assert_noop!(Jobs::accept_result(RuntimeOrigin::signed(OWNER), 9, MINER), Error::<Test>::UnknownJob);
-		assert_noop!(
-			Jobs::accept_result(RuntimeOrigin::signed(OWNER), job, MINER),
-			Error::<Test>::NotUnderReview
-		);
-		assert_noop!(Jobs::accept_result(RuntimeOrigin::signed(OWNER), job, 4), Error::<Test>::NoClaim);
+		for m in [MINER, MINER2] {
+			assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(m), job));
+		}
 		deliver(job, MINER);
-		assert_noop!(
-			Jobs::accept_result(RuntimeOrigin::signed(MINER2), job, MINER),
-			Error::<Test>::NotJobOwner
-		);
-		System::set_block_number(1 + REVIEW + 1);
-		assert_noop!(
-			Jobs::reject_result(RuntimeOrigin::signed(OWNER), job, MINER),
-			Error::<Test>::ReviewPeriodOver
-		);
-		System::set_block_number(2);
-		OwnerMayReview::set(false);
-		assert_noop!(
-			Jobs::accept_result(RuntimeOrigin::signed(OWNER), job, MINER),
-			Error::<Test>::OwnerMayNotReview
-		);
-		OwnerMayReview::set(true);
+		let original = attestation(job, MINER);
+		// MINER2 re-signs MINER's result as its own, and then its training record.
+		let mut copy = attestation(job, MINER2);
+		copy.result_sha256 = original.result_sha256;
+		let sig = sign(&copy, &worker(MINER2));
+		assert_noop!(Jobs::submit_result(RuntimeOrigin::signed(MINER2), job, copy, sig), Error::<Test>::DuplicateResult);
+		let mut copy = attestation(job, MINER2);
+		copy.checkpoint_root = original.checkpoint_root;
+		let sig = sign(&copy, &worker(MINER2));
+		assert_noop!(Jobs::submit_result(RuntimeOrigin::signed(MINER2), job, copy, sig), Error::<Test>::DuplicateResult);
+		deliver(job, MINER2);
 	});
 }
 
 #[test]
-fn rejection_upheld_refunds_owner_and_slashes_collateral() {
+fn an_owner_may_not_claim_its_own_job() {
 	test(|| {
-		let job = delivered_job();
-		assert_ok!(Jobs::reject_result(RuntimeOrigin::signed(OWNER), job, MINER));
-		assert!(matches!(JobRecords::<Test>::get(job).unwrap().claims[0].state, ClaimState::Disputed { .. }));
-		assert!(events().contains(&Event::ResultDisputed { job_id: job, miner: MINER }));
-		// A dispute is not settled by silence.
-		run_to_block(200);
-		assert!(matches!(JobRecords::<Test>::get(job).unwrap().claims[0].state, ClaimState::Disputed { .. }));
-
-		let before = issuance();
-		assert_noop!(
-			Jobs::resolve_dispute(RuntimeOrigin::signed(OWNER), job, MINER, Verdict::Reject),
-			DispatchError::BadOrigin
-		);
-		assert_ok!(Jobs::resolve_dispute(RuntimeOrigin::root(), job, MINER, Verdict::Reject));
-		assert_eq!(free(OWNER), START, "owner refunded in full");
-		assert_eq!(free(MINER), START - 100 - 1_000, "collateral (10% of 10_000) slashed");
-		assert_eq!(held(HoldReason::ClaimCollateral, MINER), 0);
-		assert_eq!(issuance(), before - 1_000, "the slash is burned");
-		assert_eq!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Finished);
-		let m = Miners::<Test>::get(MINER).unwrap();
-		assert_eq!((m.active_claims, m.completed, m.failed), (0, 0, 1));
-		assert!(events().contains(&Event::ResultRejected {
-			job_id: job,
-			miner: MINER,
-			refunded: BUDGET,
-			slashed: 1_000
-		}));
-		assert_noop!(
-			Jobs::resolve_dispute(RuntimeOrigin::root(), job, MINER, Verdict::Reject),
-			Error::<Test>::NotDisputed
-		);
+		register(OWNER);
+		let job = post(OWNER, 1, BUDGET);
+		assert_noop!(Jobs::claim_job(RuntimeOrigin::signed(OWNER), job), Error::<Test>::OwnJob);
+		assert!(Jobs::claimable_jobs(Some(OWNER), 0, 10).is_empty());
+		assert_eq!(Jobs::claimable_jobs(None, 0, 10).len(), 1);
 	});
 }
 
 #[test]
-fn rejection_overturned_pays_the_miner() {
+fn a_sybil_claiming_every_replica_and_never_delivering_loses_collateral() {
 	test(|| {
-		let job = delivered_job();
-		assert_ok!(Jobs::reject_result(RuntimeOrigin::signed(OWNER), job, MINER));
-		assert_noop!(
-			Jobs::resolve_dispute(RuntimeOrigin::root(), job, OWNER, Verdict::Accept),
-			Error::<Test>::NoClaim
-		);
-		assert_noop!(
-			Jobs::resolve_dispute(RuntimeOrigin::root(), 5, MINER, Verdict::Accept),
-			Error::<Test>::UnknownJob
-		);
-		assert_ok!(Jobs::resolve_dispute(RuntimeOrigin::root(), job, MINER, Verdict::Accept));
-		assert_eq!(free(MINER), START - 100 + 9_500);
-		assert_eq!(free(TREASURY), START + 500);
+		let sybils = [5, 6, 7];
+		for s in sybils {
+			register(s);
+		}
+		let job = post(OWNER, 3, 9_000);
+		for s in sybils {
+			assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(s), job));
+		}
+		run_to_block(SUBMIT_BY + 1);
+		for s in sybils {
+			assert_eq!(free(s), START - 100 - 150, "half of its 300 collateral");
+			assert_eq!(Miners::<Test>::get(s).unwrap().failed, 1);
+		}
+		assert_eq!(free(OWNER), START, "the owner loses nothing");
 	});
 }
 
@@ -596,21 +809,22 @@ fn no_show_loses_part_of_its_collateral_and_the_owner_is_refunded() {
 		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER), job));
 		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER2), job));
 		deliver(job, MINER2);
-		assert_ok!(Jobs::accept_result(RuntimeOrigin::signed(OWNER), job, MINER2));
-		assert_eq!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Open, "MINER still working");
+		rule(job, Ruling::Grades(vec![Grade::Pass { loss_ppm: None }]));
 
 		let before = issuance();
-		run_to_block(51);
+		run_to_block(SUBMIT_BY + 1);
 		let j = JobRecords::<Test>::get(job).unwrap();
-		assert_eq!(j.status, JobStatus::Finished);
+		assert_eq!(j.status, JobStatus::Judging { until: JUDGE_BY });
 		assert_eq!(j.claims[0].state, ClaimState::Expired);
+		assert_eq!(CASES.with(|c| c.borrow().clone()), vec![(job, vec![MINER2])], "only the delivered result");
 		// Collateral 333 (10% of 3_333); half slashed (166), the rest released.
 		assert_eq!(free(MINER), START - 100 - 166);
 		assert_eq!(issuance(), before - 166);
+		assert!(events().contains(&Event::ClaimExpired { job_id: job, miner: MINER, refunded: 3_333, slashed: 166 }));
+		run_to_block(JUDGE_BY + 1);
 		// The owner paid exactly one reward.
 		assert_eq!(free(OWNER), START - 3_333);
 		assert_eq!(held(HoldReason::JobEscrow, OWNER), 0);
-		assert!(events().contains(&Event::ClaimExpired { job_id: job, miner: MINER, refunded: 3_333, slashed: 166 }));
 		// Unclaimed replica + rounding.
 		assert!(events().contains(&Event::JobFinished { job_id: job, refunded: 3_334 }));
 	});
@@ -620,10 +834,12 @@ fn no_show_loses_part_of_its_collateral_and_the_owner_is_refunded() {
 fn unclaimed_job_is_refunded_after_its_deadline() {
 	test(|| {
 		let job = post(OWNER, 2, BUDGET);
-		run_to_block(51);
-		assert_eq!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Finished);
+		run_to_block(SUBMIT_BY + 1);
+		assert_eq!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Finished { at: SUBMIT_BY + 1 });
 		assert_eq!(free(OWNER), START);
-		assert!(DueAt::<Test>::get(51).is_empty() && DueCursor::<Test>::get() == Some(52));
+		assert!(CASES.with(|c| c.borrow().is_empty()), "no case without a result");
+		assert_eq!(DueCursor::<Test>::get(), Some(SUBMIT_BY + 2));
+		assert!(DueJobs::<Test>::contains_key(SUBMIT_BY + 1 + RETAIN, job));
 	});
 }
 
@@ -634,12 +850,12 @@ fn settle_expired_is_permissionless_and_needs_something_due() {
 		assert_noop!(Jobs::settle_expired(RuntimeOrigin::signed(9), job), Error::<Test>::NothingDue);
 		assert_noop!(Jobs::settle_expired(RuntimeOrigin::signed(9), 77), Error::<Test>::UnknownJob);
 		// Past the deadline, before on_idle ran.
-		System::set_block_number(51);
+		System::set_block_number(SUBMIT_BY + 1);
 		assert_ok!(Jobs::settle_expired(RuntimeOrigin::signed(9), job));
-		assert_eq!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Finished);
-		assert_noop!(Jobs::settle_expired(RuntimeOrigin::signed(9), job), Error::<Test>::JobNotOpen);
+		assert_eq!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Finished { at: SUBMIT_BY + 1 });
+		assert_noop!(Jobs::settle_expired(RuntimeOrigin::signed(9), job), Error::<Test>::NothingDue);
 		// on_idle then finds nothing left to do for it.
-		Jobs::on_idle(51, Weight::MAX);
+		Jobs::on_idle(SUBMIT_BY + 1, Weight::MAX);
 		assert_eq!(free(OWNER), START);
 	});
 }
@@ -650,40 +866,21 @@ fn on_idle_work_is_bounded_by_the_weight_it_is_given() {
 		for _ in 0..3 {
 			post(OWNER, 1, 1_000);
 		}
-		System::set_block_number(51);
-		let per_job = <() as WeightInfo>::settle_expired(3);
-		// Enough for the cursor read, one block and one job.
+		let now = SUBMIT_BY + 1;
+		System::set_block_number(now);
+		let per_job = Jobs::process_job_weight();
+		// Enough for the cursor, one queue entry and one job.
 		let db: frame_support::weights::RuntimeDbWeight = <Test as frame_system::Config>::DbWeight::get();
-		let budget = db.reads(1) + db.reads_writes(1, 2) + per_job;
-		let used = Jobs::on_idle(51, budget);
+		let budget = db.reads_writes(1, 1) + db.reads_writes(1, 1) + per_job;
+		let used = Jobs::on_idle(now, budget);
 		assert!(used.all_lte(budget), "used {used:?} of {budget:?}");
-		let finished = (0..3).filter(|id| JobRecords::<Test>::get(id).unwrap().status == JobStatus::Finished).count();
-		assert_eq!(finished, 1);
-		assert_eq!(DueAt::<Test>::get(51).len(), 2, "the rest waits");
-		assert_eq!(Jobs::on_idle(51, Weight::zero()), Weight::zero());
-		Jobs::on_idle(52, Weight::MAX);
-		assert!((0..3).all(|id| JobRecords::<Test>::get(id).unwrap().status == JobStatus::Finished));
+		let finished = |id| matches!(JobRecords::<Test>::get(id).unwrap().status, JobStatus::Finished { .. });
+		assert_eq!((0..3).filter(|&id| finished(id)).count(), 1);
+		assert_eq!(DueJobs::<Test>::iter_prefix(now).count(), 2, "the rest waits");
+		assert_eq!(Jobs::on_idle(now, Weight::zero()), Weight::zero());
+		Jobs::on_idle(now + 1, Weight::MAX);
+		assert!((0..3).all(finished));
 		assert_eq!(free(OWNER), START);
-	});
-}
-
-#[test]
-fn verdicts_from_another_judge_settle_results() {
-	test(|| {
-		register(MINER);
-		register(MINER2);
-		let job = post(OWNER, 2, BUDGET);
-		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER), job));
-		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER2), job));
-		assert_noop!(Jobs::apply_verdict(job, &MINER, Verdict::Accept), Error::<Test>::NotUnderReview);
-		deliver(job, MINER);
-		deliver(job, MINER2);
-		assert_ok!(Jobs::apply_verdict(job, &MINER, Verdict::Accept));
-		assert_ok!(Jobs::apply_verdict(job, &MINER2, Verdict::Reject));
-		assert_eq!(free(MINER), START - 100 + 4_750);
-		assert_eq!(free(MINER2), START - 100 - 500);
-		assert_eq!(free(OWNER), START - 5_000);
-		assert_eq!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Finished);
 	});
 }
 
@@ -692,16 +889,17 @@ fn attestation_message_is_the_documented_encoding() {
 	test(|| {
 		let att = attestation(3, MINER);
 		let msg = Jobs::attestation_message(&att);
-		let mut expected = b"molting/attestation/v2".to_vec();
+		let mut expected = b"molting/attestation/v3".to_vec();
 		expected.extend(3u64.to_le_bytes());
 		expected.extend([0x42; 32]);
 		expected.extend(MINER.to_le_bytes()); // u64 accounts in the mock; 32 bytes on chain
 		expected.extend([1; 32]);
-		expected.extend([9; 32]);
+		expected.extend([102; 32]);
 		expected.push(27 << 2); // compact length of the 27-byte URI
 		expected.extend(b"https://example.org/adapter");
-		expected.extend([8; 32]);
+		expected.extend([52; 32]);
 		expected.extend(100u32.to_le_bytes());
+		expected.extend(10u32.to_le_bytes());
 		expected.extend(1_234_567u32.to_le_bytes());
 		assert_eq!(msg, expected);
 	});
