@@ -21,7 +21,46 @@ use sp_runtime::{
 };
 use sp_version::RuntimeVersion;
 
+sp_api::decl_runtime_apis! {
+	/// The market's and its judge's invariants: the checks their `try_state` hooks run
+	/// (see `pallet_jobs::Pallet::do_try_state` and `pallet_contribution`'s), callable on
+	/// any block, so tests and tools can check a live chain.
+	pub trait MarketInvariantsApi {
+		/// `Ok` if every invariant holds; else which one broke.
+		fn check_market_invariants() -> Result<(), Vec<u8>>;
+	}
+}
+
 impl_runtime_apis! {
+	impl self::MarketInvariantsApi<Block> for Runtime {
+		fn check_market_invariants() -> Result<(), Vec<u8>> {
+			crate::Jobs::do_try_state()
+				.and_then(|()| crate::Contribution::do_try_state())
+				.map_err(|e| {
+					let message: &'static str = e.into();
+					message.as_bytes().to_vec()
+				})
+		}
+	}
+
+	#[cfg(feature = "try-runtime")]
+	impl frame_try_runtime::TryRuntime<Block> for Runtime {
+		fn on_runtime_upgrade(checks: frame_try_runtime::UpgradeCheckSelect) -> (Weight, Weight) {
+			let weight = Executive::try_runtime_upgrade(checks).expect("the upgrade's checks pass");
+			(weight, crate::configs::RuntimeBlockWeights::get().max_block)
+		}
+
+		fn execute_block(
+			block: <Block as BlockT>::LazyBlock,
+			state_root_check: bool,
+			signature_check: bool,
+			select: frame_try_runtime::TryStateSelect,
+		) -> Weight {
+			Executive::try_execute_block(block, state_root_check, signature_check, select)
+				.expect("the block executes and every try_state check passes")
+		}
+	}
+
 	impl sp_api::Core<Block> for Runtime {
 		fn version() -> RuntimeVersion {
 			VERSION

@@ -3,7 +3,7 @@
 use crate::{
 	currency::{EXISTENTIAL_DEPOSIT, MICRO_MOLT, MILLI_MOLT, MOLT},
 	time::{DAYS, HOURS, SLOT_DURATION},
-	AccountId, Aura, Balance, Balances, Block, BlockNumber, CollatorSelection, Hash, Nonce,
+	AccountId, Aura, Balance, Balances, Block, BlockNumber, CollatorSelection, Contribution, Hash, Nonce,
 	PalletInfo, Runtime, RuntimeCall, RuntimeEvent, RuntimeFreezeReason,
 	RuntimeHoldReason, RuntimeOrigin, RuntimeTask, Session, SessionKeys, System, VERSION,
 };
@@ -300,8 +300,8 @@ impl pallet_jobs::Config for Runtime {
 	type RuntimeEvent = RuntimeEvent;
 	type Currency = Balances;
 	type RuntimeHoldReason = RuntimeHoldReason;
-	// Not wired to validators yet: every result ends unjudged (refunded).
-	type Judge = ();
+	// Proof of contribution: a committee of validators replays and scores every result.
+	type Judge = Contribution;
 	type Treasury = TreasuryAccount;
 	// Slashed collateral is burned.
 	type OnSlash = ();
@@ -318,6 +318,36 @@ impl pallet_jobs::Config for Runtime {
 	type MaxReplication = ConstU32<8>;
 	type MaxActiveClaims = ConstU32<16>;
 	type WeightInfo = pallet_jobs::weights::SubstrateWeight<Runtime>;
+}
+
+parameter_types! {
+	pub const ContributionNoRevealSlash: Perbill = Perbill::from_percent(2);
+	pub const ContributionWrongVerdictSlash: Perbill = Perbill::from_percent(10);
+	pub const ContributionFraudReporterShare: Perbill = Perbill::from_percent(50);
+	/// 0.1%: honest seats on one backend class agree to the bit.
+	pub const ContributionLossTolerance: Perbill = Perbill::from_parts(1_000_000);
+}
+
+impl pallet_contribution::Config for Runtime {
+	type RuntimeEvent = RuntimeEvent;
+	// Dev and test networks: predictable by the block author (see the pallet's README).
+	// A production parachain reads the relay chain's BABE randomness instead.
+	type Randomness = pallet_contribution::ParentHashRandomness<Runtime>;
+	type CommitteeSize = ConstU32<3>;
+	// Four distinct segments per result: every segment of a job with up to four (the
+	// tests' tiny jobs), 4 x interval / steps of the training compute otherwise.
+	type SegmentsPerResult = ConstU32<4>;
+	type MaxValidators = ConstU32<64>;
+	type MinValidatorBond = ConstU128<{ 100 * MOLT }>;
+	// Dev-chain windows (6 s blocks): half a minute each, two minutes for an extension.
+	type MinCommitWindow = ConstU32<5>;
+	type RevealWindow = ConstU32<5>;
+	type ExtensionPeriod = ConstU32<20>;
+	type NoRevealSlash = ContributionNoRevealSlash;
+	type WrongVerdictSlash = ContributionWrongVerdictSlash;
+	type FraudReporterShare = ContributionFraudReporterShare;
+	type LossTolerance = ContributionLossTolerance;
+	type WeightInfo = pallet_contribution::weights::SubstrateWeight<Runtime>;
 }
 
 impl pallet_sudo::Config for Runtime {

@@ -194,6 +194,8 @@ mod runtime {
 	// The fine-tuning market.
 	#[runtime::pallet_index(40)]
 	pub type Jobs = pallet_jobs;
+	#[runtime::pallet_index(41)]
+	pub type Contribution = pallet_contribution;
 }
 
 cumulus_pallet_parachain_system::register_validate_block! {

@@ -522,7 +522,6 @@ impl<T: Config> Pallet<T> {
 	///   a case's seats are distinct, at most `CommitteeSize`; it has one segment list per
 	///   delivered result, each within the result's segments; a seat revealed only after
 	///   committing, and a report is stored exactly for each revealed seat.
-	#[cfg(any(feature = "try-runtime", feature = "std", test))]
 	pub fn do_try_state() -> Result<(), sp_runtime::TryRuntimeError> {
 		let mut seats: BTreeMap<T::AccountId, u32> = BTreeMap::new();
 		let mut cases = 0u32;

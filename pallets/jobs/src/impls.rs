@@ -786,7 +786,6 @@ impl<T: Config> Pallet<T> {
 	///   while judged, the end of retention once over) and not before the cursor;
 	/// - worker keys and miners map one to one;
 	/// - no job id is at or above `NextJobId`.
-	#[cfg(any(feature = "try-runtime", feature = "std", test))]
 	pub fn do_try_state() -> Result<(), sp_runtime::TryRuntimeError> {
 		use alloc::collections::btree_map::BTreeMap;
 		let mut escrow: BTreeMap<T::AccountId, BalanceOf<T>> = BTreeMap::new();

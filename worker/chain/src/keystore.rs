@@ -101,7 +101,19 @@ pub fn parse(uri: &str) -> Option<Keypair> {
 	Keypair::from_uri(&uri).ok()
 }
 
-fn random_seed() -> std::io::Result<[u8; 32]> {
+/// Writes `bytes` to `path` readable by the owner only (0600): a temporary file, synced,
+/// then renamed over `path`, so a crash leaves the old file or the new one.
+pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
+	let io = |source| KeystoreError::Io { path: path.into(), source };
+	let tmp = path.with_extension("tmp");
+	let _ = std::fs::remove_file(&tmp);
+	let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
+	f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io)?;
+	std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// 32 random bytes from the operating system.
+pub fn random_seed() -> std::io::Result<[u8; 32]> {
 	let mut seed = [0u8; 32];
 	std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
 	Ok(seed)

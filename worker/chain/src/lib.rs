@@ -5,7 +5,9 @@
 //! - [`keystore`]: the worker key and the account key, on disk.
 //! - [`Chain`]: a connection (the node's WebSocket RPC) and the calls of pallet-jobs, each
 //!   submitted and followed to its block, a failed call turned into its pallet error's name.
-//! - [`attestation_message`]: the bytes a worker signs, as pallet-jobs documents them.
+//! - [`attestation_message`]: the bytes a worker signs, as pallet-jobs documents them;
+//!   [`report_commitment`] and [`commit_message`]: what a validator commits and signs, as
+//!   pallet-contribution documents them.
 
 pub mod keystore;
 
@@ -19,7 +21,11 @@ use subxt_signer::sr25519::Keypair;
 #[subxt::subxt(runtime_metadata_path = "../../tests/metadata/molting.scale")]
 pub mod runtime {}
 
+pub use runtime::runtime_types::pallet_contribution::types as contribution;
 pub use runtime::runtime_types::pallet_jobs::types as jobs;
+
+/// A case (a job under judgement) as the chain stores it.
+pub type Case = contribution::Case<AccountId32, u128, u32>;
 
 /// A job as the chain stores it.
 pub type Job = jobs::Job<AccountId32, u128, u32>;
@@ -28,7 +34,11 @@ pub type Job = jobs::Job<AccountId32, u128, u32>;
 pub const MOLT: u128 = 1_000_000_000_000;
 
 /// Domain separation of attestation signatures (pallet-jobs' `ATTESTATION_CONTEXT`).
-pub const ATTESTATION_CONTEXT: &[u8] = b"molting/attestation/v2";
+pub const ATTESTATION_CONTEXT: &[u8] = b"molting/attestation/v3";
+/// Domain separation of report commitments (pallet-contribution's `REPORT_CONTEXT`).
+pub const REPORT_CONTEXT: &[u8] = b"molting/report/v1";
+/// Domain separation of commitment signatures (pallet-contribution's `COMMIT_CONTEXT`).
+pub const COMMIT_CONTEXT: &[u8] = b"molting/commit/v1";
 
 /// What a worker attests when it delivers (pallet-jobs' `Attestation`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +51,7 @@ pub struct Attestation {
 	pub result_uri: Vec<u8>,
 	pub checkpoint_root: [u8; 32],
 	pub steps: u32,
+	pub checkpoint_interval: u32,
 	pub final_train_loss_ppm: u32,
 }
 
@@ -58,8 +69,69 @@ pub fn attestation_message(a: &Attestation) -> Vec<u8> {
 	m.extend_from_slice(&a.result_uri);
 	m.extend_from_slice(&a.checkpoint_root);
 	a.steps.encode_to(&mut m);
+	a.checkpoint_interval.encode_to(&mut m);
 	a.final_train_loss_ppm.encode_to(&mut m);
 	m
+}
+
+/// `SHA-256(REPORT_CONTEXT || SCALE(job_id) || SCALE(round) || SCALE(report) || salt ||
+/// validator)`: what a seat commits to (pallet-contribution's `Pallet::commitment`).
+pub fn report_commitment(job_id: u64, round: u8, validator: &[u8; 32], report: &contribution::Report, salt: &[u8; 32]) -> [u8; 32] {
+	use sha2::Digest;
+	let mut bytes = REPORT_CONTEXT.to_vec();
+	job_id.encode_to(&mut bytes);
+	round.encode_to(&mut bytes);
+	encode_report(report, &mut bytes);
+	bytes.extend_from_slice(salt);
+	bytes.extend_from_slice(validator);
+	sha2::Sha256::digest(&bytes).into()
+}
+
+/// SCALE of a report, written out by field in the pallet's order (the generated types
+/// encode only through the metadata): `base_loss_ppm: Option<u32>`, then a compact
+/// length and per result `replay` (`Pass` 0, `Fail` 1 then the fault's index),
+/// `loss_ppm: Option<u32>`, `bits_per_byte_ppm: Option<u32>`.
+pub fn encode_report(report: &contribution::Report, out: &mut Vec<u8>) {
+	use contribution::{Fault, Replay};
+	report.base_loss_ppm.encode_to(out);
+	Compact(report.results.0.len() as u32).encode_to(out);
+	for r in &report.results.0 {
+		match &r.replay {
+			Replay::Pass => out.push(0),
+			Replay::Fail(f) => out.extend([
+				1,
+				match f {
+					Fault::Unavailable => 0,
+					Fault::BadManifest => 1,
+					Fault::InitialState => 2,
+					Fault::Segment => 3,
+					Fault::Adapter => 4,
+					Fault::OutOfBounds => 5,
+				},
+			]),
+		}
+		r.loss_ppm.encode_to(out);
+		r.bits_per_byte_ppm.encode_to(out);
+	}
+}
+
+/// `COMMIT_CONTEXT || genesis hash || SCALE(job_id) || SCALE(round) || validator ||
+/// commitment`: what a report key signs to commit (pallet-contribution's
+/// `Pallet::commit_message`).
+pub fn commit_message(genesis_hash: &[u8; 32], job_id: u64, round: u8, validator: &[u8; 32], commitment: &[u8; 32]) -> Vec<u8> {
+	let mut m = COMMIT_CONTEXT.to_vec();
+	m.extend_from_slice(genesis_hash);
+	job_id.encode_to(&mut m);
+	round.encode_to(&mut m);
+	m.extend_from_slice(validator);
+	m.extend_from_slice(commitment);
+	m
+}
+
+/// `SHA-256(SHA-256(eval set) || salt)`: the eval commitment a job posts.
+pub fn eval_commitment(set_sha256: &[u8; 32], salt: &[u8; 32]) -> [u8; 32] {
+	use sha2::Digest;
+	sha2::Sha256::new().chain_update(set_sha256).chain_update(salt).finalize().into()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,16 +170,31 @@ pub struct Chain {
 	pub url: String,
 }
 
-/// What a finalised block said that the miner and the job CLI care about.
+/// What a finalised block said that the miner, the validator and the job CLI care about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobEvent {
 	Posted { job_id: u64 },
 	Claimed { job_id: u64, miner: AccountId32 },
 	Submitted { job_id: u64, miner: AccountId32 },
-	Accepted { job_id: u64, miner: AccountId32, paid: u128, fee: u128 },
-	Rejected { job_id: u64, miner: AccountId32, refunded: u128, slashed: u128 },
 	Expired { job_id: u64, miner: AccountId32, refunded: u128, slashed: u128 },
+	JudgingOpened { job_id: u64 },
+	/// One result judged: `grade` is `pass`, `below-bar`, `fraud` or `unjudged`.
+	Settled { job_id: u64, miner: AccountId32, grade: &'static str, paid: u128, slashed: u128 },
 	Finished { job_id: u64, refunded: u128 },
+	CommitteeDrawn { job_id: u64, round: u8, seats: Vec<AccountId32> },
+	EvalRevealed { job_id: u64 },
+	ReportRevealed { job_id: u64, validator: AccountId32 },
+	CaseEnded { job_id: u64 },
+}
+
+/// The name of a grade, for people and logs.
+pub fn grade_name(g: &jobs::Grade) -> &'static str {
+	match g {
+		jobs::Grade::Pass { .. } => "pass",
+		jobs::Grade::BelowBar => "below-bar",
+		jobs::Grade::Fraud => "fraud",
+		jobs::Grade::Unjudged => "unjudged",
+	}
 }
 
 impl Chain {
@@ -233,6 +320,54 @@ impl Chain {
 		}
 	}
 
+	/// The case of job `id` (under judgement) as of block `number`.
+	pub async fn case_at(&self, id: u64, number: u64) -> Result<Option<Case>, ChainError> {
+		let at = self.api.at_block(number).await.map_err(|e| rpc("block")(&e))?;
+		let entry = at.storage().entry(runtime::storage().contribution().cases()).map_err(|e| rpc("Contribution.Cases")(&e))?;
+		match entry.try_fetch((id,)).await.map_err(|e| rpc("Contribution.Cases")(&e))? {
+			None => Ok(None),
+			Some(v) => Ok(Some(v.decode().map_err(|e| rpc("Contribution.Cases")(&e))?)),
+		}
+	}
+
+	/// Every case as of block `number`.
+	pub async fn cases_at(&self, number: u64) -> Result<Vec<(u64, Case)>, ChainError> {
+		let at = self.api.at_block(number).await.map_err(|e| rpc("block")(&e))?;
+		let entry = at.storage().entry(runtime::storage().contribution().cases()).map_err(|e| rpc("Contribution.Cases")(&e))?;
+		let mut iter = entry.iter(()).await.map_err(|e| rpc("Contribution.Cases")(&e))?;
+		let mut out = Vec::new();
+		while let Some(kv) = iter.next().await {
+			let kv = kv.map_err(|e| rpc("Contribution.Cases")(&e))?;
+			let (id,) = kv.key().and_then(|k| k.decode()).map_err(|e| rpc("Contribution.Cases key")(&e))?;
+			out.push((id, kv.value().decode().map_err(|e| rpc("Contribution.Cases")(&e))?));
+		}
+		Ok(out)
+	}
+
+	/// A validator's record.
+	pub async fn validator(&self, who: &AccountId32) -> Result<Option<contribution::ValidatorInfo<u128, u32>>, ChainError> {
+		let at = self.head().await?;
+		let entry = at.storage().entry(runtime::storage().contribution().validators()).map_err(|e| rpc("Contribution.Validators")(&e))?;
+		match entry.try_fetch((who.clone(),)).await.map_err(|e| rpc("Contribution.Validators")(&e))? {
+			None => Ok(None),
+			Some(v) => Ok(Some(v.decode().map_err(|e| rpc("Contribution.Validators")(&e))?)),
+		}
+	}
+
+	/// Runs the runtime's market invariants (both pallets' `try_state` checks) on the
+	/// latest finalised block; `Err` names the first that broke.
+	pub async fn check_market_invariants(&self) -> Result<Result<(), String>, ChainError> {
+		let at = self.head().await?;
+		let bytes = at
+			.runtime_apis()
+			.call_raw("MarketInvariantsApi_check_market_invariants", None)
+			.await
+			.map_err(|e| rpc("MarketInvariantsApi")(&e))?;
+		use subxt::ext::codec::Decode;
+		let r = <Result<(), Vec<u8>>>::decode(&mut &bytes[..]).map_err(|e| rpc("MarketInvariantsApi")(&e))?;
+		Ok(r.map_err(|m| String::from_utf8_lossy(&m).into_owned()))
+	}
+
 	/// An account's free balance (planck).
 	pub async fn free_balance(&self, who: &AccountId32) -> Result<u128, ChainError> {
 		let at = self.head().await?;
@@ -256,17 +391,34 @@ impl Chain {
 		for e in events.find::<ev::ResultSubmitted>().flatten() {
 			out.push(JobEvent::Submitted { job_id: e.job_id, miner: e.miner });
 		}
-		for e in events.find::<ev::ResultAccepted>().flatten() {
-			out.push(JobEvent::Accepted { job_id: e.job_id, miner: e.miner, paid: e.paid, fee: e.fee });
-		}
-		for e in events.find::<ev::ResultRejected>().flatten() {
-			out.push(JobEvent::Rejected { job_id: e.job_id, miner: e.miner, refunded: e.refunded, slashed: e.slashed });
-		}
 		for e in events.find::<ev::ClaimExpired>().flatten() {
 			out.push(JobEvent::Expired { job_id: e.job_id, miner: e.miner, refunded: e.refunded, slashed: e.slashed });
 		}
+		for e in events.find::<ev::JudgingOpened>().flatten() {
+			out.push(JobEvent::JudgingOpened { job_id: e.job_id });
+		}
+		for e in events.find::<ev::ResultSettled>().flatten() {
+			let grade = grade_name(&e.grade);
+			out.push(JobEvent::Settled { job_id: e.job_id, miner: e.miner, grade, paid: e.paid, slashed: e.slashed });
+		}
 		for e in events.find::<ev::JobFinished>().flatten() {
 			out.push(JobEvent::Finished { job_id: e.job_id, refunded: e.refunded });
+		}
+		use runtime::contribution::events as cev;
+		for e in events.find::<cev::CommitteeDrawn>().flatten() {
+			out.push(JobEvent::CommitteeDrawn { job_id: e.job_id, round: e.round, seats: e.seats });
+		}
+		for e in events.find::<cev::EvalRevealed>().flatten() {
+			out.push(JobEvent::EvalRevealed { job_id: e.job_id });
+		}
+		for e in events.find::<cev::ReportRevealed>().flatten() {
+			out.push(JobEvent::ReportRevealed { job_id: e.job_id, validator: e.validator });
+		}
+		for e in events.find::<cev::CaseRuled>().flatten() {
+			out.push(JobEvent::CaseEnded { job_id: e.job_id });
+		}
+		for e in events.find::<cev::CaseAbandoned>().flatten() {
+			out.push(JobEvent::CaseEnded { job_id: e.job_id });
 		}
 		Ok(out)
 	}
@@ -367,10 +519,11 @@ mod tests {
 			result_uri: b"https://example.org/adapter".to_vec(),
 			checkpoint_root: [8; 32],
 			steps: 100,
+			checkpoint_interval: 10,
 			final_train_loss_ppm: 1_234_567,
 		};
 		// Written out from the pallet's documentation (types.rs), not from this encoder.
-		let mut expected = b"molting/attestation/v2".to_vec();
+		let mut expected = b"molting/attestation/v3".to_vec();
 		expected.extend(3u64.to_le_bytes());
 		expected.extend([0x42; 32]);
 		expected.extend([5; 32]);
@@ -380,8 +533,45 @@ mod tests {
 		expected.extend(b"https://example.org/adapter");
 		expected.extend([8; 32]);
 		expected.extend(100u32.to_le_bytes());
+		expected.extend(10u32.to_le_bytes());
 		expected.extend(1_234_567u32.to_le_bytes());
 		assert_eq!(attestation_message(&a), expected);
+	}
+
+	#[test]
+	fn a_report_commitment_is_pallet_contributions_documented_encoding() {
+		use contribution::{Fault, Replay, Report, ResultReport};
+		let report = Report {
+			base_loss_ppm: Some(2_000_000),
+			results: runtime::runtime_types::bounded_collections::bounded_vec::BoundedVec(vec![
+				ResultReport { replay: Replay::Pass, loss_ppm: Some(1_500_000), bits_per_byte_ppm: None },
+				ResultReport { replay: Replay::Fail(Fault::Segment), loss_ppm: None, bits_per_byte_ppm: None },
+			]),
+		};
+		// SCALE written out by hand: Option<u32> (1 + LE), compact length 2, then per
+		// entry the Replay variant (Pass 0; Fail 1 + Fault index, Segment = 3), two Options.
+		let mut expected = b"molting/report/v1".to_vec();
+		expected.extend(7u64.to_le_bytes());
+		expected.push(1); // round
+		expected.push(1);
+		expected.extend(2_000_000u32.to_le_bytes());
+		expected.push(2 << 2);
+		expected.extend([0, 1]);
+		expected.extend(1_500_000u32.to_le_bytes());
+		expected.push(0);
+		expected.extend([1, 3, 0, 0]);
+		expected.extend([0xAB; 32]); // salt
+		expected.extend([5; 32]); // validator
+		use sha2::Digest;
+		let want: [u8; 32] = sha2::Sha256::digest(&expected).into();
+		assert_eq!(report_commitment(7, 1, &[5; 32], &report, &[0xAB; 32]), want);
+		let mut msg = b"molting/commit/v1".to_vec();
+		msg.extend([0x42; 32]);
+		msg.extend(7u64.to_le_bytes());
+		msg.push(1);
+		msg.extend([5; 32]);
+		msg.extend(want);
+		assert_eq!(commit_message(&[0x42; 32], 7, 1, &[5; 32], &want), msg);
 	}
 
 	#[test]

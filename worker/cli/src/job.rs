@@ -7,6 +7,7 @@ use molting_chain::{account_of, bounded, format_molt, jobs, keystore, runtime, C
 use molting_engine::recipe::{BlobRef, Recipe};
 use molting_engine::spec::Spec;
 use molting_store::{Cache, Publisher};
+use sha2::Digest;
 use subxt::utils::AccountId32;
 
 /// The recipe `spec_path` writes; with a publisher, every local input is uploaded to it
@@ -74,10 +75,34 @@ pub struct PostArgs<'a> {
 	pub replication: u8,
 	pub claim_blocks: u32,
 	pub submit_blocks: u32,
+	pub reveal_blocks: u32,
+	pub judge_blocks: u32,
 	pub backend: Option<&'a str>,
+	/// The hidden eval set (JSONL conversations), committed to now and revealed later.
+	pub eval: Option<&'a Path>,
+	/// Where the eval set's salt is kept until `job reveal`.
+	pub secrets: &'a Path,
+	/// The quality bar: the adapter's eval loss must be this part below the base model's.
+	pub min_improvement_ppb: u32,
+	pub ranked: bool,
 }
 
-/// Uploads the inputs and the recipe, posts the job, returns its id.
+/// `~/.cache/molting/owner`: where `job post` keeps eval salts by default.
+pub fn default_secrets() -> std::path::PathBuf {
+	std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(|| ".".into()).join(".cache/molting/owner")
+}
+
+/// What the owner keeps to reveal a job's eval set: the set's path and hash, and the
+/// salt of the commitment (`<secrets>/job-<id>.json`, mode 0600).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct EvalSecret {
+	pub path: std::path::PathBuf,
+	pub sha256: String,
+	pub salt: String,
+}
+
+/// Uploads the inputs and the recipe, commits to the eval set, posts the job, returns its
+/// id. The eval set itself stays on this machine until `job reveal`.
 pub async fn post(a: PostArgs<'_>) -> Result<u64> {
 	let signer = keystore::parse(a.account).ok_or_else(|| anyhow!("--account is not a valid secret URI"))?;
 	let publisher = Publisher::new(a.store, a.store_token)?;
@@ -85,14 +110,28 @@ pub async fn post(a: PostArgs<'_>) -> Result<u64> {
 	let uri = uri.expect("published");
 	let sha: [u8; 32] = molting_engine::recipe::Recipe::sha256(&recipe);
 	debug_assert_eq!(molting_store::sha256_hex(&bytes), hex::encode(sha));
+	let eval = match a.eval {
+		None => None,
+		Some(path) => {
+			let data = std::fs::read(path).with_context(|| format!("{}: the eval set", path.display()))?;
+			let set: [u8; 32] = sha2::Sha256::digest(&data).into();
+			let salt = keystore::random_seed().context("no randomness for the eval salt")?;
+			Some((path.to_path_buf(), set, salt))
+		},
+	};
 	let chain = Chain::connect(a.node).await?;
 	let head = chain.finalized_number().await? as u32;
 	let spec = jobs::JobSpec {
-		recipe: jobs::ContentRef { sha256: sha, uri: bounded(uri.as_bytes()) },
-		// No hidden eval set yet (proof of contribution reveals one): the commitment is zero.
-		eval_commitment: [0; 32],
-		steps: u32::try_from(recipe.train.steps).context("steps")?,
-		checkpoint_interval: u32::try_from(recipe.train.checkpoint_every).context("checkpoint_every")?,
+		work: jobs::Work::Compute {
+			recipe: jobs::ContentRef { sha256: sha, uri: bounded(uri.as_bytes()) },
+			steps: u32::try_from(recipe.train.steps).context("steps")?,
+			checkpoint_interval: u32::try_from(recipe.train.checkpoint_every).context("checkpoint_every")?,
+		},
+		// Without an eval set nobody can reveal one (zero has no preimage we know of): the
+		// results are judged on replay alone.
+		eval_commitment: eval.as_ref().map(|(_, set, salt)| molting_chain::eval_commitment(set, salt)).unwrap_or([0; 32]),
+		min_improvement: runtime::runtime_types::sp_arithmetic::per_things::Perbill(a.min_improvement_ppb),
+		payout: if a.ranked { jobs::PayoutRule::Ranked } else { jobs::PayoutRule::Equal },
 		requirements: jobs::Requirements {
 			backend: a.backend.map(|b| bounded(b.as_bytes())),
 			min_memory_mib: 0,
@@ -100,25 +139,53 @@ pub async fn post(a: PostArgs<'_>) -> Result<u64> {
 		},
 		replication: a.replication,
 	};
-	let deadlines = jobs::Deadlines {
-		claim_by: head + a.claim_blocks,
-		submit_by: head + a.claim_blocks + a.submit_blocks,
-	};
-	let (claim_by, submit_by) = (deadlines.claim_by, deadlines.submit_by);
+	let claim_by = head + a.claim_blocks;
+	let submit_by = claim_by + a.submit_blocks;
+	let reveal_by = submit_by + a.reveal_blocks.max(1);
+	let deadlines = jobs::Deadlines { claim_by, submit_by, reveal_by, judge_by: reveal_by + a.judge_blocks };
+	let judge_by = deadlines.judge_by;
 	let call = runtime::tx().jobs().post_job(spec, a.budget, deadlines);
 	let (block, events) = chain.submit("Jobs.post_job", &call, &signer).await?;
 	let posted = events
 		.find_first::<runtime::jobs::events::JobPosted>()
 		.ok_or_else(|| anyhow!("post_job succeeded but no JobPosted event"))??;
+	if let Some((path, set, salt)) = eval {
+		let secret = EvalSecret { path, sha256: hex::encode(set), salt: hex::encode(salt) };
+		let file = a.secrets.join(format!("job-{}.json", posted.job_id));
+		std::fs::create_dir_all(a.secrets).with_context(|| a.secrets.display().to_string())?;
+		molting_chain::keystore::write_secret(&file, serde_json::to_string_pretty(&secret)?.as_bytes())?;
+		eprintln!("job {}: the eval set's salt is in {} (reveal it with `job reveal {}` by block {reveal_by})", posted.job_id, file.display(), posted.job_id);
+	}
 	eprintln!(
-		"posted job {} in block {block}: recipe {} ({uri}), budget {}, claim by block {}, submit by block {}",
+		"posted job {} in block {block}: recipe {} ({uri}), budget {}, claim by #{claim_by}, submit by #{submit_by}, reveal by #{reveal_by}, judged by #{judge_by}",
 		posted.job_id,
 		hex::encode(sha),
 		format_molt(a.budget),
-		claim_by,
-		submit_by
 	);
 	Ok(posted.job_id)
+}
+
+/// Publishes job `id`'s eval set to the store and reveals it (with its salt) on chain.
+pub async fn reveal(node: &str, id: u64, store: &str, store_token: Option<&str>, account: &str, secrets: &Path) -> Result<()> {
+	let signer = keystore::parse(account).ok_or_else(|| anyhow!("--account is not a valid secret URI"))?;
+	let file = secrets.join(format!("job-{id}.json"));
+	let secret: EvalSecret = serde_json::from_slice(&std::fs::read(&file).with_context(|| format!("{}: no eval secret for job {id}", file.display()))?)
+		.with_context(|| file.display().to_string())?;
+	let data = std::fs::read(&secret.path).with_context(|| secret.path.display().to_string())?;
+	if molting_store::sha256_hex(&data) != secret.sha256 {
+		bail!("{}: the eval set changed since job {id} committed to it (sha256 {})", secret.path.display(), secret.sha256);
+	}
+	let publisher = Publisher::new(store, store_token)?;
+	let (sha, uri) = publisher.put(data).await?;
+	let salt: [u8; 32] = hex::decode(&secret.salt).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow!("{}: a bad salt", file.display()))?;
+	let set = jobs::ContentRef {
+		sha256: hex::decode(&sha).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow!("the store answered a bad hash"))?,
+		uri: bounded(uri.as_bytes()),
+	};
+	let chain = Chain::connect(node).await?;
+	let (block, _) = chain.submit("Contribution.reveal_eval", &runtime::tx().contribution().reveal_eval(id, set, salt), &signer).await?;
+	eprintln!("job {id}: eval set {sha} revealed in block {block} ({uri})");
+	Ok(())
 }
 
 pub async fn status(node: &str, id: u64, json: bool) -> Result<()> {
@@ -130,7 +197,8 @@ pub async fn status(node: &str, id: u64, json: bool) -> Result<()> {
 	}
 	let status = format!("{:?}", job.status);
 	println!("job {id}: {status}, owner {}", job.owner);
-	println!("  recipe   {} {}", hex::encode(job.spec.recipe.sha256), String::from_utf8_lossy(&job.spec.recipe.uri.0));
+	let (recipe, steps, interval) = compute_work(&job)?;
+	println!("  recipe   {} {}", hex::encode(recipe.sha256), String::from_utf8_lossy(&recipe.uri.0));
 	println!(
 		"  budget   {} (escrow left {}), {} per result, {} replica(s)",
 		format_molt(job.budget),
@@ -138,8 +206,9 @@ pub async fn status(node: &str, id: u64, json: bool) -> Result<()> {
 		format_molt(job.reward_per_result),
 		job.spec.replication
 	);
-	println!("  steps    {}, checkpoint every {}", job.spec.steps, job.spec.checkpoint_interval);
-	println!("  deadlines claim by #{}, submit by #{}", job.deadlines.claim_by, job.deadlines.submit_by);
+	println!("  steps    {steps}, checkpoint every {interval}");
+	let d = &job.deadlines;
+	println!("  deadlines claim by #{}, submit by #{}, reveal by #{}, judged by #{}", d.claim_by, d.submit_by, d.reveal_by, d.judge_by);
 	for c in &job.claims.0 {
 		let (state, result) = claim_state(&c.state);
 		println!("  claim    {}: {state}{}", c.miner, result.map(|(h, u)| format!(", result {h} {u}")).unwrap_or_default());
@@ -147,14 +216,21 @@ pub async fn status(node: &str, id: u64, json: bool) -> Result<()> {
 	Ok(())
 }
 
-fn claim_state<B>(s: &jobs::ClaimState<B>) -> (&'static str, Option<(String, String)>) {
+/// The recipe, steps and checkpoint interval of a compute job (contests have no single
+/// recipe; this CLI posts compute jobs).
+pub fn compute_work(job: &molting_chain::Job) -> Result<(&jobs::ContentRef, u32, u32)> {
+	match &job.spec.work {
+		jobs::Work::Compute { recipe, steps, checkpoint_interval } => Ok((recipe, *steps, *checkpoint_interval)),
+		jobs::Work::Contest { .. } => bail!("a contest: each miner brings its own recipe within the job's bounds"),
+	}
+}
+
+fn claim_state<Ba, B>(s: &jobs::ClaimState<Ba, B>) -> (&'static str, Option<(String, String)>) {
 	let r = |d: &jobs::Delivery<B>| Some((hex::encode(d.result.sha256), String::from_utf8_lossy(&d.result.uri.0).into_owned()));
 	match s {
 		jobs::ClaimState::Working => ("working", None),
-		jobs::ClaimState::Submitted { delivery, .. } => ("submitted", r(delivery)),
-		jobs::ClaimState::Disputed { delivery } => ("disputed", r(delivery)),
-		jobs::ClaimState::Paid { delivery } => ("paid", r(delivery)),
-		jobs::ClaimState::Rejected { delivery } => ("rejected", r(delivery)),
+		jobs::ClaimState::Submitted { delivery } => ("submitted", r(delivery)),
+		jobs::ClaimState::Judged { delivery, grade, .. } => (molting_chain::grade_name(grade), r(delivery)),
 		jobs::ClaimState::Expired => ("expired", None),
 	}
 }
@@ -170,51 +246,35 @@ fn status_json(id: u64, job: &molting_chain::Job) -> serde_json::Value {
 				"result": result.map(|(h, u)| serde_json::json!({"sha256": h, "uri": u}))})
 		})
 		.collect();
+	let recipe = compute_work(job).map(|(r, _, _)| hex::encode(r.sha256)).ok();
 	serde_json::json!({
 		"job_id": id, "status": format!("{:?}", job.status), "owner": job.owner.to_string(),
-		"recipe": hex::encode(job.spec.recipe.sha256), "budget": job.budget.to_string(),
+		"recipe": recipe, "budget": job.budget.to_string(),
 		"escrow": job.escrow.to_string(), "claims": claims,
 	})
 }
 
-pub async fn review(node: &str, id: u64, miner: &str, account: &str, accept: bool) -> Result<()> {
-	let signer = keystore::parse(account).ok_or_else(|| anyhow!("--account is not a valid secret URI"))?;
-	let miner = parse_account(miner)?;
-	let chain = Chain::connect(node).await?;
-	let (block, events) = if accept {
-		chain.submit("Jobs.accept_result", &runtime::tx().jobs().accept_result(id, miner.clone()), &signer).await?
-	} else {
-		chain.submit("Jobs.reject_result", &runtime::tx().jobs().reject_result(id, miner.clone()), &signer).await?
-	};
-	if let Some(Ok(e)) = events.find_first::<runtime::jobs::events::ResultAccepted>() {
-		eprintln!("job {id}: accepted in block {block}; {} paid {} (fee {})", e.miner, format_molt(e.paid), format_molt(e.fee));
-	} else {
-		eprintln!("job {id}: {} in block {block}", if accept { "accepted" } else { "rejected (disputed)" });
-	}
-	Ok(())
-}
-
 /// Downloads and verifies the adapter a miner delivered for job `id` (the first result
-/// paid or under review, or `miner`'s).
+/// that passed, or is awaiting judgement; or `miner`'s).
 pub async fn fetch(node: &str, id: u64, miner: Option<&str>, out: &Path) -> Result<crate::result::ResultManifest> {
 	let chain = Chain::connect(node).await?;
 	let job = chain.job(id).await?.ok_or_else(|| anyhow!("no job {id} on {node}"))?;
 	let want = miner.map(parse_account).transpose()?;
-	// A result paid, or under review; never one rejected or disputed.
+	// A result that passed, or is being judged; never one judged fraud or below the bar.
 	let delivery = job
 		.claims
 		.0
 		.iter()
 		.filter(|c| want.as_ref().is_none_or(|w| &c.miner == w))
 		.find_map(|c| match &c.state {
-			jobs::ClaimState::Paid { delivery } | jobs::ClaimState::Submitted { delivery, .. } => Some(delivery),
+			jobs::ClaimState::Judged { delivery, grade: jobs::Grade::Pass { .. }, .. } | jobs::ClaimState::Submitted { delivery } => Some(delivery),
 			_ => None,
 		})
-		.ok_or_else(|| anyhow!("job {id} has no result paid or under review{}", miner.map(|m| format!(" from {m}")).unwrap_or_default()))?;
+		.ok_or_else(|| anyhow!("job {id} has no result that passed or awaits judgement{}", miner.map(|m| format!(" from {m}")).unwrap_or_default()))?;
 	let (sha, uri) = (hex::encode(delivery.result.sha256), String::from_utf8_lossy(&delivery.result.uri.0).into_owned());
 	let expected = crate::result::Expected {
 		job_id: id,
-		recipe_sha256: hex::encode(job.spec.recipe.sha256),
+		recipe_sha256: hex::encode(delivery.recipe_sha256),
 		checkpoint_root: hex::encode(delivery.checkpoint_root),
 	};
 	let cache = Cache::new(molting_engine::recipe::cache_dir(), 16 << 30);
@@ -229,29 +289,37 @@ pub async fn fetch(node: &str, id: u64, miner: Option<&str>, out: &Path) -> Resu
 pub async fn cost(node: &str, id: u64, run: &Path, prices: &Path) -> Result<()> {
 	let chain = Chain::connect(node).await?;
 	let job = chain.job(id).await?.ok_or_else(|| anyhow!("no job {id} on {node}"))?;
-	let paid: Vec<u128> = job
-		.claims
-		.0
-		.iter()
-		.filter(|c| matches!(c.state, jobs::ClaimState::Paid { .. }))
-		.map(|_| job.reward_per_result)
-		.collect();
-	let spent: u128 = paid.iter().sum();
-	let fee_rate = chain
-		.api
-		.at_current_block()
-		.await
-		.map_err(|e| anyhow!("{e}"))?
-		.constants()
-		.entry(runtime::constants().jobs().protocol_fee())
-		.map_err(|e| anyhow!("{e}"))?
-		.0;
-	let fee: u128 = paid.iter().map(|r| r * u128::from(fee_rate) / 1_000_000_000).sum();
+	let constant = |c: runtime::runtime_types::sp_arithmetic::per_things::Perbill| c.0;
+	let at = chain.api.at_current_block().await.map_err(|e| anyhow!("{e}"))?;
+	let validator_rate = constant(at.constants().entry(runtime::constants().jobs().validator_fee()).map_err(|e| anyhow!("{e}"))?);
+	let validator_fee = job.reward_per_result * u128::from(validator_rate) / 1_000_000_000;
+	// What left the escrow for each judged result: a passing one's whole share (payout,
+	// protocol fee, validators' fee), a result below the bar the validators' fee only.
+	let (mut spent, mut to_miners, mut judged) = (0u128, 0u128, 0u128);
+	for c in &job.claims.0 {
+		if let jobs::ClaimState::Judged { grade, paid, .. } = &c.state {
+			match grade {
+				jobs::Grade::Pass { .. } => {
+					spent += job.reward_per_result;
+					to_miners += paid;
+					judged += 1;
+				},
+				jobs::Grade::BelowBar => {
+					spent += validator_fee;
+					judged += 1;
+				},
+				_ => {},
+			}
+		}
+	}
+	let to_validators = judged * validator_fee;
+	let fee = spent.saturating_sub(to_miners).saturating_sub(to_validators);
 	println!(
-		"job {id} cost its owner {} of its {} budget: {} to the miner(s), {} protocol fee to the treasury (plus transaction fees)",
+		"job {id} cost its owner {} of its {} budget: {} to the miner(s), {} to the validators, {} protocol fee to the treasury (plus transaction fees)",
 		format_molt(spent),
 		format_molt(job.budget),
-		format_molt(spent - fee),
+		format_molt(to_miners),
+		format_molt(to_validators),
 		format_molt(fee)
 	);
 	let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).with_context(|| run.display().to_string())?;

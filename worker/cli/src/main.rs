@@ -167,7 +167,7 @@ enum Command {
 		#[arg(long)]
 		allow_file_uris: bool,
 	},
-	/// The developer's side: post jobs, follow them, judge and fetch results.
+	/// The developer's side: post jobs, reveal their eval sets, follow them, fetch results.
 	Job {
 		/// The node's WebSocket RPC.
 		#[arg(long, global = true, default_value = "ws://127.0.0.1:9944")]
@@ -236,31 +236,50 @@ enum JobCommand {
 		/// Blocks after that until results are due.
 		#[arg(long, default_value_t = 1000)]
 		submit_blocks: u32,
+		/// Blocks after that for revealing the eval set.
+		#[arg(long, default_value_t = 10)]
+		reveal_blocks: u32,
+		/// Blocks after that for the validators' commitments and reveals (at least the
+		/// runtime's commit and reveal windows together).
+		#[arg(long, default_value_t = 20)]
+		judge_blocks: u32,
 		/// Require this backend class (results replay bit-exactly only within one).
 		#[arg(long)]
 		backend: Option<String>,
+		/// The hidden eval set (JSONL conversations): only its commitment is posted; the
+		/// salt is kept in `--secrets` until `job reveal`. Without it, results are judged on
+		/// replay alone.
+		#[arg(long)]
+		eval: Option<PathBuf>,
+		/// Where eval salts are kept (default `~/.cache/molting/owner`).
+		#[arg(long)]
+		secrets: Option<PathBuf>,
+		/// The quality bar, in percent: a result's eval loss must be this much below the
+		/// base model's.
+		#[arg(long, default_value_t = 1.0)]
+		min_improvement: f64,
+		/// Pay passing results by rank of eval loss (2/3 and 1/3 for two) instead of equally.
+		#[arg(long)]
+		ranked: bool,
+	},
+	/// Reveal a job's eval set (publishes it to the store) once submissions have closed.
+	Reveal {
+		id: u64,
+		#[arg(long)]
+		store: String,
+		#[arg(long, env = "MOLTING_STORE_TOKEN", hide_env_values = true)]
+		store_token: Option<String>,
+		/// The owner's secret URI; or `MOLTING_ACCOUNT`.
+		#[arg(long, env = "MOLTING_ACCOUNT", hide_env_values = true)]
+		account: String,
+		#[arg(long)]
+		secrets: Option<PathBuf>,
 	},
 	/// Where a job stands: its escrow, claims and results.
 	Status {
 		id: u64,
 		#[arg(long)]
 		json: bool,
-	},
-	/// Accept a miner's result: the miner is paid.
-	Accept {
-		id: u64,
-		miner: String,
-		/// The owner's secret URI; or `MOLTING_ACCOUNT`.
-		#[arg(long, env = "MOLTING_ACCOUNT", hide_env_values = true)]
-		account: String,
-	},
-	/// Reject a miner's result: a dispute for the arbiter.
-	Reject {
-		id: u64,
-		miner: String,
-		/// The owner's secret URI; or `MOLTING_ACCOUNT`.
-		#[arg(long, env = "MOLTING_ACCOUNT", hide_env_values = true)]
-		account: String,
 	},
 	/// What a job cost in MOLT beside the same training on rented cloud machines.
 	Cost {
@@ -677,7 +696,27 @@ fn run(cli: Cli) -> Result<()> {
 		},
 		Command::Job { node, command } => on_runtime(async move {
 			match command {
-				JobCommand::Post { recipe, budget, store, store_token, account, replication, claim_blocks, submit_blocks, backend } => {
+				JobCommand::Post {
+					recipe,
+					budget,
+					store,
+					store_token,
+					account,
+					replication,
+					claim_blocks,
+					submit_blocks,
+					reveal_blocks,
+					judge_blocks,
+					backend,
+					eval,
+					secrets,
+					min_improvement,
+					ranked,
+				} => {
+					if !(0.0..100.0).contains(&min_improvement) {
+						anyhow::bail!("--min-improvement {min_improvement}: a percentage in [0, 100)");
+					}
+					let secrets = secrets.unwrap_or_else(job::default_secrets);
 					let id = job::post(job::PostArgs {
 						node: &node,
 						spec: &recipe,
@@ -688,15 +727,23 @@ fn run(cli: Cli) -> Result<()> {
 						replication,
 						claim_blocks,
 						submit_blocks,
+						reveal_blocks,
+						judge_blocks,
 						backend: backend.as_deref(),
+						eval: eval.as_deref(),
+						secrets: &secrets,
+						min_improvement_ppb: (min_improvement * 1e7).round() as u32,
+						ranked,
 					})
 					.await?;
 					println!("{id}");
 				},
+				JobCommand::Reveal { id, store, store_token, account, secrets } => {
+					let secrets = secrets.unwrap_or_else(job::default_secrets);
+					job::reveal(&node, id, &store, store_token.as_deref(), &account, &secrets).await?
+				},
 				JobCommand::Status { id, json } => job::status(&node, id, json).await?,
 				JobCommand::Cost { id, run, prices } => job::cost(&node, id, &run, &prices).await?,
-				JobCommand::Accept { id, miner, account } => job::review(&node, id, &miner, &account, true).await?,
-				JobCommand::Reject { id, miner, account } => job::review(&node, id, &miner, &account, false).await?,
 				JobCommand::Fetch { id, out, miner } => {
 					job::fetch(&node, id, miner.as_deref(), &out).await?;
 				},

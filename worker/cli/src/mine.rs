@@ -74,6 +74,7 @@ struct Delivery {
 	result_uri: String,
 	checkpoint_root: String,
 	steps: u32,
+	checkpoint_interval: u32,
 	final_train_loss_ppm: u32,
 	signature: String,
 }
@@ -201,13 +202,11 @@ fn my_claim<'a>(job: &'a molting_chain::Job, me: &AccountId32) -> Option<&'a job
 	job.claims.0.iter().find(|c| &c.miner == me)
 }
 
-fn state_name<B>(s: &jobs::ClaimState<B>) -> &'static str {
+fn state_name<Ba, B>(s: &jobs::ClaimState<Ba, B>) -> &'static str {
 	match s {
 		jobs::ClaimState::Working => "working",
 		jobs::ClaimState::Submitted { .. } => "submitted",
-		jobs::ClaimState::Disputed { .. } => "disputed",
-		jobs::ClaimState::Paid { .. } => "paid",
-		jobs::ClaimState::Rejected { .. } => "rejected",
+		jobs::ClaimState::Judged { grade, .. } => molting_chain::grade_name(grade),
 		jobs::ClaimState::Expired => "expired",
 	}
 }
@@ -347,14 +346,14 @@ impl Miner {
 					self.track_or_give_up(job_id, &job, self.last_block + 1).await?;
 				}
 			},
-			JobEvent::Accepted { job_id, miner, paid, fee } if miner == self.me => {
+			JobEvent::Settled { job_id, miner, grade: "pass", paid, .. } if miner == self.me => {
 				self.metrics.jobs_paid.inc();
 				self.metrics.earnings_planck.add(paid as f64);
-				tracing::info!(job = job_id, "paid {} (protocol fee {})", format_molt(paid), format_molt(fee));
+				tracing::info!(job = job_id, "the committee passed my result: paid {}", format_molt(paid));
 				self.settle(job_id);
 			},
-			JobEvent::Rejected { job_id, miner, slashed, .. } if miner == self.me => {
-				tracing::warn!(job = job_id, "result rejected; {} of my collateral slashed", format_molt(slashed));
+			JobEvent::Settled { job_id, miner, grade, slashed, .. } if miner == self.me => {
+				tracing::warn!(job = job_id, "the committee judged my result {grade}; {} of my collateral slashed", format_molt(slashed));
 				self.settle(job_id);
 			},
 			JobEvent::Expired { job_id, miner, slashed, .. } if miner == self.me => {
@@ -392,20 +391,19 @@ impl Miner {
 
 	/// Fetches and checks a job's recipe against the chain's fields.
 	async fn fetch_recipe(&self, id: u64, job: &molting_chain::Job) -> Result<Recipe> {
-		let sha = hex::encode(job.spec.recipe.sha256);
-		let uri = String::from_utf8_lossy(&job.spec.recipe.uri.0).into_owned();
+		let (recipe_ref, steps, interval) = crate::job::compute_work(job).with_context(|| format!("job {id}"))?;
+		let sha = hex::encode(recipe_ref.sha256);
+		let uri = String::from_utf8_lossy(&recipe_ref.uri.0).into_owned();
 		self.check_scheme(&uri)?;
 		let path = self.cache.fetch(&uri, &sha, None).await.with_context(|| format!("job {id}: the recipe"))?;
 		let bytes = std::fs::read(&path)?;
 		let recipe = Recipe::parse(&bytes, &uri)?;
 		let t = &recipe.train;
-		if t.steps != u64::from(job.spec.steps) || t.checkpoint_every != u64::from(job.spec.checkpoint_interval) {
+		if t.steps != u64::from(steps) || t.checkpoint_every != u64::from(interval) {
 			bail!(
-				"job {id}: the recipe trains {} steps with a checkpoint every {}, but the chain says {} and {}",
+				"job {id}: the recipe trains {} steps with a checkpoint every {}, but the chain says {steps} and {interval}",
 				t.steps,
 				t.checkpoint_every,
-				job.spec.steps,
-				job.spec.checkpoint_interval
 			);
 		}
 		Ok(recipe)
@@ -464,7 +462,8 @@ impl Miner {
 			self.passed.insert(id, Some(self.last_block + 5));
 			return Ok(());
 		}
-		let per_step = job.reward_per_result / u128::from(job.spec.steps.max(1));
+		let (_, steps, _) = crate::job::compute_work(job)?;
+		let per_step = job.reward_per_result / u128::from(steps.max(1));
 		if per_step < self.opts.min_reward_per_step {
 			bail!(
 				"it pays {} per step, below my --min-reward of {}",
@@ -496,7 +495,7 @@ impl Miner {
 		}
 		std::fs::write(&probing, b"")?;
 		let seed = miner_seed(recipe.train.seed, id, &self.keys.account.public_key().0);
-		let sha = hex::encode(job.spec.recipe.sha256);
+		let sha = hex::encode(crate::job::compute_work(job)?.0.sha256);
 		let secs_per_step = self.probe(&recipe, &sha, seed).await.context("the recipe does not train here")?;
 		let _ = std::fs::remove_file(&probing);
 		let block_ms = timed("block time", chain.block_time_ms()).await?.unwrap_or(6000).max(1);
@@ -570,7 +569,7 @@ impl Miner {
 		let recipe = self.fetch_recipe(id, job).await?;
 		let seed = miner_seed(recipe.train.seed, id, &self.keys.account.public_key().0);
 		let dir = self.job_dir(id);
-		record_claim(&dir, id, hex::encode(job.spec.recipe.sha256), seed)?;
+		record_claim(&dir, id, hex::encode(crate::job::compute_work(job)?.0.sha256), seed)?;
 		self.tracked.insert(id, Tracked::new(dir, recipe, seed, visible_from));
 		Ok(())
 	}
@@ -599,7 +598,7 @@ impl Miner {
 		}
 		match &claim.state {
 			jobs::ClaimState::Working => {},
-			jobs::ClaimState::Paid { .. } | jobs::ClaimState::Rejected { .. } | jobs::ClaimState::Expired => {
+			jobs::ClaimState::Judged { .. } | jobs::ClaimState::Expired => {
 				self.settle(id);
 				return Ok(());
 			},
@@ -648,7 +647,7 @@ impl Miner {
 			job_id: id,
 			dir,
 			recipe,
-			recipe_sha256: hex::encode(job.spec.recipe.sha256),
+			recipe_sha256: hex::encode(crate::job::compute_work(&job)?.0.sha256),
 			seed,
 			cache: self.cache.dir().to_path_buf(),
 			publisher: self.publisher.clone(),
@@ -681,11 +680,12 @@ impl Miner {
 			job_id: id,
 			genesis_hash: subxt::utils::H256(chain.genesis_hash()),
 			miner: self.me.clone(),
-			recipe_sha256: job.spec.recipe.sha256,
+			recipe_sha256: crate::job::compute_work(job)?.0.sha256,
 			result_sha256: hex32(&d.result_sha256, "delivery.json")?,
 			result_uri: bounded(d.result_uri.as_bytes()),
 			checkpoint_root: hex32(&d.checkpoint_root, "delivery.json")?,
 			steps: d.steps,
+			checkpoint_interval: d.checkpoint_interval,
 			final_train_loss_ppm: d.final_train_loss_ppm,
 		};
 		let call = runtime::tx().jobs().submit_result(
@@ -736,7 +736,7 @@ trait ClaimStateExt {
 
 impl ClaimStateExt for jobs::Claim<AccountId32, u128, u32> {
 	fn state_is_terminal(&self) -> bool {
-		matches!(self.state, jobs::ClaimState::Paid { .. } | jobs::ClaimState::Rejected { .. } | jobs::ClaimState::Expired)
+		matches!(self.state, jobs::ClaimState::Judged { .. } | jobs::ClaimState::Expired)
 	}
 }
 
@@ -825,6 +825,7 @@ async fn work(cx: WorkContext) -> Result<()> {
 		result_uri: blob.uri.as_bytes().to_vec(),
 		checkpoint_root: root,
 		steps: u32::try_from(summary.steps).context("steps")?,
+		checkpoint_interval: u32::try_from(cx.recipe.train.checkpoint_every).context("checkpoint_every")?,
 		final_train_loss_ppm: (final_loss * 1e6).round().clamp(0.0, u32::MAX as f64) as u32,
 	};
 	let signature = cx.worker.sign(&molting_chain::attestation_message(&attestation));
@@ -834,6 +835,7 @@ async fn work(cx: WorkContext) -> Result<()> {
 		result_uri: blob.uri.clone(),
 		checkpoint_root: summary.merkle_root.clone(),
 		steps: attestation.steps,
+		checkpoint_interval: attestation.checkpoint_interval,
 		final_train_loss_ppm: attestation.final_train_loss_ppm,
 		signature: hex::encode(signature.0),
 	};

@@ -202,6 +202,19 @@ impl Job {
 		Self::from_recipe(recipe, info.seed, inputs)
 	}
 
+	/// Another held-out set than the recipe's (a validator's revealed eval set) at `path`,
+	/// checked against `sha256` and read in the recipe's format with this job's tokenizer;
+	/// put it in [`Job::eval`] to score against it.
+	pub fn load_eval_set(&self, path: &Path, sha256: &str) -> Result<Vec<Example>, TrainError> {
+		let text = data::read_checked(path, sha256)?;
+		let eval = data::load(path, &text, self.recipe.data.format, &self.tokenizer, self.model.config.vocab_size)?;
+		let context = self.model.config.max_position_embeddings;
+		if let Some(e) = eval.iter().find(|e| e.ids.len() > context) {
+			return Err(TrainError::LongerThanContext { path: path.to_path_buf(), line: e.line, tokens: e.ids.len(), context });
+		}
+		Ok(eval)
+	}
+
 	/// The state before the first step on `backend`: a fresh adapter, zero moments.
 	pub fn initial_state(&self, backend: &dyn Backend) -> State {
 		let adapter = Adapter::init(&self.model.config, self.recipe.lora_config(), self.seed);
