@@ -1,14 +1,17 @@
-// The job market end to end with @polkadot/api, as a developer and a miner would use it:
-// Bob registers as a miner, Alice posts a job, Bob claims it and submits an attestation
-// signed in JS (sr25519 over the SCALE encoding pallet-jobs documents), Alice accepts,
-// and Alice, Bob and the treasury end exactly where the rules say. A forged attestation
-// is rejected and moves nothing but its fee.
+// The job market and its judge end to end with @polkadot/api, as a developer, a miner and
+// a validator would use them: Bob registers as a miner and Charlie as a validator, Alice
+// posts a job with a hidden eval set, Bob claims it and submits an attestation signed in
+// JS (sr25519 over the SCALE encoding pallet-jobs documents), Alice reveals her eval set,
+// Charlie commits to a report (the commitment and its signature computed in JS from
+// pallet-contribution's documentation) and reveals it, and Alice, Bob, Charlie and the
+// treasury end exactly where the rules say. A forged attestation is rejected and moves
+// nothing but its fee.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { ApiPromise, WsProvider } from '@polkadot/api';
 import { Keyring } from '@polkadot/keyring';
 import { u8aConcat, stringToU8a } from '@polkadot/util';
-import { cryptoWaitReady } from '@polkadot/util-crypto';
+import { cryptoWaitReady, decodeAddress, sha256AsU8a } from '@polkadot/util-crypto';
 import { startDevNode } from './harness.js';
 
 const MOLT = 10n ** 12n;
@@ -21,6 +24,8 @@ let alice;
 let bob;
 let bobWorker;
 let charlie;
+let charlieReport;
+let dave;
 
 before(async () => {
   await cryptoWaitReady();
@@ -31,6 +36,8 @@ before(async () => {
   bob = keyring.addFromUri('//Bob');
   charlie = keyring.addFromUri('//Charlie');
   bobWorker = keyring.addFromUri('//Bob//worker'); // the miner's hot key, not its account
+  charlieReport = keyring.addFromUri('//Charlie//report'); // the validator's report key
+  dave = keyring.addFromUri('//Dave');
 });
 
 after(async () => {
@@ -71,20 +78,24 @@ async function held(who, at) {
 }
 
 const content = (tag) => ({ sha256: new Uint8Array(32).fill(tag), uri: `https://example.org/blob-${tag}` });
+// The hidden eval set (by hash) and the salt of its commitment.
+const EVAL = content(0xe0);
+const EVAL_SALT = new Uint8Array(32).fill(0x5a);
 
 function spec() {
   return {
-    recipe: content(1),
-    evalCommitment: new Uint8Array(32).fill(4),
-    steps: 100,
-    checkpointInterval: 10,
+    work: { Compute: { recipe: content(1), steps: 100, checkpointInterval: 10 } },
+    // SHA-256(SHA-256(eval set) || salt), as pallet-contribution documents it.
+    evalCommitment: sha256AsU8a(u8aConcat(EVAL.sha256, EVAL_SALT)),
+    minImprovement: 10_000_000, // Perbill: 1%
+    payout: 'Equal',
     requirements: { backend: null, minMemoryMib: 0, minCompletedJobs: 0 },
     replication: 1,
   };
 }
 
 /** The attestation and its signature by `key`, as the worker makes them. */
-function attest(jobId, miner, key) {
+function attest(jobId, miner, key, tag = 9) {
   // The type as the metadata names it: the second argument of jobs.submitResult.
   const attestationType = api.tx.jobs.submitResult.meta.args[1].type.toString();
   const attestation = api.createType(attestationType, {
@@ -92,63 +103,115 @@ function attest(jobId, miner, key) {
     genesisHash: api.genesisHash,
     miner: miner.address,
     recipeSha256: new Uint8Array(32).fill(1),
-    resultSha256: new Uint8Array(32).fill(9),
+    resultSha256: new Uint8Array(32).fill(tag),
     resultUri: 'https://example.org/adapter.safetensors',
-    checkpointRoot: new Uint8Array(32).fill(8),
+    checkpointRoot: new Uint8Array(32).fill(tag + 1),
     steps: 100,
+    checkpointInterval: 10,
     finalTrainLossPpm: 1_234_567,
   });
-  const message = u8aConcat(stringToU8a('molting/attestation/v2'), attestation.toU8a());
+  const message = u8aConcat(stringToU8a('molting/attestation/v3'), attestation.toU8a());
   return { attestation, signature: key.sign(message) };
 }
 
-async function postJob(budget) {
-  const now = (await api.rpc.chain.getHeader()).number.toNumber();
-  const posted = await send(
-    api.tx.jobs.postJob(spec(), budget, { claimBy: now + 200, submitBy: now + 400 }),
-    alice,
-  );
-  assert.equal(posted.error, null);
-  const ev = posted.events.find((e) => api.events.jobs.JobPosted.is(e));
-  return { jobId: ev.data.jobId.toBigInt(), fee: posted.fee };
+async function head() {
+  return (await api.rpc.chain.getHeader()).number.toNumber();
 }
 
-test('register, post, claim, submit a JS-signed attestation, accept: every balance exact', async () => {
+/** Resolves once the best block is past `n`. */
+async function untilPast(n) {
+  while ((await head()) <= n) await new Promise((r) => setTimeout(r, 200));
+}
+
+/** Posts a job with short deadlines: claim 6 blocks, submit 6 more, reveal 8, judge 12. */
+async function postJob(budget) {
+  const now = await head();
+  const d = { claimBy: now + 6, submitBy: now + 12, revealBy: now + 20, judgeBy: now + 32 };
+  const posted = await send(api.tx.jobs.postJob(spec(), budget, d), alice);
+  assert.equal(posted.error, null);
+  const ev = posted.events.find((e) => api.events.jobs.JobPosted.is(e));
+  return { jobId: ev.data.jobId.toBigInt(), fee: posted.fee, deadlines: d };
+}
+
+/** A validator's commitment to `report` (pallet-contribution's documented encoding). */
+function commitment(jobId, round, validator, report, salt) {
+  const u64 = api.createType('u64', jobId).toU8a();
+  const u8 = api.createType('u8', round).toU8a();
+  return sha256AsU8a(u8aConcat(stringToU8a('molting/report/v1'), u64, u8, report.toU8a(), salt, decodeAddress(validator.address)));
+}
+
+test('a job judged by a validator in JS: register, post, claim, attest, reveal the eval, commit, reveal: every balance exact', async () => {
   const deposit = api.consts.jobs.minerDeposit.toBigInt();
   const feeRate = api.consts.jobs.protocolFee.toBigInt(); // Perbill
-  const [alice0, bob0, treasury0] = [await free(alice.address), await free(bob.address), await free(TREASURY)];
+  const validatorRate = api.consts.jobs.validatorFee.toBigInt();
+  const bond = api.consts.contribution.minValidatorBond.toBigInt();
+  const [alice0, bob0, charlie0, treasury0] = [await free(alice.address), await free(bob.address), await free(charlie.address), await free(TREASURY)];
   const bobHeld0 = await held(bob.address);
 
   const reg = await send(api.tx.jobs.registerMiner(bobWorker.publicKey, { backend: 'cpu-x86_64-avx512', memoryMib: 16384 }), bob);
   assert.equal(reg.error, null);
   assert.equal(await held(bob.address), bobHeld0 + deposit);
+  const vreg = await send(api.tx.contribution.registerValidator(charlieReport.publicKey, bond), charlie);
+  assert.equal(vreg.error, null);
 
   const budget = 100n * MOLT;
-  const { jobId, fee: postFee } = await postJob(budget);
+  const { jobId, fee: postFee, deadlines } = await postJob(budget);
   assert.equal(await held(alice.address), budget, 'the budget is on hold, not transferred');
 
   const claim = await send(api.tx.jobs.claimJob(jobId), bob);
   assert.equal(claim.error, null);
-
   const { attestation, signature } = attest(jobId, bob, bobWorker);
   const submit = await send(api.tx.jobs.submitResult(jobId, attestation, signature), bob);
   assert.equal(submit.error, null, 'a correctly signed attestation is accepted');
   assert.ok(submit.events.some((e) => api.events.jobs.ResultSubmitted.is(e)));
 
-  const accept = await send(api.tx.jobs.acceptResult(jobId, bob.address), alice);
-  assert.equal(accept.error, null);
-  const accepted = accept.events.find((e) => api.events.jobs.ResultAccepted.is(e));
-  const protocolFee = (budget * feeRate) / 1_000_000_000n;
-  assert.equal(accepted.data.paid.toBigInt(), budget - protocolFee);
-  assert.equal(accepted.data.fee.toBigInt(), protocolFee);
+  // Submissions close: Charlie, the only validator, is drawn; Alice reveals her eval set.
+  await untilPast(deadlines.submitBy + 1);
+  const c = (await api.query.contribution.cases(jobId)).unwrap();
+  assert.deepEqual(c.seats.map((s) => s.validator.toString()), [charlie.address]);
+  const reveal = await send(api.tx.contribution.revealEval(jobId, EVAL, EVAL_SALT), alice);
+  assert.equal(reveal.error, null, 'the eval set matches its commitment');
+
+  // Charlie's report: the training replays and is better than the base model.
+  const reportType = api.tx.contribution.revealReport.meta.args[2].type.toString();
+  const report = api.createType(reportType, {
+    baseLossPpm: 2_000_000,
+    results: [{ replay: 'Pass', lossPpm: 1_500_000, bitsPerBytePpm: 700_000 }],
+  });
+  const salt = new Uint8Array(32).fill(0xab);
+  const hash = commitment(jobId, 0, charlie, report, salt);
+  const message = u8aConcat(
+    stringToU8a('molting/commit/v1'),
+    api.genesisHash.toU8a(),
+    api.createType('u64', jobId).toU8a(),
+    api.createType('u8', 0).toU8a(),
+    decodeAddress(charlie.address),
+    hash,
+  );
+  const commit = await send(api.tx.contribution.commitReport(jobId, charlie.address, hash, charlieReport.sign(message)), charlie);
+  assert.equal(commit.error, null, 'the commitment, signed by the report key, is accepted');
+  await untilPast(deadlines.judgeBy - api.consts.contribution.revealWindow.toNumber());
+  const revealed = await send(api.tx.contribution.revealReport(jobId, charlie.address, report, salt), charlie);
+  assert.equal(revealed.error, null, 'the report hashes to the commitment computed in JS');
+  const settled = revealed.events.find((e) => api.events.jobs.ResultSettled.is(e));
+  assert.equal(settled.data.grade.type, 'Pass', 'the last reveal rules at once');
+
+  const validatorFee = (budget * validatorRate) / 1_000_000_000n;
+  const protocolFee = ((budget - validatorFee) * feeRate) / 1_000_000_000n;
+  assert.equal(settled.data.paid.toBigInt(), budget - validatorFee - protocolFee);
+  assert.equal(settled.data.fee.toBigInt(), protocolFee);
+  assert.equal(settled.data.validatorFee.toBigInt(), validatorFee);
 
   const bobFees = reg.fee + claim.fee + submit.fee;
-  const aliceFees = postFee + accept.fee;
+  const aliceFees = postFee + reveal.fee;
+  const charlieFees = vreg.fee + commit.fee + revealed.fee;
   assert.equal(await free(alice.address), alice0 - budget - aliceFees, 'Alice paid the budget and her fees');
   assert.equal(await held(alice.address), 0n, 'no escrow left behind');
-  assert.equal(await free(bob.address), bob0 - deposit - bobFees + budget - protocolFee, 'Bob got the reward less the protocol fee');
+  assert.equal(await free(bob.address), bob0 - deposit - bobFees + budget - validatorFee - protocolFee, 'Bob got the reward less the fees');
   assert.equal(await held(bob.address), bobHeld0 + deposit, 'only the miner deposit stays on hold');
-  assert.equal(await free(TREASURY), treasury0 + protocolFee + aliceFees + bobFees, 'treasury: protocol fee and transaction fees');
+  assert.equal(await free(charlie.address), charlie0 - bond - charlieFees + validatorFee, 'Charlie earned the validators\' fee');
+  assert.equal(await held(charlie.address), bond, 'the bond stays on hold');
+  assert.equal(await free(TREASURY), treasury0 + protocolFee + aliceFees + bobFees + charlieFees, 'treasury: protocol fee and transaction fees');
 });
 
 test('a forged attestation is rejected and nothing but its fee moves', async () => {
@@ -159,8 +222,8 @@ test('a forged attestation is rejected and nothing but its fee moves', async () 
     await free(alice.address), await held(alice.address), await free(bob.address), await held(bob.address),
   ];
 
-  // Signed by Charlie's key, not by Bob's registered worker key.
-  const { attestation, signature } = attest(jobId, bob, charlie);
+  // Signed by Dave's key, not by Bob's registered worker key.
+  const { attestation, signature } = attest(jobId, bob, dave, 20);
   const forged = await send(api.tx.jobs.submitResult(jobId, attestation, signature), bob);
   assert.equal(forged.error, 'jobs.BadSignature');
 

@@ -1,10 +1,13 @@
 //! The network loop end to end, with the real binaries on loopback: `molting-node --dev`,
-//! the store server (`molt-worker store serve`) and the miner (`molt-worker mine`). Jobs
-//! are posted from JavaScript with `@polkadot/api` (`examples/js/post-job.mjs`); balances
-//! and events are read with subxt.
+//! the store server (`molt-worker store serve`), the miner (`molt-worker mine`) and three
+//! validators (`molt-worker validate`). Jobs are posted from JavaScript with
+//! `@polkadot/api` (`examples/js/post-job.mjs`); balances and events are read with subxt.
 //!
-//! - a job is claimed, trained, published, attested, accepted and paid, every planck
-//!   accounted for, and the owner fetches an adapter that the worker's `eval` loads;
+//! - a job with a hidden eval set is claimed, trained, published and attested; the owner
+//!   reveals the eval set; three validators replay every segment, score the adapter,
+//!   commit and reveal; the miner and the validators are paid, every planck accounted for,
+//!   the market's try_state checks hold on the chain, and the owner fetches an adapter
+//!   that the worker's `eval` loads and scores as the committee did;
 //! - a miner SIGKILLed mid-training, and the node crashed and restarted while the miner
 //!   trains, still deliver the result hash of an uninterrupted run (on another chain);
 //! - a training set whose bytes do not match the recipe is never claimed, and a claimed job
@@ -173,8 +176,34 @@ fn tiny_job(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
 	molting_engine::testing::write_tiny_job(dir, edit)
 }
 
+/// A keystore for `//Name` (a fresh hot key: a miner's worker key, a validator's report key).
+fn keystore_of(dir: &Path, name: &str) -> PathBuf {
+	let ks = dir.join(format!("{}-keys", name.to_lowercase()));
+	worker_output(&["keys", "new", "--keystore", ks.to_str().unwrap(), "--account", &format!("//{name}")]);
+	ks
+}
+
+fn start_validator(ws: &str, keystore: &Path, log: PathBuf, extra: &[&str]) -> Proc {
+	let mut args = vec!["validate", "--node", ws, "--keystore", keystore.to_str().unwrap(), "--bond", "100"];
+	args.extend_from_slice(extra);
+	let mut c = worker(&args);
+	c.env("RUST_LOG", "info");
+	Proc::start("validator", c, log)
+}
+
+/// Keeps `eval`'s salt where `molt-worker job reveal` looks for it (what `job post --eval`
+/// writes); returns the commitment to post.
+fn commit_eval(secrets: &Path, job_id: u64, eval: &Path, salt: [u8; 32]) -> String {
+	use sha2::Digest;
+	let set: [u8; 32] = sha2::Sha256::digest(std::fs::read(eval).unwrap()).into();
+	std::fs::create_dir_all(secrets).unwrap();
+	let secret = serde_json::json!({"path": eval, "sha256": hex::encode(set), "salt": hex::encode(salt)});
+	std::fs::write(secrets.join(format!("job-{job_id}.json")), secret.to_string()).unwrap();
+	hex::encode(molting_chain::eval_commitment(&set, &salt))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_posted_from_js_is_mined_attested_accepted_paid_and_fetched() {
+async fn a_job_posted_from_js_is_mined_judged_by_three_validators_paid_and_fetched() {
 	let dir = fresh_dir("loop");
 	let node = DevNode::start(BLOCK_MS);
 	let store = start_store(&dir);
@@ -182,6 +211,9 @@ async fn a_job_posted_from_js_is_mined_attested_accepted_paid_and_fetched() {
 	let spec = tiny_job(&dir.join("job"), |s| s);
 	let (sha, uri, steps, interval, _) = recipe(&spec, Some(&store.url));
 	let chain = Chain::connect(&node.ws_url()).await.expect("subxt connects");
+	let names = ["Charlie", "Dave", "Eve"];
+	let pairs = [dev::charlie(), dev::dave(), dev::eve()];
+	let validators: Vec<AccountId32> = pairs.iter().map(|k| AccountId32::from(k.public_key())).collect();
 	let (alice, bob) = (AccountId32::from(dev::alice().public_key()), AccountId32::from(dev::bob().public_key()));
 	let start = chain.finalized_number().await.unwrap();
 	let (alice0, bob0, treasury0, issuance0) = (
@@ -190,6 +222,10 @@ async fn a_job_posted_from_js_is_mined_attested_accepted_paid_and_fetched() {
 		account(&chain, &treasury(), start).await,
 		issuance(&chain, start).await,
 	);
+	let mut validators0 = Vec::new();
+	for v in &validators {
+		validators0.push(account(&chain, v, start).await);
+	}
 
 	let metrics_port = free_port().to_string();
 	let mut miner = start_miner(
@@ -199,9 +235,34 @@ async fn a_job_posted_from_js_is_mined_attested_accepted_paid_and_fetched() {
 		dir.join("miner.log"),
 		&["--exit-after", "1", "--prometheus-port", &metrics_port],
 	);
+	let mut judges: Vec<Proc> = names
+		.iter()
+		.map(|n| start_validator(&node.ws_url(), &keystore_of(&dir, n), dir.join(format!("{n}.log")), &["--exit-after", "1"]))
+		.collect();
 	miner.wait_for_log("registered as a miner", Duration::from_secs(120));
-	let lines = post_js(&node, &sha, uri.as_deref().unwrap(), steps, interval, "100", &["--wait-result", "--timeout-s", "300", "--submit-blocks", "400"]);
-	// The miner's metrics while it waits for the owner's verdict.
+	for j in &mut judges {
+		j.wait_for_log("registered as a validator", Duration::from_secs(120));
+	}
+	// Alice's hidden eval set: the tiny persona's conversations (what it is trained on, so
+	// the adapter must beat the base model on them).
+	let eval_set = dir.join("job/tiny.jsonl");
+	let secrets = dir.join("alice-secrets");
+	let job_id = chain.api.at_current_block().await.unwrap().storage().entry(runtime::storage().jobs().next_job_id()).unwrap().fetch(()).await.unwrap().decode().unwrap();
+	let commitment = commit_eval(&secrets, job_id, &eval_set, [0x5a; 32]);
+	let lines = post_js(
+		&node,
+		&sha,
+		uri.as_deref().unwrap(),
+		steps,
+		interval,
+		"100",
+		&["--wait-result", "--timeout-s", "300", "--claim-blocks", "30", "--submit-blocks", "90", "--reveal-blocks", "6", "--judge-blocks", "16", "--eval-commitment", &commitment],
+	);
+	let id = event(&lines, "posted")["jobId"].as_u64().unwrap();
+	assert_eq!(id, job_id);
+	let submitted = event(&lines, "submitted");
+	assert_eq!(submitted["miner"].as_str().unwrap(), bob.to_string());
+	// The miner's metrics while its result waits for the committee.
 	let metrics = molting_e2e::http_get(&format!("127.0.0.1:{metrics_port}"), "/metrics").expect("the miner serves /metrics");
 	for (name, value) in [
 		("molting_miner_jobs_seen_total", 1),
@@ -211,50 +272,81 @@ async fn a_job_posted_from_js_is_mined_attested_accepted_paid_and_fetched() {
 	] {
 		assert!(metrics.lines().any(|l| l == format!("{name} {value}")), "`{name} {value}` in:\n{metrics}");
 	}
-	// Alice accepts with the worker's job CLI.
-	let job_id = event(&lines, "posted")["jobId"].to_string();
-	worker_output(&["job", "--node", &node.ws_url(), "accept", &job_id, "//Bob", "--account", "//Alice"]);
-	let id = event(&lines, "posted")["jobId"].as_u64().unwrap();
-	let submitted = event(&lines, "submitted");
-	assert_eq!(submitted["miner"].as_str().unwrap(), bob.to_string());
+	// Once submissions close, Alice reveals her eval set with the worker's job CLI.
+	let submit_by = u64::from(job(&chain, id).await.deadlines.submit_by);
+	wait_for(|| node.finalized_number().is_some_and(|n| n > submit_by + 1), "submissions to close");
+	worker_output(&[
+		"job", "--node", &node.ws_url(), "reveal", &id.to_string(), "--store", &store.url, "--account", "//Alice",
+		"--secrets", secrets.to_str().unwrap(),
+	]);
+	for j in &mut judges {
+		assert!(j.wait_exit(Duration::from_secs(300)).success(), "a validator exits once it has revealed:\n{}", j.log());
+		for line in ["judging", "result 0", "replays", "eval loss", "committed to my report", "revealed my report"] {
+			assert!(j.log().contains(line), "the validator logs `{line}`:\n{}", j.log());
+		}
+	}
 	assert!(miner.wait_exit(Duration::from_secs(120)).success(), "the miner exits once its job is settled");
-	for line in ["claimed", "training", "trained and published", "attestation landed", "paid 95 MOLT"] {
+	for line in ["claimed", "training", "trained and published", "attestation landed", "the committee passed my result"] {
 		assert!(miner.log().contains(line), "the miner logs `{line}`:\n{}", miner.log());
 	}
 
 	// The money, to the planck.
 	let end = chain.finalized_number().await.unwrap();
-	let (mut paid, mut fee) = (0u128, 0u128);
+	let (mut settled, mut to_validators) = (None, Vec::new());
 	for n in start + 1..=end {
-		let at = chain.api.at_block(n).await.unwrap();
-		for e in at.events().fetch().await.unwrap().find::<runtime::jobs::events::ResultAccepted>().flatten() {
+		let events = chain.api.at_block(n).await.unwrap().events().fetch().await.unwrap();
+		for e in events.find::<runtime::jobs::events::ResultSettled>().flatten() {
 			assert_eq!((e.job_id, &e.miner), (id, &bob));
-			(paid, fee) = (e.paid, e.fee);
+			settled = Some(e);
+		}
+		for e in events.find::<runtime::contribution::events::ValidatorPaid>().flatten() {
+			to_validators.push((e.validator, e.amount));
 		}
 	}
+	let settled = settled.expect("the result was settled");
+	assert!(matches!(settled.grade, molting_chain::jobs::Grade::Pass { loss_ppm: Some(_) }), "{:?}", settled.grade);
 	let j = job(&chain, id).await;
-	assert!(matches!(j.status, molting_chain::jobs::JobStatus::Finished), "{:?}", j.status);
+	assert!(matches!(j.status, molting_chain::jobs::JobStatus::Finished { .. }), "{:?}", j.status);
 	let reward = j.reward_per_result;
 	assert_eq!(reward, 100 * MOLT);
-	let fee_rate = chain.api.at_current_block().await.unwrap().constants().entry(runtime::constants().jobs().protocol_fee()).unwrap().0;
-	assert_eq!(fee, reward * u128::from(fee_rate) / 1_000_000_000, "the protocol fee is ProtocolFee of the reward");
-	assert_eq!(paid + fee, reward);
-	let deposit = chain.api.at_current_block().await.unwrap().constants().entry(runtime::constants().jobs().miner_deposit()).unwrap();
+	let constants = chain.api.at_current_block().await.unwrap();
+	let rate = |c: runtime::runtime_types::sp_arithmetic::per_things::Perbill| u128::from(c.0);
+	let fee_rate = rate(constants.constants().entry(runtime::constants().jobs().protocol_fee()).unwrap());
+	let validator_rate = rate(constants.constants().entry(runtime::constants().jobs().validator_fee()).unwrap());
+	let validator_fee = reward * validator_rate / 1_000_000_000;
+	let fee = (reward - validator_fee) * fee_rate / 1_000_000_000;
+	assert_eq!((settled.validator_fee, settled.fee, settled.paid), (validator_fee, fee, reward - validator_fee - fee));
+	assert_eq!(to_validators.iter().map(|(_, a)| a).sum::<u128>(), validator_fee, "the validators' fee, all of it, to the seats");
+	let deposit = constants.constants().entry(runtime::constants().jobs().miner_deposit()).unwrap();
+	let bond = 100 * MOLT;
+	let mut all_fees = 0;
+	for (i, v) in validators.iter().enumerate() {
+		let fees = fees_paid(&chain, v, start + 1, end).await;
+		assert!(fees > 0, "registering, committing and revealing pay fees");
+		all_fees += fees;
+		let earned: u128 = to_validators.iter().filter(|(w, _)| w == v).map(|(_, a)| a).sum();
+		assert!(earned > 0, "{} sat on the committee and earned a share", names[i]);
+		let now = account(&chain, v, end).await;
+		assert_eq!(now.free, validators0[i].free - bond - fees + earned, "{}: bond held, fees paid, share earned", names[i]);
+		assert_eq!(now.reserved, validators0[i].reserved + bond, "{}: only the bond is held", names[i]);
+	}
 	let (alice_fees, bob_fees) = (fees_paid(&chain, &alice, start + 1, end).await, fees_paid(&chain, &bob, start + 1, end).await);
-	assert!(alice_fees > 0 && bob_fees > 0, "posting, accepting, registering, claiming, submitting pay fees");
+	assert!(alice_fees > 0 && bob_fees > 0, "posting, revealing, registering, claiming, submitting pay fees");
 	let (alice1, bob1, treasury1) =
 		(account(&chain, &alice, end).await, account(&chain, &bob, end).await, account(&chain, &treasury(), end).await);
 	assert_eq!(alice1.free, alice0.free - reward - alice_fees, "Alice paid the reward and her fees, nothing else");
 	assert_eq!(alice1.reserved, alice0.reserved, "no escrow left on hold");
-	assert_eq!(bob1.free, bob0.free + paid - deposit - bob_fees, "Bob got the reward less the fee; his deposit is held");
+	assert_eq!(bob1.free, bob0.free + settled.paid - deposit - bob_fees, "Bob got the reward less the fees; his deposit is held");
 	assert_eq!(bob1.reserved, bob0.reserved + deposit, "only the registration deposit is held (collateral released)");
-	assert_eq!(treasury1.free, treasury0.free + fee + alice_fees + bob_fees, "the treasury got the protocol fee and every tx fee");
+	all_fees += alice_fees + bob_fees;
+	assert_eq!(treasury1.free, treasury0.free + fee + all_fees, "the treasury got the protocol fee and every tx fee");
 	assert_eq!(issuance(&chain, end).await, issuance0, "nothing was minted or burned");
+	assert_eq!(chain.check_market_invariants().await.unwrap(), Ok(()), "the market's try_state checks hold on the chain");
 
 	// The owner fetches the adapter: the attested hash, and the worker's eval loads it.
 	let attested = match &j.claims.0[0].state {
-		molting_chain::jobs::ClaimState::Paid { delivery } => hex::encode(delivery.result.sha256),
-		other => panic!("the claim is paid, not {other:?}"),
+		molting_chain::jobs::ClaimState::Judged { delivery, .. } => hex::encode(delivery.result.sha256),
+		other => panic!("the claim is judged, not {other:?}"),
 	};
 	assert_eq!(submitted["resultSha256"].as_str().unwrap().trim_start_matches("0x"), attested);
 	let out = dir.join("fetched");
@@ -272,6 +364,9 @@ async fn a_job_posted_from_js_is_mined_attested_accepted_paid_and_fetched() {
 	.unwrap();
 	let (base, tuned) = (eval["base"]["loss"].as_f64().unwrap(), eval["adapter"]["loss"].as_f64().unwrap());
 	assert!(tuned < base, "the fetched adapter lowers the eval loss ({base} -> {tuned})");
+	// The committee's consensus loss is the one the worker's own eval finds, to the ppm.
+	let Some(molting_chain::jobs::Grade::Pass { loss_ppm: Some(consensus) }) = Some(settled.grade) else { unreachable!() };
+	assert_eq!(u64::from(consensus), (tuned * 1e6).round() as u64, "the committee scored the adapter as `eval` does");
 	drop(store);
 	let _ = std::fs::remove_dir_all(&dir);
 }
@@ -296,7 +391,9 @@ async fn mined_result(store: &str, spec: &Path, dir: &Path, fault: impl Fn(&mut 
 	let chain = Chain::connect(&node.ws_url()).await.expect("subxt connects");
 	let j = job(&chain, id).await;
 	match &j.claims.0[0].state {
-		molting_chain::jobs::ClaimState::Submitted { delivery, .. } => hex::encode(delivery.result.sha256),
+		molting_chain::jobs::ClaimState::Submitted { delivery } | molting_chain::jobs::ClaimState::Judged { delivery, .. } => {
+			hex::encode(delivery.result.sha256)
+		},
 		other => panic!("the claim is submitted, not {other:?}"),
 	}
 }
@@ -396,7 +493,7 @@ async fn bad_training_bytes_are_never_claimed_and_a_claimed_job_gone_bad_is_give
 	wait_for(|| node.finalized_number().is_some_and(|n| n > submit_by + 2), "the deadline to pass");
 	let j = job(&chain, id).await;
 	assert!(matches!(j.claims.0[0].state, molting_chain::jobs::ClaimState::Expired), "{:?}", j.claims.0[0].state);
-	assert!(matches!(j.status, molting_chain::jobs::JobStatus::Finished), "{:?}", j.status);
+	assert!(matches!(j.status, molting_chain::jobs::JobStatus::Finished { .. }), "{:?}", j.status);
 	assert_eq!(j.escrow, 0);
 	let held = account(&chain, &alice, chain.finalized_number().await.unwrap()).await.reserved;
 	// The first job (never claimed) holds its 50 MOLT until its own deadline, as before.

@@ -92,26 +92,29 @@ pub fn report_commitment(job_id: u64, round: u8, validator: &[u8; 32], report: &
 /// length and per result `replay` (`Pass` 0, `Fail` 1 then the fault's index),
 /// `loss_ppm: Option<u32>`, `bits_per_byte_ppm: Option<u32>`.
 pub fn encode_report(report: &contribution::Report, out: &mut Vec<u8>) {
-	use contribution::{Fault, Replay};
+	use contribution::Replay;
 	report.base_loss_ppm.encode_to(out);
 	Compact(report.results.0.len() as u32).encode_to(out);
 	for r in &report.results.0 {
 		match &r.replay {
 			Replay::Pass => out.push(0),
-			Replay::Fail(f) => out.extend([
-				1,
-				match f {
-					Fault::Unavailable => 0,
-					Fault::BadManifest => 1,
-					Fault::InitialState => 2,
-					Fault::Segment => 3,
-					Fault::Adapter => 4,
-					Fault::OutOfBounds => 5,
-				},
-			]),
+			Replay::Fail(f) => out.extend([1, fault_index(f)]),
 		}
 		r.loss_ppm.encode_to(out);
 		r.bits_per_byte_ppm.encode_to(out);
+	}
+}
+
+/// A fault's index in pallet-contribution's `Fault`.
+pub fn fault_index(f: &contribution::Fault) -> u8 {
+	use contribution::Fault;
+	match f {
+		Fault::Unavailable => 0,
+		Fault::BadManifest => 1,
+		Fault::InitialState => 2,
+		Fault::Segment => 3,
+		Fault::Adapter => 4,
+		Fault::OutOfBounds => 5,
 	}
 }
 

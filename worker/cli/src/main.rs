@@ -5,6 +5,7 @@ mod job;
 mod metrics;
 mod mine;
 mod result;
+mod validate;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -166,6 +167,37 @@ enum Command {
 		/// Accept `file://` URIs in recipes from the chain (dev chains and tests only).
 		#[arg(long)]
 		allow_file_uris: bool,
+	},
+	/// Serve this validator's seats on committees: replay and score results, commit and
+	/// reveal reports (registers with `--bond` first).
+	Validate {
+		/// The node's WebSocket RPC.
+		#[arg(long, default_value = "ws://127.0.0.1:9944")]
+		node: String,
+		/// The validator's keystore: `account.secret` holds the bond, `worker.secret` is the
+		/// report key that signs commitments.
+		#[arg(long)]
+		keystore: PathBuf,
+		/// Reports, replays and the blob cache (default: `<keystore>/data`).
+		#[arg(long)]
+		data: Option<PathBuf>,
+		/// Self-bond to register with, in MOLT.
+		#[arg(long, default_value = "100")]
+		bond: String,
+		#[arg(long)]
+		prometheus_port: Option<u16>,
+		/// Largest blob to fetch, in MiB.
+		#[arg(long, default_value_t = 16384)]
+		max_blob_mib: u64,
+		/// Exit after this many reports are revealed (default: run until stopped).
+		#[arg(long)]
+		exit_after: Option<usize>,
+		/// Accept `file://` URIs from the chain (dev chains and tests only).
+		#[arg(long)]
+		allow_file_uris: bool,
+		/// Tests only: report every replay as failed, as a lying validator would.
+		#[arg(long, hide = true)]
+		report_fail: bool,
 	},
 	/// The developer's side: post jobs, reveal their eval sets, follow them, fetch results.
 	Job {
@@ -693,6 +725,20 @@ fn run(cli: Cli) -> Result<()> {
 				allow_file_uris,
 			};
 			on_runtime(mine::mine(opts))?
+		},
+		Command::Validate { node, keystore, data, bond, prometheus_port, max_blob_mib, exit_after, allow_file_uris, report_fail } => {
+			let opts = validate::ValidateOptions {
+				node,
+				data: data.unwrap_or_else(|| keystore.join("data")),
+				keystore,
+				bond: job::parse_molt(&bond)?,
+				prometheus_port,
+				max_blob: max_blob_mib << 20,
+				exit_after,
+				allow_file_uris,
+				report_fail,
+			};
+			on_runtime(validate::validate(opts))?
 		},
 		Command::Job { node, command } => on_runtime(async move {
 			match command {

@@ -43,10 +43,23 @@ impl Metrics {
 		}
 	}
 
-	pub fn render(&self) -> String {
+}
+
+/// A set of metrics the exporter can serve (the miner's, the validator's).
+pub trait Gather {
+	fn gather(&self) -> Vec<prometheus::proto::MetricFamily>;
+
+	/// Prometheus' text format.
+	fn render(&self) -> String {
 		let mut out = Vec::new();
-		TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");
+		TextEncoder::new().encode(&self.gather(), &mut out).expect("text encoding");
 		String::from_utf8(out).unwrap_or_default()
+	}
+}
+
+impl Gather for Metrics {
+	fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+		self.registry.gather()
 	}
 }
 
@@ -59,7 +72,7 @@ mod bytes_body {
 
 /// Serves `metrics` on `127.0.0.1:port` (Prometheus' text format at `/metrics`); like the
 /// node's own exporter, loopback only (put a scraper or proxy beside it).
-pub async fn serve(metrics: std::sync::Arc<Metrics>, port: u16) -> std::io::Result<SocketAddr> {
+pub async fn serve<M: Gather + Send + Sync + 'static>(metrics: std::sync::Arc<M>, port: u16) -> std::io::Result<SocketAddr> {
 	let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
 	let addr = listener.local_addr()?;
 	tokio::spawn(async move {

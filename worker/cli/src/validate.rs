@@ -1,0 +1,637 @@
+//! `molt-worker validate`: serves this validator's seats on committees
+//! (pallet-contribution's README has the protocol).
+//!
+//! ```text
+//!  every finalised block:
+//!    registered? ── no ──▶ register_validator(report key, --bond)
+//!    for each case with a seat of mine (Contribution.Cases at that block):
+//!      report.json on disk? ── no, and the eval set is out (or its reveal period over)
+//!          ──▶ judge every result (below) ─▶ report.json + salt, written before anything is sent
+//!      not committed and block <= commit_by ──▶ commit_report(H(report ‖ salt ‖ me), signed by my report key)
+//!      committed, not revealed, commit_by < block <= judge_by ──▶ reveal_report(report, salt)
+//!
+//!  judging result i (the job's delivered claims, in claim order):
+//!    result manifest (job, recipe, root) ─▶ checkpoint manifest (its Merkle root is the attested one,
+//!    one leaf per checkpoint, each file named by its leaf) ─▶ checkpoint 0 == the recipe's initial state
+//!    under the miner's seed ─▶ every drawn segment s: checkpoint s replayed to s+1, bit for bit
+//!    ─▶ the PEFT adapter == the export of the last checkpoint ─▶ eval loss and bits per byte of the
+//!    base model and of the adapter on the revealed set
+//! ```
+//!
+//! Everything a seat needs to finish lives under `<data>/chains/<genesis>/cases/<job>-<round>/`,
+//! so a kill -9 at any point resumes where it stopped: the report and salt are never
+//! recomputed once written (a second report would not match the commitment).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use molting_chain::contribution::{Fault, Replay, Report, ResultReport};
+use molting_chain::keystore::{self, Keystore};
+use molting_chain::{account_of, format_molt, jobs, runtime, Case, Chain, ChainError};
+use molting_engine::checkpoint::{merkle_root, Manifest};
+use molting_engine::recipe::{miner_seed, LocalInputs, Recipe};
+use molting_engine::train::{self, Job};
+use molting_store::{Cache, FetchError};
+use sha2::Digest;
+use subxt::utils::AccountId32;
+
+use crate::result::{ResultManifest, PEFT_FILES};
+
+pub struct ValidateOptions {
+	pub node: String,
+	pub keystore: PathBuf,
+	pub data: PathBuf,
+	/// Self-bond to register with, in planck.
+	pub bond: u128,
+	pub prometheus_port: Option<u16>,
+	pub max_blob: u64,
+	pub exit_after: Option<usize>,
+	pub allow_file_uris: bool,
+	/// Tests only: report every replay as failed (a validator lying about honest work).
+	pub report_fail: bool,
+}
+
+/// Prometheus metrics of a validator (`molting_validator_*`).
+pub struct Metrics {
+	registry: prometheus::Registry,
+	seats: prometheus::IntCounter,
+	results_judged: prometheus::IntCounter,
+	replay_failures: prometheus::IntCounter,
+	commits: prometheus::IntCounter,
+	reveals: prometheus::IntCounter,
+	segments_replayed: prometheus::IntCounter,
+}
+
+impl Metrics {
+	fn new() -> Metrics {
+		let registry = prometheus::Registry::new_custom(Some("molting_validator".into()), None).expect("a valid prefix");
+		let counter = |name: &str, help: &str| {
+			let c = prometheus::IntCounter::new(name, help).expect("a valid metric");
+			registry.register(Box::new(c.clone())).expect("registered once");
+			c
+		};
+		Metrics {
+			seats: counter("seats_total", "Seats on committees served."),
+			results_judged: counter("results_judged_total", "Results replayed and scored."),
+			replay_failures: counter("replay_failures_total", "Results whose replay failed a check."),
+			commits: counter("commits_total", "Report commitments landed."),
+			reveals: counter("reveals_total", "Reports revealed."),
+			segments_replayed: counter("segments_replayed_total", "Checkpoint segments replayed."),
+			registry,
+		}
+	}
+}
+
+impl crate::metrics::Gather for Metrics {
+	fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+		self.registry.gather()
+	}
+}
+
+/// What a seat keeps on disk: its report and salt, once computed.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedReport {
+	job_id: u64,
+	round: u8,
+	base_loss_ppm: Option<u32>,
+	results: Vec<SavedEntry>,
+	salt: String,
+	/// For people: each result's verdict and why.
+	findings: Vec<String>,
+}
+
+struct Validator {
+	opts: ValidateOptions,
+	keys: Keystore,
+	me: AccountId32,
+	cache: Cache,
+	metrics: Arc<Metrics>,
+	genesis: String,
+	/// Seats (job, round) revealed, and so done with.
+	revealed: BTreeSet<(u64, u8)>,
+	/// Seats found hopeless (too late, or a result this worker cannot judge), not retried.
+	abandoned: BTreeSet<(u64, u8)>,
+}
+
+pub async fn validate(opts: ValidateOptions) -> Result<()> {
+	let keys = Keystore::open(&opts.keystore)?;
+	let me = account_of(&keys.account);
+	let cache = Cache::new(opts.data.join("cache"), opts.max_blob);
+	let metrics = Arc::new(Metrics::new());
+	if let Some(port) = opts.prometheus_port {
+		let addr = crate::metrics::serve(metrics.clone(), port).await.context("prometheus port")?;
+		tracing::info!("metrics on http://{addr}/metrics");
+	}
+	tracing::info!(account = %me, report_key = %hex::encode(keys.worker.public_key().0), "validator starting");
+	let mut v = Validator {
+		opts,
+		keys,
+		me,
+		cache,
+		metrics,
+		genesis: String::new(),
+		revealed: BTreeSet::new(),
+		abandoned: BTreeSet::new(),
+	};
+	loop {
+		let chain = Chain::connect_with_backoff(&v.opts.node, Duration::from_secs(u64::MAX / 4)).await?;
+		tracing::info!(node = %v.opts.node, "connected");
+		match v.session(&chain).await {
+			Ok(()) => return Ok(()),
+			Err(e) => {
+				tracing::warn!("{e:#}; reconnecting");
+				tokio::time::sleep(Duration::from_secs(1)).await;
+			},
+		}
+	}
+}
+
+/// Bounds a chain call: a node that went away mid-call must not hang the loop.
+async fn timed<T>(what: &str, f: impl std::future::Future<Output = Result<T, ChainError>>) -> Result<T> {
+	match tokio::time::timeout(Duration::from_secs(90), f).await {
+		Ok(r) => r.map_err(anyhow::Error::from),
+		Err(_) => Err(ChainError::Rpc { call: what.into(), reason: "no answer from the node in 90 s".into() }.into()),
+	}
+}
+
+fn is_connection(e: &anyhow::Error) -> bool {
+	e.chain().any(|c| c.downcast_ref::<ChainError>().is_some_and(ChainError::is_connection))
+}
+
+impl Validator {
+	async fn session(&mut self, chain: &Chain) -> Result<()> {
+		let genesis = hex::encode(chain.genesis_hash());
+		if self.genesis != genesis {
+			if !self.genesis.is_empty() {
+				tracing::warn!("the node is on another chain (genesis {genesis}); forgetting the old one's cases");
+				self.revealed.clear();
+				self.abandoned.clear();
+			}
+			self.genesis = genesis;
+		}
+		self.ensure_registered(chain).await?;
+		let mut last = 0u64;
+		loop {
+			let head = timed("finalized head", chain.finalized_number()).await?;
+			if head != last {
+				last = head;
+				for (id, case) in timed("Contribution.Cases", chain.cases_at(head)).await? {
+					if case.seats.0.iter().any(|s| s.validator == self.me) {
+						self.serve(chain, id, &case, head).await?;
+					}
+				}
+			}
+			if self.opts.exit_after.is_some_and(|n| self.revealed.len() >= n) {
+				tracing::info!("{} reports revealed; exiting as asked", self.revealed.len());
+				return Ok(());
+			}
+			tokio::time::sleep(Duration::from_millis(500)).await;
+		}
+	}
+
+	async fn ensure_registered(&self, chain: &Chain) -> Result<()> {
+		let key = self.keys.worker.public_key().0;
+		match timed("Contribution.Validators", chain.validator(&self.me)).await? {
+			Some(v) if v.report_key == key => {
+				if !v.active {
+					tracing::warn!("registered but not in the active set (left, displaced, or slashed below the minimum bond): no new seats");
+				}
+				Ok(())
+			},
+			Some(_) => bail!("{} is registered with another report key than this keystore's", self.me),
+			None => {
+				let call = runtime::tx().contribution().register_validator(key, self.opts.bond);
+				timed("register_validator", chain.submit("Contribution.register_validator", &call, &self.keys.account)).await?;
+				tracing::info!(bond = %format_molt(self.opts.bond), "registered as a validator");
+				Ok(())
+			},
+		}
+	}
+
+	fn case_dir(&self, id: u64, round: u8) -> PathBuf {
+		let chain: String = self.genesis.chars().take(16).collect();
+		self.opts.data.join("chains").join(chain).join("cases").join(format!("{id}-{round}"))
+	}
+
+	/// Moves one seat on as far as block `head` allows.
+	async fn serve(&mut self, chain: &Chain, id: u64, case: &Case, head: u64) -> Result<()> {
+		let round = case.round;
+		let key = (id, round);
+		if self.revealed.contains(&key) || self.abandoned.contains(&key) {
+			return Ok(());
+		}
+		let Some(seat) = case.seats.0.iter().find(|s| s.validator == self.me) else { return Ok(()) };
+		if seat.revealed {
+			self.revealed.insert(key);
+			return Ok(());
+		}
+		let dir = self.case_dir(id, round);
+		let saved_path = dir.join("report.json");
+		let (commit_by, judge_by, reveal_by) = (u64::from(case.commit_by), u64::from(case.judge_by), u64::from(case.reveal_by));
+		if !saved_path.exists() {
+			if seat.commitment.is_some() {
+				// Committed by an earlier run whose report is gone: it cannot be revealed.
+				tracing::error!(job = id, round, "committed, but {} is gone: this seat cannot reveal", saved_path.display());
+				self.abandoned.insert(key);
+				return Ok(());
+			}
+			if case.eval.is_none() && head <= reveal_by {
+				return Ok(()); // the owner may still reveal its eval set
+			}
+			if head > commit_by {
+				tracing::warn!(job = id, round, "the commit window closed before my report was ready");
+				self.abandoned.insert(key);
+				return Ok(());
+			}
+			self.metrics.seats.inc();
+			tracing::info!(job = id, round, results = case.segments.0.len(), "judging");
+			match self.judge(chain, id, case, head, &dir).await {
+				Ok(saved) => {
+					std::fs::create_dir_all(&dir)?;
+					keystore::write_secret(&saved_path, &serde_json::to_vec_pretty(&saved)?)?;
+					for f in &saved.findings {
+						tracing::info!(job = id, "{f}");
+					}
+				},
+				Err(e) if is_connection(&e) => return Err(e),
+				Err(e) => {
+					tracing::error!(job = id, round, "cannot judge this case: {e:#}");
+					self.abandoned.insert(key);
+					return Ok(());
+				},
+			}
+		}
+		let saved: SavedReport = serde_json::from_slice(&std::fs::read(&saved_path)?).with_context(|| saved_path.display().to_string())?;
+		let report = from_saved(saved.base_loss_ppm, &saved.results)?;
+		let salt: [u8; 32] = hex::decode(&saved.salt).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow!("{}: a bad salt", saved_path.display()))?;
+		let me: [u8; 32] = self.me.0;
+		if seat.commitment.is_none() {
+			if head > commit_by {
+				tracing::warn!(job = id, round, "the commit window closed before my commitment landed");
+				self.abandoned.insert(key);
+				return Ok(());
+			}
+			let commitment = molting_chain::report_commitment(id, round, &me, &report, &salt);
+			let message = molting_chain::commit_message(&chain.genesis_hash(), id, round, &me, &commitment);
+			let signature = self.keys.worker.sign(&message);
+			let call = runtime::tx().contribution().commit_report(id, self.me.clone(), commitment, signature.0);
+			match timed("commit_report", chain.submit("Contribution.commit_report", &call, &self.keys.account)).await {
+				Ok((block, _)) => {
+					self.metrics.commits.inc();
+					tracing::info!(job = id, round, block, "committed to my report");
+				},
+				Err(e) if is_connection(&e) => return Err(e),
+				Err(e) => tracing::warn!(job = id, round, "commit_report: {e:#}"),
+			}
+			return Ok(());
+		}
+		if head > commit_by && head <= judge_by {
+			let call = runtime::tx().contribution().reveal_report(id, self.me.clone(), report, salt);
+			match timed("reveal_report", chain.submit("Contribution.reveal_report", &call, &self.keys.account)).await {
+				Ok((block, _)) => {
+					self.metrics.reveals.inc();
+					self.revealed.insert(key);
+					tracing::info!(job = id, round, block, "revealed my report");
+				},
+				Err(e) if is_connection(&e) => return Err(e),
+				Err(e) => tracing::warn!(job = id, round, "reveal_report: {e:#}"),
+			}
+		}
+		Ok(())
+	}
+
+	/// Fetches, replays and scores every result of case `id`; returns the report to commit.
+	async fn judge(&self, chain: &Chain, id: u64, case: &Case, head: u64, dir: &Path) -> Result<SavedReport> {
+		let job = timed("Jobs", chain.job_at(id, head)).await?.ok_or_else(|| anyhow!("job {id} is gone"))?;
+		let (recipe_ref, _, _) = crate::job::compute_work(&job).with_context(|| format!("job {id}"))?;
+		let recipe_sha = hex::encode(recipe_ref.sha256);
+		let recipe_uri = String::from_utf8_lossy(&recipe_ref.uri.0).into_owned();
+		self.check_scheme(&recipe_uri)?;
+		let recipe_path = self.cache.fetch(&recipe_uri, &recipe_sha, None).await.context("the recipe")?;
+		let recipe_bytes = std::fs::read(&recipe_path)?;
+		let recipe = Recipe::parse(&recipe_bytes, &recipe_uri)?;
+		for (what, blob) in recipe.inputs() {
+			self.check_scheme(&blob.uri)?;
+			self.cache.fetch(&blob.uri, &blob.sha256, Some(blob.size)).await.with_context(|| what.clone())?;
+		}
+		let eval = match &case.eval {
+			None => None,
+			Some(e) => {
+				let (sha, uri) = (hex::encode(e.set.sha256), String::from_utf8_lossy(&e.set.uri.0).into_owned());
+				self.check_scheme(&uri)?;
+				Some((self.cache.fetch(&uri, &sha, None).await.context("the revealed eval set")?, sha))
+			},
+		};
+		let deliveries: Vec<(AccountId32, &jobs::Delivery<u32>)> = job
+			.claims
+			.0
+			.iter()
+			.filter_map(|c| match &c.state {
+				jobs::ClaimState::Submitted { delivery } => Some((c.miner.clone(), delivery)),
+				_ => None,
+			})
+			.collect();
+		if deliveries.len() != case.segments.0.len() {
+			bail!("{} results delivered but the case draws segments for {}", deliveries.len(), case.segments.0.len());
+		}
+		// Fetch what each result needs; a result whose blobs are missing or wrong fails
+		// here, before any compute.
+		let mut prepared = Vec::new();
+		for (i, ((miner, d), segments)) in deliveries.iter().zip(&case.segments.0).enumerate() {
+			let run = dir.join(format!("result-{i}"));
+			let outcome = self.fetch_result(id, &recipe_sha, d, &segments.0, &run).await;
+			prepared.push((miner.clone(), segments.0.clone(), run, outcome));
+		}
+		let report_fail = self.opts.report_fail;
+		let cache_dir = self.cache.dir().to_path_buf();
+		let metrics = self.metrics.clone();
+		let (report, findings) = tokio::task::spawn_blocking(move || -> Result<(Report, Vec<String>)> {
+			let backend = crate::backend_for(recipe.train.precision)?;
+			let inputs = LocalInputs { cache: cache_dir };
+			let mut job = Job::from_recipe(recipe.clone(), recipe.train.seed, &inputs)?;
+			let base = match &eval {
+				None => None,
+				Some((path, sha)) => {
+					job.eval = job.load_eval_set(path, sha)?;
+					job.evaluate_with(backend.as_ref(), None)
+				},
+			};
+			let mut results = Vec::new();
+			let mut findings = Vec::new();
+			for (i, (miner, segments, run, fetched)) in prepared.into_iter().enumerate() {
+				job.seed = miner_seed(recipe.train.seed, id, &miner.0);
+				let (verdict, adapter) = match fetched {
+					Err(fault) => (Err(fault), None),
+					Ok(f) => check_training(&job, backend.as_ref(), &f, &segments, &run, &metrics),
+				};
+				let (replay, why) = match (&verdict, report_fail) {
+					(_, true) => (Replay::Fail(Fault::Segment), "reported failed (--report-fail)".to_string()),
+					(Ok(()), false) => (Replay::Pass, "replays".to_string()),
+					(Err((fault, why)), false) => (Replay::Fail(fault_of(*fault)), why.clone()),
+				};
+				let score = match (&replay, &adapter, eval.is_some()) {
+					(Replay::Pass, Some(a), true) => job.evaluate_with(backend.as_ref(), Some(a)),
+					_ => None,
+				};
+				metrics.results_judged.inc();
+				if matches!(replay, Replay::Fail(_)) {
+					metrics.replay_failures.inc();
+				}
+				findings.push(format!(
+					"result {i} ({miner}): {why}{}",
+					score.map(|s| format!("; eval loss {:.6} ({:.4} bits/byte)", s.loss, s.bits_per_byte)).unwrap_or_default()
+				));
+				results.push(ResultReport {
+					replay,
+					loss_ppm: score.map(|s| ppm(s.loss)),
+					bits_per_byte_ppm: score.map(|s| ppm(s.bits_per_byte)),
+				});
+			}
+			if let Some(b) = base {
+				findings.push(format!("base model: eval loss {:.6} ({:.4} bits/byte)", b.loss, b.bits_per_byte));
+			}
+			let report = Report {
+				base_loss_ppm: base.map(|b| ppm(b.loss)),
+				results: runtime::runtime_types::bounded_collections::bounded_vec::BoundedVec(results),
+			};
+			Ok((report, findings))
+		})
+		.await??;
+		let salt = keystore::random_seed().context("no randomness for the report's salt")?;
+		let (base_loss_ppm, results) = to_saved(&report);
+		Ok(SavedReport { job_id: id, round: case.round, base_loss_ppm, results, salt: hex::encode(salt), findings })
+	}
+
+	/// `file://` URIs from the chain are refused unless `--allow-file-uris`.
+	fn check_scheme(&self, uri: &str) -> Result<()> {
+		if uri.starts_with("file://") && !self.opts.allow_file_uris {
+			bail!("{uri}: file:// URIs are refused from the chain (start the validator with --allow-file-uris on a dev chain)");
+		}
+		Ok(())
+	}
+
+	/// Fetches result `d`'s manifests and the checkpoints segments `segments` need (and the
+	/// last) into a run directory at `run`; a missing or inconsistent blob is the result's
+	/// fault.
+	async fn fetch_result(
+		&self,
+		id: u64,
+		recipe_sha: &str,
+		d: &jobs::Delivery<u32>,
+		segments: &[u32],
+		run: &Path,
+	) -> Result<Fetched, (LocalFault, String)> {
+		let unavailable = |what: &str, e: &dyn std::fmt::Display| (LocalFault::Unavailable, format!("{what}: {e}"));
+		let bad = |why: String| (LocalFault::BadManifest, why);
+		let (sha, uri) = (hex::encode(d.result.sha256), String::from_utf8_lossy(&d.result.uri.0).into_owned());
+		self.check_scheme(&uri).map_err(|e| unavailable("the result", &e))?;
+		let path = self.cache.fetch(&uri, &sha, None).await.map_err(|e| unavailable("the result manifest", &e))?;
+		let bytes = std::fs::read(&path).map_err(|e| unavailable("the result manifest", &e))?;
+		let manifest = ResultManifest::parse(&bytes, &uri).map_err(|e| bad(format!("{e:#}")))?;
+		let root = hex::encode(d.checkpoint_root);
+		if manifest.job_id != id || manifest.recipe != recipe_sha || manifest.merkle_root != root {
+			return Err(bad(format!("the result manifest names job {}, recipe {}, root {}", manifest.job_id, manifest.recipe, manifest.merkle_root)));
+		}
+		let m = &manifest.checkpoints.manifest;
+		self.check_scheme(&m.uri).map_err(|e| unavailable("the checkpoint manifest", &e))?;
+		let ckpt_path = self.cache.fetch(&m.uri, &m.sha256, Some(m.size)).await.map_err(|e| unavailable("the checkpoint manifest", &e))?;
+		let ckpt_bytes = std::fs::read(&ckpt_path).map_err(|e| unavailable("the checkpoint manifest", &e))?;
+		let ckpt: Manifest = serde_json::from_slice(&ckpt_bytes).map_err(|e| bad(format!("the checkpoint manifest: {e}")))?;
+		// The manifest is the inclusion proof of every checkpoint: its leaves must hash to
+		// the attested root, one per checkpoint, each file named by its leaf.
+		let leaves = ckpt.leaves();
+		if merkle_root(&leaves) != d.checkpoint_root || ckpt.merkle_root != root {
+			return Err(bad("the checkpoint manifest's leaves do not hash to the attested root".into()));
+		}
+		let expected = d.steps.div_ceil(d.checkpoint_interval.max(1)) as usize + 1;
+		if leaves.len() != expected || manifest.checkpoints.files.len() != leaves.len() || u64::from(d.checkpoint_interval) != ckpt.checkpoint_every {
+			return Err(bad(format!(
+				"{} leaves and {} checkpoint files for {} steps every {} ({expected} checkpoints)",
+				leaves.len(),
+				manifest.checkpoints.files.len(),
+				d.steps,
+				d.checkpoint_interval
+			)));
+		}
+		for (k, (f, leaf)) in manifest.checkpoints.files.iter().zip(&leaves).enumerate() {
+			if f.sha256 != hex::encode(leaf) {
+				return Err(bad(format!("checkpoint file {k} is {} but its leaf is {}", f.sha256, hex::encode(leaf))));
+			}
+		}
+		let last = leaves.len() - 1;
+		let mut wanted: BTreeSet<usize> = segments.iter().flat_map(|&s| [s as usize, s as usize + 1]).collect();
+		wanted.insert(last);
+		std::fs::create_dir_all(run.join("checkpoints")).map_err(|e| unavailable("the run directory", &e))?;
+		for k in wanted {
+			let f = manifest.checkpoints.files.get(k).ok_or_else(|| bad(format!("segment {k} past the last checkpoint")))?;
+			self.check_scheme(&f.uri).map_err(|e| unavailable("a checkpoint", &e))?;
+			let p = self.cache.fetch(&f.uri, &f.sha256, Some(f.size)).await.map_err(|e| match e {
+				FetchError::Unreachable { .. } | FetchError::Io { .. } => unavailable(&format!("checkpoint {k}"), &e),
+				other => bad(format!("checkpoint {k}: {other}")),
+			})?;
+			std::fs::copy(&p, Manifest::checkpoint_path(run, k)).map_err(|e| unavailable("a checkpoint", &e))?;
+		}
+		molting_engine::checkpoint::write_atomic(&Manifest::path(run), &ckpt_bytes).map_err(|e| unavailable("the run directory", &e))?;
+		let mut peft = Vec::new();
+		for name in PEFT_FILES {
+			let blob = manifest.peft.get(name).ok_or_else(|| bad(format!("no {name} in the result")))?;
+			peft.push((name.to_string(), blob.sha256.clone()));
+		}
+		Ok(Fetched { manifest: ckpt, peft })
+	}
+}
+
+/// What a result's fetch left on disk and what its adapter files must hash to.
+struct Fetched {
+	manifest: Manifest,
+	peft: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum LocalFault {
+	Unavailable,
+	BadManifest,
+	InitialState,
+	Segment,
+	Adapter,
+}
+
+fn fault_of(f: LocalFault) -> Fault {
+	match f {
+		LocalFault::Unavailable => Fault::Unavailable,
+		LocalFault::BadManifest => Fault::BadManifest,
+		LocalFault::InitialState => Fault::InitialState,
+		LocalFault::Segment => Fault::Segment,
+		LocalFault::Adapter => Fault::Adapter,
+	}
+}
+
+/// Checkpoint 0, every drawn segment, and the adapter of a fetched result; returns the
+/// adapter (the last checkpoint's) when every check passed.
+fn check_training(
+	job: &Job,
+	backend: &dyn molting_engine::backend::Backend,
+	f: &Fetched,
+	segments: &[u32],
+	run: &Path,
+	metrics: &Metrics,
+) -> (Result<(), (LocalFault, String)>, Option<molting_engine::lora::Adapter>) {
+	let leaves = f.manifest.leaves();
+	let initial = job.initial_state(backend).hash();
+	if leaves.first() != Some(&initial) {
+		return (Err((LocalFault::InitialState, format!("checkpoint 0 is not the recipe's initial state under the miner's seed ({})", hex::encode(initial)))), None);
+	}
+	for &s in segments {
+		match train::replay_job(job, run, s as usize, backend) {
+			Ok(r) if r.matches => metrics.segments_replayed.inc(),
+			Ok(r) => {
+				return (
+					Err((LocalFault::Segment, format!("segment {s} (steps {} to {}) replays to {}, not {}", r.from_step, r.to_step, r.found, r.expected))),
+					None,
+				)
+			},
+			Err(e) => return (Err((LocalFault::BadManifest, format!("segment {s}: {e}"))), None),
+		}
+	}
+	let last = leaves.len().saturating_sub(1);
+	let state = match f.manifest.read_checked(run, last).and_then(|s| job.check_state(&s, last, &Manifest::checkpoint_path(run, last), backend).map(|()| s)) {
+		Ok(s) => s,
+		Err(e) => return (Err((LocalFault::BadManifest, format!("the last checkpoint: {e}"))), None),
+	};
+	let adapter = job.adapter(&state.params);
+	let out = run.join("adapter-check");
+	if let Err(e) = molting_engine::adapter::write_peft(&adapter, &job.model.config, &out, &job.model_name) {
+		return (Err((LocalFault::Adapter, format!("cannot export the last checkpoint: {e}"))), None);
+	}
+	for (name, sha) in &f.peft {
+		let found = std::fs::read(out.join(name)).map(|b| hex::encode(sha2::Sha256::digest(&b))).unwrap_or_default();
+		if &found != sha {
+			return (Err((LocalFault::Adapter, format!("{name} is {sha}, but the last checkpoint exports {found}"))), None);
+		}
+	}
+	(Ok(()), Some(adapter))
+}
+
+/// Millionths, rounded, saturating.
+fn ppm(x: f64) -> u32 {
+	(x * 1e6).round().clamp(0.0, u32::MAX as f64) as u32
+}
+
+/// A report's entries as kept on disk: the fault's index (`None`: the replay passed)
+/// and the scores.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct SavedEntry {
+	fault: Option<u8>,
+	loss_ppm: Option<u32>,
+	bits_per_byte_ppm: Option<u32>,
+}
+
+use molting_chain::fault_index;
+
+/// The fault at index `i` of pallet-contribution's `Fault`.
+fn fault_at(i: u8) -> Option<Fault> {
+	Some(match i {
+		0 => Fault::Unavailable,
+		1 => Fault::BadManifest,
+		2 => Fault::InitialState,
+		3 => Fault::Segment,
+		4 => Fault::Adapter,
+		5 => Fault::OutOfBounds,
+		_ => return None,
+	})
+}
+
+fn to_saved(report: &Report) -> (Option<u32>, Vec<SavedEntry>) {
+	let entries = report
+		.results
+		.0
+		.iter()
+		.map(|r| SavedEntry {
+			fault: match &r.replay {
+				Replay::Pass => None,
+				Replay::Fail(f) => Some(fault_index(f)),
+			},
+			loss_ppm: r.loss_ppm,
+			bits_per_byte_ppm: r.bits_per_byte_ppm,
+		})
+		.collect();
+	(report.base_loss_ppm, entries)
+}
+
+fn from_saved(base_loss_ppm: Option<u32>, entries: &[SavedEntry]) -> Result<Report> {
+	let mut results = Vec::new();
+	for e in entries {
+		let replay = match e.fault {
+			None => Replay::Pass,
+			Some(i) => Replay::Fail(fault_at(i).ok_or_else(|| anyhow!("report.json: fault {i}"))?),
+		};
+		results.push(ResultReport { replay, loss_ppm: e.loss_ppm, bits_per_byte_ppm: e.bits_per_byte_ppm });
+	}
+	Ok(Report { base_loss_ppm, results: runtime::runtime_types::bounded_collections::bounded_vec::BoundedVec(results) })
+}
+
+#[cfg(test)]
+mod tests {
+	use super::*;
+
+	#[test]
+	fn a_saved_report_reads_back_to_the_same_commitment() {
+		let report = from_saved(
+			Some(2_000_000),
+			&[
+				SavedEntry { fault: None, loss_ppm: Some(1_500_000), bits_per_byte_ppm: Some(700_000) },
+				SavedEntry { fault: Some(3), loss_ppm: None, bits_per_byte_ppm: None },
+			],
+		)
+		.unwrap();
+		assert!(matches!(report.results.0[1].replay, Replay::Fail(Fault::Segment)));
+		let (base, entries) = to_saved(&report);
+		let again = from_saved(base, &entries).unwrap();
+		let c = |r: &Report| molting_chain::report_commitment(4, 0, &[7; 32], r, &[1; 32]);
+		assert_eq!(c(&report), c(&again));
+		assert!(from_saved(None, &[SavedEntry { fault: Some(9), loss_ppm: None, bits_per_byte_ppm: None }]).is_err());
+	}
+}
