@@ -4,11 +4,14 @@
 #   - a one-node development chain (no relay chain; RPC on ws://127.0.0.1:9944),
 #   - the blob store (molt-worker store serve, http://127.0.0.1:8700),
 #   - a miner: Bob (molt-worker mine),
-# posts the Keeper persona job (worker/jobs/keeper.toml, SmolLM2-135M-Instruct) as Alice,
-# shows the miner train it and its attestation land, accepts it as Alice, fetches and
-# verifies the adapter, chats with the persona before and after, and prints what the job
-# cost in MOLT beside what the same work costs on rented cloud machines
-# (docs/cloud-prices.csv). The node, store and miner keep running until Ctrl-C.
+#   - three validators: Charlie, Dave and Eve (molt-worker validate),
+# posts the Keeper persona job (worker/jobs/keeper.toml, SmolLM2-135M-Instruct) as Alice
+# with a hidden eval set (only its commitment goes on chain), shows the miner train it and
+# its attestation land, reveals the eval set as Alice, shows the committee replay, score,
+# commit and reveal its reports and the chain settle the job, fetches and verifies the
+# adapter, chats with the persona before and after, and prints what the job cost in MOLT
+# beside what the same work costs on rented cloud machines (docs/cloud-prices.csv). The
+# node, store, miner and validators keep running until Ctrl-C.
 # Extra arguments go to the node, e.g. `scripts/run-dev.sh --dev-block-time 1000`;
 # MOLTING_NO_WORKER=1 runs the node alone.
 set -euo pipefail
@@ -59,17 +62,33 @@ tail -n +1 -f "$RUN/miner.log" | sed -u 's/^/  miner | /' &
 PIDS+=($!)
 until grep -q "registered as a miner" "$RUN/miner.log"; do sleep 0.5; done
 
-say "Alice posts the Keeper job (uploads the model, data and recipe to the store)"
+for V in Charlie Dave Eve; do
+	v=$(echo "$V" | tr 'A-Z' 'a-z')
+	"$WORKER" keys new --keystore "$RUN/$v-keys" --account "//$V" >/dev/null
+	say "starting $V's validator (log: $RUN/$v.log; a fresh report key, the account //$V bonds 100 MOLT)"
+	RUST_LOG=info "$WORKER" validate --node "$NODE_URL" --keystore "$RUN/$v-keys" --bond 100 >"$RUN/$v.log" 2>&1 &
+	PIDS+=($!)
+done
+for v in charlie dave eve; do until grep -q "registered as a validator" "$RUN/$v.log"; do sleep 0.5; done; done
+
+say "Alice posts the Keeper job (uploads the model, data and recipe to the store; commits to her eval set)"
 JOB=$("$WORKER" job --node "$NODE_URL" post --recipe worker/jobs/keeper.toml --budget 100 \
-	--store "$STORE_URL" --account //Alice)
+	--store "$STORE_URL" --account //Alice --eval worker/data/persona/eval.jsonl --secrets "$RUN/alice-secrets" \
+	--claim-blocks 20 --submit-blocks 300 --reveal-blocks 10 --judge-blocks 100)
 
 say "the miner trains job $JOB; waiting for its attestation"
 until "$WORKER" job --node "$NODE_URL" status "$JOB" --json | grep -q '"state":"submitted"'; do sleep 2; done
 "$WORKER" job --node "$NODE_URL" status "$JOB"
 
-say "Alice accepts Bob's result"
-"$WORKER" job --node "$NODE_URL" accept "$JOB" //Bob --account //Alice
-until grep -q "job=$JOB.*paid\|paid .*job=$JOB" "$RUN/miner.log"; do sleep 1; done
+say "every replica is in, so submissions close; Alice reveals her eval set"
+until "$WORKER" job --node "$NODE_URL" status "$JOB" --json | grep -q '"status":"Judging'; do sleep 1; done
+"$WORKER" job --node "$NODE_URL" reveal "$JOB" --store "$STORE_URL" --account //Alice --secrets "$RUN/alice-secrets"
+
+say "the committee replays, scores, commits and reveals (validators' logs below)"
+until "$WORKER" job --node "$NODE_URL" status "$JOB" --json | grep -q '"status":"Finished'; do sleep 2; done
+for v in charlie dave eve; do
+	grep -E "judging|result 0|base model|committed|revealed" "$RUN/$v.log" | sed -u "s/^/  $v | /"
+done
 "$WORKER" job --node "$NODE_URL" status "$JOB"
 
 say "Alice fetches the persona (every blob checked against the attested hash)"
@@ -84,5 +103,5 @@ say "chat with the fetched adapter ($RUN/keeper/adapter)"
 say "what the job cost"
 "$WORKER" job --node "$NODE_URL" cost "$JOB" --run "$(echo "$RUN"/bob-keys/data/chains/*/jobs/"$JOB"/run)" --prices docs/cloud-prices.csv
 say "from command to chat: $((SECONDS - T0)) s"
-say "the node (RPC $NODE_URL), the store ($STORE_URL) and the miner are still running; Ctrl-C stops them"
+say "the node (RPC $NODE_URL), the store ($STORE_URL), the miner and the validators are still running; Ctrl-C stops them"
 wait "${PIDS[0]}"

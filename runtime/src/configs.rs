@@ -334,9 +334,9 @@ impl pallet_contribution::Config for Runtime {
 	// A production parachain reads the relay chain's BABE randomness instead.
 	type Randomness = pallet_contribution::ParentHashRandomness<Runtime>;
 	type CommitteeSize = ConstU32<3>;
-	// Four distinct segments per result: every segment of a job with up to four (the
-	// tests' tiny jobs), 4 x interval / steps of the training compute otherwise.
-	type SegmentsPerResult = ConstU32<4>;
+	// Two distinct segments per result: 2 x interval / steps of the training compute (5%
+	// at 40 checkpoints); a miner that fakes all but one of its segments is caught for sure.
+	type SegmentsPerResult = ConstU32<2>;
 	type MaxValidators = ConstU32<64>;
 	type MinValidatorBond = ConstU128<{ 100 * MOLT }>;
 	// Dev-chain windows (6 s blocks): half a minute each, two minutes for an extension.

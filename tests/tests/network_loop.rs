@@ -272,9 +272,14 @@ async fn a_job_posted_from_js_is_mined_judged_by_three_validators_paid_and_fetch
 	] {
 		assert!(metrics.lines().any(|l| l == format!("{name} {value}")), "`{name} {value}` in:\n{metrics}");
 	}
-	// Once submissions close, Alice reveals her eval set with the worker's job CLI.
-	let submit_by = u64::from(job(&chain, id).await.deadlines.submit_by);
-	wait_for(|| node.finalized_number().is_some_and(|n| n > submit_by + 1), "submissions to close");
+	// Submissions close as soon as the only replica is in; then Alice reveals her eval set
+	// with the worker's job CLI.
+	let mut waited = 0;
+	while !matches!(job(&chain, id).await.status, molting_chain::jobs::JobStatus::Judging { .. }) {
+		assert!(waited < 600, "the case never opened");
+		tokio::time::sleep(Duration::from_millis(100)).await;
+		waited += 1;
+	}
 	worker_output(&[
 		"job", "--node", &node.ws_url(), "reveal", &id.to_string(), "--store", &store.url, "--account", "//Alice",
 		"--secrets", secrets.to_str().unwrap(),

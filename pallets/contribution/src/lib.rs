@@ -223,7 +223,8 @@ pub mod pallet {
 		AlreadyCommitted,
 		/// The signature is not the validator's report key's over this commitment.
 		BadSignature,
-		/// Reports are revealed after `commit_by` until `judge_by`.
+		/// Reports are revealed after `commit_by` (or once every seat has committed) until
+		/// `judge_by`.
 		NotRevealPeriod,
 		/// The seat made no commitment.
 		NotCommitted,

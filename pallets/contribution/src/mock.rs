@@ -235,6 +235,11 @@ pub fn attestation(job_id: JobId, miner: u64) -> Attestation<u64, H256> {
 /// Claims `job_id` as `miner` and submits `att`, signed by the miner's worker key.
 pub fn claim_and_submit(job_id: JobId, miner: u64, att: Attestation<u64, H256>) {
 	Jobs::claim_job(RuntimeOrigin::signed(miner), job_id).unwrap();
+	submit(job_id, miner, att);
+}
+
+/// Submits `att` for `miner`'s claim, signed by its worker key.
+pub fn submit(job_id: JobId, miner: u64, att: Attestation<u64, H256>) {
 	let mut message = ATTESTATION_CONTEXT.to_vec();
 	codec::Encode::encode_to(&att, &mut message);
 	let sig = key(miner).sign(&message);

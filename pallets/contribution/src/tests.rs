@@ -25,8 +25,14 @@ fn opened(validators: &[(u64, u128)], miners: &[u64], spec: pallet_jobs::JobSpec
 		register_miner(m);
 	}
 	let job = post(spec, budget);
+	// Delivered in the last block of submissions: they close on time (not early), so the
+	// mock's deadlines hold.
 	for &m in miners {
-		claim_and_submit(job, m, attestation(job, m));
+		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(m), job));
+	}
+	run_to_block(SUBMIT_BY);
+	for &m in miners {
+		submit(job, m, attestation(job, m));
 	}
 	run_to_block(SUBMIT_BY + 1);
 	job
@@ -234,7 +240,9 @@ fn reveal_eval_checks_owner_commitment_and_period() {
 		register_validator(11, MIN_BOND);
 		register_miner(2);
 		let job = post(spec(1), 10_000);
-		claim_and_submit(job, 2, attestation(job, 2));
+		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(2), job));
+		run_to_block(SUBMIT_BY);
+		submit(job, 2, attestation(job, 2));
 		assert_noop!(reveal_eval(job), Error::<Test>::NoCase); // before submissions close
 		run_to_block(SUBMIT_BY + 1);
 		assert_noop!(
@@ -333,6 +341,22 @@ fn reveal_report_errors() {
 		assert_noop!(reveal(job, 11, r.clone()), Error::<Test>::AlreadyRevealed);
 		run_to_block(JUDGE_BY + 1);
 		assert_noop!(reveal(job, 12, r), Error::<Test>::NoCase);
+	});
+}
+
+#[test]
+fn reveals_open_early_once_every_seat_has_committed() {
+	test(|| {
+		let job = opened(&[(11, MIN_BOND), (12, MIN_BOND)], &[2], spec(1), 10_000);
+		assert_ok!(reveal_eval(job));
+		let r = report(Some(BASE), &[(PASS, Some(1_000_000))]);
+		assert_ok!(commit(job, 11, &r));
+		assert_noop!(reveal(job, 11, r.clone()), Error::<Test>::NotRevealPeriod);
+		assert_ok!(commit(job, 12, &r));
+		assert!(System::block_number() <= COMMIT_BY);
+		assert_ok!(reveal(job, 11, r.clone()));
+		assert_ok!(reveal(job, 12, r));
+		assert_eq!(grade_of(job, 2), Grade::Pass { loss_ppm: Some(1_000_000) });
 	});
 }
 
@@ -507,11 +531,15 @@ fn a_contest_is_won_by_the_better_hidden_eval_loss() {
 		register_miner(3);
 		let job = post(contest(2), 10_000);
 		// Two recipes within the bounds: 200 steps every 20, and 120 every 10.
+		for m in [2, 3] {
+			assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(m), job));
+		}
+		run_to_block(SUBMIT_BY);
 		for (m, steps, interval) in [(2, 200, 20), (3, 120, 10)] {
 			let mut att = attestation(job, m);
 			att.recipe_sha256 = [m as u8; 32];
 			(att.steps, att.checkpoint_interval) = (steps, interval);
-			claim_and_submit(job, m, att);
+			submit(job, m, att);
 		}
 		run_to_block(SUBMIT_BY + 1);
 		let case = Cases::<Test>::get(job).unwrap();
@@ -639,6 +667,29 @@ fn a_bond_slashed_below_the_minimum_leaves_the_active_set() {
 		assert_eq!(bond(11), MIN_BOND - 20);
 		assert!(!Validators::<Test>::get(11).unwrap().active);
 		assert_eq!(ActiveSet::<Test>::get().into_inner(), vec![(12, 5_000)]);
+	});
+}
+
+#[test]
+fn an_early_close_keeps_the_owners_and_the_judges_periods() {
+	test(|| {
+		register_validator(11, MIN_BOND);
+		register_miner(2);
+		let job = post(spec(1), 10_000);
+		// The only replica delivers at block 3: the case opens at 4 instead of 21.
+		run_to_block(3);
+		claim_and_submit(job, 2, attestation(job, 2));
+		run_to_block(4);
+		let case = Cases::<Test>::get(job).unwrap();
+		let early = SUBMIT_BY + 1 - 4;
+		assert_eq!((case.reveal_by, case.commit_by, case.judge_by), (REVEAL_BY - early, COMMIT_BY - early, JUDGE_BY - early));
+		assert_ok!(reveal_eval(job));
+		let r = report(Some(BASE), &[(PASS, Some(1_000_000))]);
+		commit_all(job, &[(11, r.clone())]);
+		run_to_block(case.commit_by + 1);
+		assert_ok!(reveal(job, 11, r));
+		assert_eq!(grade_of(job, 2), Grade::Pass { loss_ppm: Some(1_000_000) });
+		assert!(System::block_number() < SUBMIT_BY, "ruled before the original close of submissions");
 	});
 }
 

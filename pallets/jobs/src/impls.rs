@@ -314,6 +314,10 @@ impl<T: Config> Pallet<T> {
 			submitted_at: now,
 		};
 		Self::claim_mut(&mut job.claims, index)?.state = ClaimState::Submitted { delivery };
+		// Every replica delivered: nothing is left to wait for, submissions close next block.
+		if Self::all_delivered(&job) {
+			Self::reschedule(job_id, &mut job, now.saturating_add(One::one()));
+		}
 		Jobs::<T>::insert(job_id, job);
 		Self::deposit_event(Event::ResultSubmitted {
 			job_id,
@@ -321,6 +325,12 @@ impl<T: Config> Pallet<T> {
 			result_sha256: a.result_sha256,
 		});
 		Ok(())
+	}
+
+	/// Every replica claimed and delivered.
+	pub fn all_delivered(job: &JobOf<T>) -> bool {
+		job.claims.len() == usize::from(job.spec.replication) &&
+			job.claims.iter().all(|c| matches!(c.state, ClaimState::Submitted { .. }))
 	}
 
 	/// The genesis hash attestations must name.
@@ -525,7 +535,7 @@ impl<T: Config> Pallet<T> {
 		with_storage_layer(|| {
 			let Some(mut job) = Jobs::<T>::get(job_id) else { return Ok(false) };
 			match job.status {
-				JobStatus::Open if now > job.deadlines.submit_by => {
+				JobStatus::Open if now > job.deadlines.submit_by || Self::all_delivered(&job) => {
 					Self::close_submissions(job_id, &mut job, now)?;
 					Jobs::<T>::insert(job_id, job);
 					Ok(true)
@@ -554,8 +564,18 @@ impl<T: Config> Pallet<T> {
 	}
 
 	/// Submissions are over: expire the claims that delivered nothing, then hand what was
-	/// delivered to the judge (or finish the job if nothing was).
+	/// delivered to the judge (or finish the job if nothing was). Closing early (every
+	/// replica delivered) moves the later deadlines as much earlier: the owner's reveal
+	/// period and the judge's period keep their lengths.
 	fn close_submissions(job_id: JobId, job: &mut JobOf<T>, now: BlockNumberFor<T>) -> DispatchResult {
+		let d = &mut job.deadlines;
+		if now <= d.submit_by {
+			let early = d.submit_by.saturating_add(One::one()).saturating_sub(now);
+			d.submit_by = now.saturating_sub(One::one());
+			d.claim_by = d.claim_by.min(d.submit_by);
+			d.reveal_by = d.reveal_by.saturating_sub(early);
+			d.judge_by = d.judge_by.saturating_sub(early);
+		}
 		for index in 0..job.claims.len() {
 			if Self::claim_mut(&mut job.claims, index)?.state == ClaimState::Working {
 				Self::expire_claim(job_id, job, index)?;
@@ -782,8 +802,9 @@ impl<T: Config> Pallet<T> {
 	/// - claims are `Working` only while submissions are open, and `Submitted` only until
 	///   the job is judged;
 	/// - liveness: every job has exactly one due entry, at its `next_due`, which is after
-	///   its current deadline (the close of submissions while open, the judging deadline
-	///   while judged, the end of retention once over) and not before the cursor;
+	///   its current deadline (the close of submissions while open, or the block after the
+	///   last replica delivered; the judging deadline while judged; the end of retention
+	///   once over) and not before the cursor;
 	/// - worker keys and miners map one to one;
 	/// - no job id is at or above `NextJobId`.
 	pub fn do_try_state() -> Result<(), sp_runtime::TryRuntimeError> {
@@ -799,6 +820,8 @@ impl<T: Config> Pallet<T> {
 			ensure!(id < next, "job id at or above NextJobId");
 			ensure!(job.escrow.saturating_add(job.released) == job.budget, "escrow + released != budget");
 			let deadline = match job.status {
+				// Every replica delivered: due at once (the next block), not at submit_by.
+				JobStatus::Open if Self::all_delivered(&job) => job.next_due.saturating_sub(One::one()),
 				JobStatus::Open => job.deadlines.submit_by,
 				JobStatus::Judging { until } => until,
 				JobStatus::Finished { at } | JobStatus::Cancelled { at } =>

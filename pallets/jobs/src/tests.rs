@@ -31,9 +31,11 @@ fn claimed_job() -> JobId {
 	job
 }
 
-/// A claimed job whose result `MINER` has submitted.
+/// A claimed job whose result `MINER` has submitted, in the last block of submissions (so
+/// they close on time, not early).
 fn delivered_job() -> JobId {
 	let job = claimed_job();
+	run_to_block(SUBMIT_BY);
 	deliver(job, MINER);
 	job
 }
@@ -247,6 +249,7 @@ fn no_number_of_jobs_due_in_one_block_keeps_a_job_out() {
 		assert_eq!(DueJobs::<Test>::iter_prefix(SUBMIT_BY + 1).count(), 201);
 		register(MINER);
 		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER), job));
+		run_to_block(SUBMIT_BY);
 		deliver(job, MINER);
 		run_to_block(SUBMIT_BY + 1);
 		assert!(matches!(JobRecords::<Test>::get(job).unwrap().status, JobStatus::Judging { .. }));
@@ -502,6 +505,9 @@ fn judged_pair(grades: Vec<Grade>) -> JobId {
 	let job = post(OWNER, 2, BUDGET);
 	for m in [MINER, MINER2] {
 		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(m), job));
+	}
+	run_to_block(SUBMIT_BY);
+	for m in [MINER, MINER2] {
 		deliver(job, m);
 	}
 	rule(job, Ruling::Grades(grades));
@@ -726,6 +732,30 @@ fn a_case_the_judge_refuses_is_refunded_at_once() {
 		assert!(!events().iter().any(|e| matches!(e, Event::JudgingOpened { .. })));
 		assert_eq!(free(OWNER), START);
 		assert_eq!(free(MINER), START - 100);
+	});
+}
+
+#[test]
+fn submissions_close_early_once_every_replica_delivered_and_the_later_deadlines_move_up() {
+	test(|| {
+		register(MINER);
+		register(MINER2);
+		let job = post(OWNER, 2, BUDGET);
+		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER), job));
+		run_to_block(5);
+		deliver(job, MINER);
+		assert_eq!(JobRecords::<Test>::get(job).unwrap().next_due, SUBMIT_BY + 1, "a replica is still open");
+		assert_ok!(Jobs::claim_job(RuntimeOrigin::signed(MINER2), job));
+		run_to_block(9);
+		deliver(job, MINER2);
+		assert_eq!(JobRecords::<Test>::get(job).unwrap().next_due, 10);
+		run_to_block(10);
+		// Closed at 10 instead of 51: 41 blocks early, and so are the reveal and judging
+		// deadlines (their periods keep their lengths).
+		let j = JobRecords::<Test>::get(job).unwrap();
+		assert_eq!(j.deadlines, Deadlines { claim_by: 9, submit_by: 9, reveal_by: 60 - 41, judge_by: JUDGE_BY - 41 });
+		assert_eq!(j.status, JobStatus::Judging { until: JUDGE_BY - 41 });
+		assert!(events().contains(&Event::JudgingOpened { job_id: job, results: 2, until: JUDGE_BY - 41 }));
 	});
 }
 

@@ -8,7 +8,8 @@
 //!      report.json on disk? ── no, and the eval set is out (or its reveal period over)
 //!          ──▶ judge every result (below) ─▶ report.json + salt, written before anything is sent
 //!      not committed and block <= commit_by ──▶ commit_report(H(report ‖ salt ‖ me), signed by my report key)
-//!      committed, not revealed, commit_by < block <= judge_by ──▶ reveal_report(report, salt)
+//!      committed, not revealed, block <= judge_by, and commit_by passed or every seat committed
+//!          ──▶ reveal_report(report, salt)
 //!
 //!  judging result i (the job's delivered claims, in claim order):
 //!    result manifest (job, recipe, root) ─▶ checkpoint manifest (its Merkle root is the attested one,
@@ -288,7 +289,8 @@ impl Validator {
 			}
 			return Ok(());
 		}
-		if head > commit_by && head <= judge_by {
+		let all_committed = case.seats.0.iter().all(|s| s.commitment.is_some());
+		if (head > commit_by || all_committed) && head <= judge_by {
 			let call = runtime::tx().contribution().reveal_report(id, self.me.clone(), report, salt);
 			match timed("reveal_report", chain.submit("Contribution.reveal_report", &call, &self.keys.account)).await {
 				Ok((block, _)) => {
