@@ -12,6 +12,10 @@
 //!   trains, still deliver the result hash of an uninterrupted run (on another chain);
 //! - a training set whose bytes do not match the recipe is never claimed, and a claimed job
 //!   whose input turns bad is given up, the owner refunded at the deadline.
+//! - a lazy miner (4 of 12 steps trained, the rest fabricated) is judged fraud and
+//!   slashed, the owner refunded and the reporters paid; a validator that says honest work
+//!   does not replay is out-voted and loses 10% of its bond; an owner that never reveals
+//!   its eval set pays for the work that replays.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -503,6 +507,133 @@ async fn bad_training_bytes_are_never_claimed_and_a_claimed_job_gone_bad_is_give
 	let held = account(&chain, &alice, chain.finalized_number().await.unwrap()).await.reserved;
 	// The first job (never claimed) holds its 50 MOLT until its own deadline, as before.
 	assert_eq!(held, held0, "Alice's escrow for the given-up job is released; only the first job's is held");
+	drop(store);
+	let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Validators' processes: Charlie and Dave honest, Eve reporting every replay as failed.
+fn start_committee(node: &DevNode, dir: &Path) -> Vec<Proc> {
+	let mut procs: Vec<Proc> = [("Charlie", false), ("Dave", false), ("Eve", true)]
+		.iter()
+		.map(|(n, lie)| {
+			let extra: &[&str] = if *lie { &["--report-fail"] } else { &[] };
+			start_validator(&node.ws_url(), &keystore_of(dir, n), dir.join(format!("{n}.log")), extra)
+		})
+		.collect();
+	for p in &mut procs {
+		p.wait_for_log("registered as a validator", Duration::from_secs(120));
+	}
+	procs
+}
+
+/// The `ResultSettled` of job `id` and the validators' rewards and penalties in blocks
+/// `from..=to`.
+async fn ruling(chain: &Chain, id: u64, from: u64, to: u64) -> (runtime::jobs::events::ResultSettled, u128, Vec<(AccountId32, u128)>) {
+	let (mut settled, mut paid, mut penalised) = (None, 0, Vec::new());
+	for n in from..=to {
+		let events = chain.api.at_block(n).await.unwrap().events().fetch().await.unwrap();
+		for e in events.find::<runtime::jobs::events::ResultSettled>().flatten() {
+			if e.job_id == id {
+				settled = Some(e);
+			}
+		}
+		for e in events.find::<runtime::contribution::events::ValidatorPaid>().flatten() {
+			if e.job_id == id {
+				paid += e.amount;
+			}
+		}
+		for e in events.find::<runtime::contribution::events::ValidatorPenalised>().flatten() {
+			if e.job_id == id {
+				penalised.push((e.validator, e.slashed));
+			}
+		}
+	}
+	(settled.expect("the result was settled"), paid, penalised)
+}
+
+async fn wait_finished(chain: &Chain, id: u64) {
+	for _ in 0..3000 {
+		if matches!(job(chain, id).await.status, molting_chain::jobs::JobStatus::Finished { .. }) {
+			return;
+		}
+		tokio::time::sleep(Duration::from_millis(100)).await;
+	}
+	panic!("job {id} never finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_miner_is_slashed_a_lying_validator_penalised_and_withholding_the_eval_refunds_nothing() {
+	let dir = fresh_dir("judges");
+	let node = DevNode::start(BLOCK_MS);
+	let store = start_store(&dir);
+	let chain = Chain::connect(&node.ws_url()).await.expect("subxt connects");
+	let _committee = start_committee(&node, &dir);
+	let spec = tiny_job(&dir.join("job"), |s| s);
+	let (sha, uri, steps, interval, _) = recipe(&spec, Some(&store.url));
+	let alice = AccountId32::from(dev::alice().public_key());
+	let eve = AccountId32::from(dev::eve().public_key());
+	let windows = ["--claim-blocks", "30", "--submit-blocks", "90", "--reveal-blocks", "6", "--judge-blocks", "16"];
+
+	// 1. Bob trains 4 of the 12 steps and fabricates the last two checkpoints.
+	let start = chain.finalized_number().await.unwrap();
+	let issuance0 = issuance(&chain, start).await;
+	let alice0 = account(&chain, &alice, start).await;
+	let mut lazy = start_miner(&node.ws_url(), &bob_keystore(&dir), &store.url, dir.join("lazy.log"), &["--fake-after", "4", "--exit-after", "1"]);
+	lazy.wait_for_log("registered as a miner", Duration::from_secs(120));
+	let secrets = dir.join("alice-secrets");
+	let commitment = commit_eval(&secrets, 0, &dir.join("job/tiny.jsonl"), [7; 32]);
+	let mut args = vec!["--wait-result", "--timeout-s", "300", "--eval-commitment", &commitment];
+	args.extend(windows);
+	let lines = post_js(&node, &sha, uri.as_deref().unwrap(), steps, interval, "100", &args);
+	assert_eq!(event(&lines, "posted")["jobId"].as_u64(), Some(0));
+	while !matches!(job(&chain, 0).await.status, molting_chain::jobs::JobStatus::Judging { .. }) {
+		tokio::time::sleep(Duration::from_millis(100)).await;
+	}
+	worker_output(&[
+		"job", "--node", &node.ws_url(), "reveal", "0", "--store", &store.url, "--account", "//Alice",
+		"--secrets", secrets.to_str().unwrap(),
+	]);
+	wait_finished(&chain, 0).await;
+	assert!(lazy.wait_exit(Duration::from_secs(120)).success());
+	assert!(lazy.log().contains("fabricating the checkpoints after step 4"), "{}", lazy.log());
+	assert!(lazy.log().contains("judged my result fraud"), "{}", lazy.log());
+	let end = chain.finalized_number().await.unwrap();
+	let (settled, to_validators, penalised) = ruling(&chain, 0, start + 1, end).await;
+	assert!(matches!(settled.grade, molting_chain::jobs::Grade::Fraud), "{:?}", settled.grade);
+	let collateral = 10 * MOLT; // 10% of the 100 MOLT reward
+	assert_eq!((settled.paid, settled.refunded, settled.slashed), (0, 100 * MOLT, collateral));
+	assert_eq!(to_validators, collateral / 2, "half the slash to the seats that reported the fraud");
+	assert!(penalised.is_empty(), "every seat said fail: nobody against the majority");
+	let log = std::fs::read_to_string(dir.join("Charlie.log")).unwrap();
+	assert!(log.contains("segment") && log.contains("replays to"), "Charlie names the segment that does not replay:\n{log}");
+	let alice_fees = fees_paid(&chain, &alice, start + 1, end).await;
+	assert_eq!(account(&chain, &alice, end).await.free, alice0.free - alice_fees, "Alice is refunded in full");
+	assert_eq!(issuance(&chain, end).await, issuance0 - collateral / 2, "the other half of the slash is burned");
+
+	// 2. Ferdie trains honestly; Alice never reveals her eval set.
+	let start = end;
+	let (alice0, issuance0) = (account(&chain, &alice, start).await, issuance(&chain, start).await);
+	let eve_bond = chain.validator(&eve).await.unwrap().unwrap().bond;
+	let mut honest = start_miner(&node.ws_url(), &keystore_of(&dir, "Ferdie"), &store.url, dir.join("honest.log"), &["--exit-after", "1"]);
+	honest.wait_for_log("registered as a miner", Duration::from_secs(120));
+	let mut args = vec!["--wait-result", "--timeout-s", "300", "--eval-commitment", "11".repeat(32).leak()];
+	args.extend(windows);
+	let lines = post_js(&node, &sha, uri.as_deref().unwrap(), steps, interval, "100", &args);
+	let id = event(&lines, "posted")["jobId"].as_u64().unwrap();
+	wait_finished(&chain, id).await;
+	assert!(honest.wait_exit(Duration::from_secs(120)).success());
+	let end = chain.finalized_number().await.unwrap();
+	let (settled, to_validators, penalised) = ruling(&chain, id, start + 1, end).await;
+	assert!(matches!(settled.grade, molting_chain::jobs::Grade::Pass { loss_ppm: None }), "judged on replay alone: {:?}", settled.grade);
+	assert_eq!(settled.refunded, 0);
+	let alice_fees = fees_paid(&chain, &alice, start + 1, end).await;
+	assert_eq!(account(&chain, &alice, end).await.free, alice0.free - 100 * MOLT - alice_fees, "withholding the eval set wins nothing back");
+	assert_eq!(to_validators, settled.validator_fee, "the validators' fee to the honest seats");
+	// Eve said the honest training does not replay: against the majority, 10% of her bond.
+	assert_eq!(penalised, vec![(eve.clone(), eve_bond / 10)]);
+	assert_eq!(chain.validator(&eve).await.unwrap().unwrap().bond, eve_bond - eve_bond / 10);
+	assert_eq!(issuance(&chain, end).await, issuance0 - eve_bond / 10, "Eve's penalty is burned");
+	assert_eq!(chain.check_market_invariants().await.unwrap(), Ok(()), "the market's try_state checks hold on the chain");
 	drop(store);
 	let _ = std::fs::remove_dir_all(&dir);
 }

@@ -167,6 +167,10 @@ enum Command {
 		/// Accept `file://` URIs in recipes from the chain (dev chains and tests only).
 		#[arg(long)]
 		allow_file_uris: bool,
+		/// Tests only: train to this step, then fabricate the remaining checkpoints, as a
+		/// lazy miner would (what validators must catch).
+		#[arg(long, hide = true)]
+		fake_after: Option<u64>,
 	},
 	/// Serve this validator's seats on committees: replay and score results, commit and
 	/// reveal reports (registers with `--bond` first).
@@ -710,6 +714,7 @@ fn run(cli: Cli) -> Result<()> {
 			max_blob_mib,
 			exit_after,
 			allow_file_uris,
+			fake_after,
 		} => {
 			let data = data.unwrap_or_else(|| keystore.join("data"));
 			let opts = mine::MineOptions {
@@ -723,6 +728,7 @@ fn run(cli: Cli) -> Result<()> {
 				max_blob: max_blob_mib << 20,
 				exit_after,
 				allow_file_uris,
+				fake_after,
 			};
 			on_runtime(mine::mine(opts))?
 		},

@@ -367,7 +367,7 @@ impl Validator {
 				job.seed = miner_seed(recipe.train.seed, id, &miner.0);
 				let (verdict, adapter) = match fetched {
 					Err(fault) => (Err(fault), None),
-					Ok(f) => check_training(&job, backend.as_ref(), &f, &segments, &run, &metrics),
+					Ok(f) => check_training(&job, backend.as_ref(), &f, &segments, &run, &metrics)?,
 				};
 				let (replay, why) = match (&verdict, report_fail) {
 					(_, true) => (Replay::Fail(Fault::Segment), "reported failed (--report-fail)".to_string()),
@@ -511,8 +511,12 @@ fn fault_of(f: LocalFault) -> Fault {
 	}
 }
 
+type Verdict = (Result<(), (LocalFault, String)>, Option<molting_engine::lora::Adapter>);
+
 /// Checkpoint 0, every drawn segment, and the adapter of a fetched result; returns the
-/// adapter (the last checkpoint's) when every check passed.
+/// adapter (the last checkpoint's) when every check passed. An `Err` is not a verdict: a
+/// result trained on another backend class than this machine's cannot be replayed here
+/// bit for bit, and the seat is better left unreported than wrongly reported.
 fn check_training(
 	job: &Job,
 	backend: &dyn molting_engine::backend::Backend,
@@ -520,7 +524,25 @@ fn check_training(
 	segments: &[u32],
 	run: &Path,
 	metrics: &Metrics,
-) -> (Result<(), (LocalFault, String)>, Option<molting_engine::lora::Adapter>) {
+) -> Result<Verdict> {
+	let leaves = f.manifest.leaves();
+	let last = leaves.len().saturating_sub(1);
+	if let Ok(state) = f.manifest.read_checked(run, last) {
+		if state.class != backend.class() {
+			bail!("the result was trained on backend class {}, this machine replays {}", state.class, backend.class());
+		}
+	}
+	Ok(check_segments(job, backend, f, segments, run, metrics))
+}
+
+fn check_segments(
+	job: &Job,
+	backend: &dyn molting_engine::backend::Backend,
+	f: &Fetched,
+	segments: &[u32],
+	run: &Path,
+	metrics: &Metrics,
+) -> Verdict {
 	let leaves = f.manifest.leaves();
 	let initial = job.initial_state(backend).hash();
 	if leaves.first() != Some(&initial) {

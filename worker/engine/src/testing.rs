@@ -271,3 +271,40 @@ pub fn write_tiny_spec(dir: &std::path::Path, edit: impl Fn(String) -> String) -
 	std::fs::write(&spec, edit(text)).unwrap();
 	spec
 }
+
+/// What a lazy miner does, for the tests of validators: after a run stopped at a
+/// checkpoint, it writes the remaining checkpoints without training them (the last real
+/// state under later step numbers), then that state's adapters and a summary, as if it had
+/// trained every step. Every checkpoint hashes and chains correctly; only a replay of a
+/// fabricated segment tells.
+pub fn fabricate_rest(
+	job: &crate::train::Job,
+	run: &std::path::Path,
+	backend: &dyn crate::backend::Backend,
+) -> Result<(), crate::train::TrainError> {
+	use crate::checkpoint::{write_atomic, Manifest};
+	let mut manifest = Manifest::load(run)?;
+	let last = manifest.hashes.len().saturating_sub(1);
+	let mut state = manifest.read_checked(run, last)?;
+	let every = job.recipe.train.checkpoint_every.max(1);
+	let count = job.recipe.train.steps.div_ceil(every) as usize + 1;
+	for k in manifest.hashes.len()..count {
+		state.step = job.checkpoint_step(k);
+		manifest.append(run, &state)?;
+	}
+	let adapter = job.adapter(&state.params);
+	let io = |e: std::io::Error| crate::train::TrainError::Io(e.to_string());
+	crate::adapter::write_peft(&adapter, &job.model.config, &run.join("adapter"), &job.model_name).map_err(io)?;
+	crate::adapter::write_gguf(&adapter, &job.model.config, &run.join("adapter.gguf"), &job.model_name).map_err(io)?;
+	let summary = crate::train::Summary {
+		steps: state.step,
+		final_state_hash: manifest.hashes.last().cloned().unwrap_or_default(),
+		merkle_root: manifest.merkle_root.clone(),
+		backend: backend.class(),
+		eval_before: None,
+		eval_after: None,
+		train_tokens_per_second: 0.0,
+	};
+	write_atomic(&run.join("summary.json"), &serde_json::to_vec_pretty(&summary).expect("serialises"))?;
+	Ok(())
+}
