@@ -321,7 +321,8 @@ impl pallet_jobs::Config for Runtime {
 }
 
 parameter_types! {
-	pub const ContributionNoRevealSlash: Perbill = Perbill::from_percent(2);
+	// As much as a wrong verdict: withholding a reveal that would lose must not pay.
+	pub const ContributionNoRevealSlash: Perbill = Perbill::from_percent(10);
 	pub const ContributionWrongVerdictSlash: Perbill = Perbill::from_percent(10);
 	pub const ContributionFraudReporterShare: Perbill = Perbill::from_percent(50);
 	/// 0.1%: honest seats on one backend class agree to the bit.

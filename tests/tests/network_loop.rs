@@ -290,7 +290,7 @@ async fn a_job_posted_from_js_is_mined_judged_by_three_validators_paid_and_fetch
 	]);
 	for j in &mut judges {
 		assert!(j.wait_exit(Duration::from_secs(300)).success(), "a validator exits once it has revealed:\n{}", j.log());
-		for line in ["judging", "result 0", "replays", "eval loss", "committed to my report", "revealed my report"] {
+		for line in ["judging", "result 0", "): replays; eval loss", "base model: eval loss", "committed to my report", "revealed my report"] {
 			assert!(j.log().contains(line), "the validator logs `{line}`:\n{}", j.log());
 		}
 	}

@@ -372,6 +372,11 @@ impl<T: Config> Pallet<T> {
 		let _ = Reports::<T>::clear_prefix(job_id, MAX_COMMITTEE, None);
 	}
 
+	/// The owner and every claimer of a job: never drawn to judge it.
+	fn parties(job: &pallet_jobs::JobOf<T>) -> Vec<T::AccountId> {
+		core::iter::once(job.owner.clone()).chain(job.claims.iter().map(|c| c.miner.clone())).collect()
+	}
+
 	/// The delivered results of a job under judgement, in the market's order.
 	fn deliveries(job_id: JobId) -> Vec<Delivery<BlockNumberFor<T>>> {
 		pallet_jobs::Jobs::<T>::get(job_id)
@@ -414,7 +419,14 @@ impl<T: Config> Pallet<T> {
 				.iter()
 				.filter(|(_, _, r)| entry(r).is_some_and(|e| matches!(e.replay, Replay::Fail(_))))
 				.fold(BalanceOf::<T>::zero(), |a, (_, s, _)| a.saturating_add(*s));
-			let fraud = fail_stake.saturating_mul(2u32.into()) > revealed;
+			let doubled = fail_stake.saturating_mul(2u32.into());
+			if doubled == revealed {
+				// A tie: no majority to follow and none to penalise; the result is refunded.
+				grades.push(Grade::Unjudged);
+				fee_to.push(Vec::new());
+				continue
+			}
+			let fraud = doubled > revealed;
 			let (majority, minority): (Vec<_>, Vec<_>) = reports.iter().partition(|(_, _, r)| {
 				entry(r).is_some_and(|e| matches!(e.replay, Replay::Fail(_)) == fraud)
 			});
@@ -536,6 +548,17 @@ impl<T: Config> Pallet<T> {
 				"a case of a job not under judgement"
 			);
 			ensure!(case.seats.len() as u32 <= T::CommitteeSize::get(), "too many seats");
+			if let Some(job) = pallet_jobs::Jobs::<T>::get(job_id) {
+				ensure!(
+					job.status == JobStatus::Judging { until: case.judge_by },
+					"the case's judging deadline is not the market's"
+				);
+				ensure!(case.reveal_by == job.deadlines.reveal_by, "the case's reveal deadline is not the job's");
+				ensure!(
+					!case.seats.iter().any(|s| Self::parties(&job).contains(&s.validator)),
+					"a party to the job sits on its committee"
+				);
+			}
 			let deliveries = Self::deliveries(job_id);
 			ensure!(case.segments.len() == deliveries.len(), "segments not one per result");
 			for (segments, d) in case.segments.iter().zip(&deliveries) {
@@ -595,6 +618,8 @@ impl<T: Config> ResultJudge<T::AccountId, BlockNumberFor<T>> for Pallet<T> {
 	fn open_case(job_id: JobId, results: &[(T::AccountId, Delivery<BlockNumberFor<T>>)]) -> DispatchResult {
 		let job = pallet_jobs::Jobs::<T>::get(job_id).ok_or(Error::<T>::NoCase)?;
 		let judge_by = job.deadlines.judge_by;
+		// Nobody judges its own job or its own result.
+		let parties = Self::parties(&job);
 		let mut case = Case {
 			round: 0,
 			owner: job.owner,
@@ -607,7 +632,7 @@ impl<T: Config> ResultJudge<T::AccountId, BlockNumberFor<T>> for Pallet<T> {
 			seats: BoundedVec::new(),
 		};
 		let deliveries: Vec<_> = results.iter().map(|(_, d)| d.clone()).collect();
-		ensure!(Self::seat_committee(job_id, &mut case, &deliveries, &[]), Error::<T>::NoValidators);
+		ensure!(Self::seat_committee(job_id, &mut case, &deliveries, &parties), Error::<T>::NoValidators);
 		Cases::<T>::insert(job_id, case);
 		Ok(())
 	}
@@ -635,9 +660,14 @@ impl<T: Config> ResultJudge<T::AccountId, BlockNumberFor<T>> for Pallet<T> {
 		// No quorum: one more round with a fresh committee, else every result is refunded.
 		Self::unseat(job_id, &case);
 		let now = frame_system::Pallet::<T>::block_number();
-		let until = now.saturating_add(T::ExtensionPeriod::get());
-		let extended = case.round == 0 && {
-			let exclude: Vec<T::AccountId> = case.seats.iter().map(|s| s.validator.clone()).collect();
+		// Counted from the deadline (not from when `on_idle` got to it), so it always fits
+		// the market's `MaxJudgeExtension`.
+		let until = case.judge_by.saturating_add(T::ExtensionPeriod::get());
+		let extended = case.round == 0 && until > now && {
+			let mut exclude: Vec<T::AccountId> = case.seats.iter().map(|s| s.validator.clone()).collect();
+			if let Some(job) = pallet_jobs::Jobs::<T>::get(job_id) {
+				exclude.extend(Self::parties(&job));
+			}
 			case.round = 1;
 			case.commit_by = until.saturating_sub(T::RevealWindow::get());
 			case.judge_by = until;

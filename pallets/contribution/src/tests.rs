@@ -198,7 +198,7 @@ fn the_draw_favours_stake() {
 		for round in 0..120u64 {
 			let job = pallet_jobs::NextJobId::<Test>::get();
 			let now = System::block_number();
-			let d = pallet_jobs::Deadlines { claim_by: now + 1, submit_by: now + 1, reveal_by: now + 2, judge_by: now + 12 };
+			let d = pallet_jobs::Deadlines { claim_by: now + 1, submit_by: now + 1, reveal_by: now + 3, judge_by: now + 13 };
 			assert_ok!(Jobs::post_job(RuntimeOrigin::signed(OWNER), spec(1), 1_000, d));
 			let miner = 20 + (round % 15);
 			if pallet_jobs::Miners::<Test>::get(miner).is_none() {
@@ -212,7 +212,7 @@ fn the_draw_favours_stake() {
 			if seats(job) == vec![11] {
 				big += 1;
 			}
-			run_to_block(now + 14); // unjudged, seats freed
+			run_to_block(now + 30); // unjudged (after its extension), seats freed
 		}
 		// Expected 120 x 9/12 = 90.
 		assert!((75..=105).contains(&big), "the large bond sat {big} of 120 times");
@@ -341,6 +341,35 @@ fn reveal_report_errors() {
 		assert_noop!(reveal(job, 11, r.clone()), Error::<Test>::AlreadyRevealed);
 		run_to_block(JUDGE_BY + 1);
 		assert_noop!(reveal(job, 12, r), Error::<Test>::NoCase);
+	});
+}
+
+#[test]
+fn a_tie_is_no_verdict_and_nobody_is_penalised() {
+	test(|| {
+		let job = opened(&[(11, 2_000), (12, 2_000)], &[2], spec(1), 10_000);
+		assert_ok!(reveal_eval(job));
+		let reports = vec![
+			(11, report(Some(BASE), &[(PASS, Some(1_500_000))])),
+			(12, report(Some(BASE), &[(SEGMENT, None)])),
+		];
+		commit_all(job, &reports);
+		reveal_all(job, &reports);
+		assert_eq!(grade_of(job, 2), Grade::Unjudged);
+		assert_eq!((bond(11), bond(12)), (2_000, 2_000));
+		assert_eq!(free(OWNER), START, "refunded");
+		assert_eq!(free(2), START - 100, "collateral released");
+	});
+}
+
+#[test]
+fn no_party_to_a_job_sits_on_its_committee() {
+	test(|| {
+		// The owner and the miner are validators too; only 11 may judge.
+		register_validator(OWNER, 5_000);
+		register_validator(2, 5_000);
+		let job = opened(&[(11, MIN_BOND)], &[2], spec(1), 10_000);
+		assert_eq!(seats(job), vec![11]);
 	});
 }
 
@@ -618,7 +647,7 @@ fn without_a_quorum_the_case_is_extended_once_then_refunded() {
 		let second = seats(job);
 		assert_eq!(second.len(), 2, "the two not yet drawn");
 		assert!(second.iter().all(|v| !first.contains(v)));
-		let until = JUDGE_BY + 1 + EXTENSION;
+		let until = JUDGE_BY + EXTENSION;
 		assert_eq!(pallet_jobs::Jobs::<Test>::get(job).unwrap().status, JobStatus::Judging { until });
 		assert_eq!((case.commit_by, case.judge_by), (until - REVEAL_WINDOW, until));
 		// The fresh committee is silent too: refunded, no miner slashed.
@@ -647,7 +676,7 @@ fn an_extension_rules_when_the_fresh_committee_reveals() {
 		assert_eq!(second.len(), 1);
 		let r = report(Some(BASE), &[(PASS, Some(1_000_000))]);
 		assert_ok!(commit(job, second[0], &r));
-		let until = JUDGE_BY + 1 + EXTENSION;
+		let until = JUDGE_BY + EXTENSION;
 		run_to_block(until - REVEAL_WINDOW + 1);
 		assert_ok!(reveal(job, second[0], r));
 		assert_eq!(grade_of(job, 2), Grade::Pass { loss_ppm: Some(1_000_000) });

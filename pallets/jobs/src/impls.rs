@@ -62,6 +62,9 @@ impl<AccountId, BlockNumber: Zero> ResultJudge<AccountId, BlockNumber> for () {
 	fn forget(_: JobId) {}
 }
 
+/// The highest quality bar a job may set: its adapter's loss at most half the base model's.
+pub const MAX_MIN_IMPROVEMENT: Perbill = Perbill::from_percent(50);
+
 /// How many ids [`Pallet::claimable_jobs`] looks at in one call.
 const MAX_JOBS_SCANNED: u64 = 1_000;
 
@@ -148,7 +151,8 @@ impl<T: Config> Pallet<T> {
 		ensure!(
 			d.claim_by > now &&
 				d.claim_by <= d.submit_by &&
-				d.submit_by < d.reveal_by &&
+				// At least one block to reveal in after the close.
+				d.submit_by.saturating_add(One::one()) < d.reveal_by &&
 				d.reveal_by < d.judge_by &&
 				d.judge_by.saturating_sub(d.reveal_by) >= T::Judge::min_judging_period() &&
 				d.judge_by.saturating_sub(now) <= T::MaxJobDuration::get(),
@@ -203,6 +207,9 @@ impl<T: Config> Pallet<T> {
 			Error::<T>::InvalidReplication
 		);
 		ensure!(!uri.is_empty(), Error::<T>::EmptyUri);
+		// A bar no adapter can clear would turn every result into a refund (less the
+		// validators' fee) while the adapters are public.
+		ensure!(spec.min_improvement <= MAX_MIN_IMPROVEMENT, Error::<T>::InvalidQualityBar);
 		Ok(())
 	}
 
@@ -295,14 +302,10 @@ impl<T: Config> Pallet<T> {
 			sp_io::crypto::sr25519_verify(&signature, &message, &sr25519::Public::from_raw(miner.worker_key)),
 			Error::<T>::BadSignature
 		);
-		// A second copy of a result (or of its training record) earns nothing: refuse it
-		// before it costs validators anything.
-		ensure!(
-			!job.claims.iter().filter_map(|c| c.state.delivery()).any(|d| {
-				d.result.sha256 == a.result_sha256 || d.checkpoint_root == a.checkpoint_root
-			}),
-			Error::<T>::DuplicateResult
-		);
+		// A copy of another claim's result is not refused here: refusing it would let a
+		// claimer who saw an honest submission in the pool front-run it with a copy and
+		// lock the original out. The copy fails replay instead (its checkpoint 0 is not
+		// the initial state under the copier's seed) and is slashed as fraud.
 
 		let delivery = Delivery {
 			recipe_sha256: a.recipe_sha256,
@@ -325,6 +328,14 @@ impl<T: Config> Pallet<T> {
 			result_sha256: a.result_sha256,
 		});
 		Ok(())
+	}
+
+	/// Every replica delivered, and `now` is after the block of the last submission: the
+	/// draw's randomness must be unknown to whoever submitted last (the block hash it mixes
+	/// in is that block's).
+	fn closes_early(job: &JobOf<T>, now: BlockNumberFor<T>) -> bool {
+		Self::all_delivered(job) &&
+			job.claims.iter().filter_map(|c| c.state.delivery()).all(|d| d.submitted_at < now)
 	}
 
 	/// Every replica claimed and delivered.
@@ -535,7 +546,7 @@ impl<T: Config> Pallet<T> {
 		with_storage_layer(|| {
 			let Some(mut job) = Jobs::<T>::get(job_id) else { return Ok(false) };
 			match job.status {
-				JobStatus::Open if now > job.deadlines.submit_by || Self::all_delivered(&job) => {
+				JobStatus::Open if now > job.deadlines.submit_by || Self::closes_early(&job, now) => {
 					Self::close_submissions(job_id, &mut job, now)?;
 					Jobs::<T>::insert(job_id, job);
 					Ok(true)
@@ -820,8 +831,16 @@ impl<T: Config> Pallet<T> {
 			ensure!(id < next, "job id at or above NextJobId");
 			ensure!(job.escrow.saturating_add(job.released) == job.budget, "escrow + released != budget");
 			let deadline = match job.status {
-				// Every replica delivered: due at once (the next block), not at submit_by.
-				JobStatus::Open if Self::all_delivered(&job) => job.next_due.saturating_sub(One::one()),
+				// Every replica delivered: due the block after the last submission, not after
+				// submit_by.
+				JobStatus::Open if Self::all_delivered(&job) => {
+					let last = job.claims.iter().filter_map(|c| c.state.delivery()).map(|d| d.submitted_at).max();
+					ensure!(
+						last.is_some_and(|l| job.next_due == l.saturating_add(One::one())),
+						"a fully delivered job is not due the block after its last submission"
+					);
+					job.next_due.saturating_sub(One::one())
+				},
 				JobStatus::Open => job.deadlines.submit_by,
 				JobStatus::Judging { until } => until,
 				JobStatus::Finished { at } | JobStatus::Cancelled { at } =>

@@ -15,7 +15,7 @@ mod tests;
 pub mod types;
 pub mod weights;
 
-pub use impls::ResultJudge;
+pub use impls::{ResultJudge, MAX_MIN_IMPROVEMENT};
 pub use pallet::*;
 pub use types::*;
 pub use weights::WeightInfo;
@@ -248,9 +248,9 @@ pub mod pallet {
 		InvalidReplication,
 		/// The recipe's (or bounds') URI is empty.
 		EmptyUri,
-		/// Deadlines not in the future, not in the order claim <= submit < reveal <
-		/// judge, a judging period shorter than the judge needs, or the job longer than
-		/// the maximum duration.
+		/// Deadlines not in the future, not in the order claim <= submit < submit + 1 <
+		/// reveal < judge, a judging period shorter than the judge needs, or the job longer
+		/// than the maximum duration.
 		InvalidDeadlines,
 		/// The budget gives a result less than the minimum reward.
 		BudgetTooLow,
@@ -289,8 +289,8 @@ pub mod pallet {
 		WrongSteps,
 		/// The signature is not the miner's worker key's over this attestation.
 		BadSignature,
-		/// Another claim of this job already delivered this result or checkpoint root.
-		DuplicateResult,
+		/// The quality bar is above [`MAX_MIN_IMPROVEMENT`].
+		InvalidQualityBar,
 		/// An owner may not claim its own job.
 		OwnJob,
 		/// Nothing of this job is due yet.
@@ -411,7 +411,7 @@ pub mod pallet {
 		/// Anyone may settle what is due on a job (expired claims, the close of
 		/// submissions, the judging deadline, pruning) without waiting for `on_idle`.
 		#[pallet::call_index(10)]
-		#[pallet::weight(T::WeightInfo::settle_expired(T::MaxReplication::get()))]
+		#[pallet::weight(Pallet::<T>::process_job_weight())]
 		pub fn settle_expired(origin: OriginFor<T>, job_id: JobId) -> DispatchResult {
 			ensure_signed(origin)?;
 			Self::do_settle_expired(job_id)

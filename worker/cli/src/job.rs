@@ -144,16 +144,25 @@ pub async fn post(a: PostArgs<'_>) -> Result<u64> {
 	let reveal_by = submit_by + a.reveal_blocks.max(1);
 	let deadlines = jobs::Deadlines { claim_by, submit_by, reveal_by, judge_by: reveal_by + a.judge_blocks };
 	let judge_by = deadlines.judge_by;
+	// The salt is kept before the job is posted: a crash after posting must not lose it.
+	let pending = match &eval {
+		None => None,
+		Some((path, set, salt)) => {
+			let secret = EvalSecret { path: path.clone(), sha256: hex::encode(set), salt: hex::encode(salt) };
+			std::fs::create_dir_all(a.secrets).with_context(|| a.secrets.display().to_string())?;
+			let file = a.secrets.join(format!("pending-{}.json", hex::encode(molting_chain::eval_commitment(set, salt))));
+			molting_chain::keystore::write_secret(&file, serde_json::to_string_pretty(&secret)?.as_bytes())?;
+			Some(file)
+		},
+	};
 	let call = runtime::tx().jobs().post_job(spec, a.budget, deadlines);
 	let (block, events) = chain.submit("Jobs.post_job", &call, &signer).await?;
 	let posted = events
 		.find_first::<runtime::jobs::events::JobPosted>()
 		.ok_or_else(|| anyhow!("post_job succeeded but no JobPosted event"))??;
-	if let Some((path, set, salt)) = eval {
-		let secret = EvalSecret { path, sha256: hex::encode(set), salt: hex::encode(salt) };
+	if let Some(pending) = pending {
 		let file = a.secrets.join(format!("job-{}.json", posted.job_id));
-		std::fs::create_dir_all(a.secrets).with_context(|| a.secrets.display().to_string())?;
-		molting_chain::keystore::write_secret(&file, serde_json::to_string_pretty(&secret)?.as_bytes())?;
+		std::fs::rename(&pending, &file).with_context(|| format!("{} -> {}", pending.display(), file.display()))?;
 		eprintln!("job {}: the eval set's salt is in {} (reveal it with `job reveal {}` by block {reveal_by})", posted.job_id, file.display(), posted.job_id);
 	}
 	eprintln!(
@@ -168,7 +177,13 @@ pub async fn post(a: PostArgs<'_>) -> Result<u64> {
 /// Publishes job `id`'s eval set to the store and reveals it (with its salt) on chain.
 pub async fn reveal(node: &str, id: u64, store: &str, store_token: Option<&str>, account: &str, secrets: &Path) -> Result<()> {
 	let signer = keystore::parse(account).ok_or_else(|| anyhow!("--account is not a valid secret URI"))?;
-	let file = secrets.join(format!("job-{id}.json"));
+	let mut file = secrets.join(format!("job-{id}.json"));
+	let chain = Chain::connect(node).await?;
+	if !file.exists() {
+		// Posted, but the poster died before naming the salt's file by the job's id.
+		let job = chain.job(id).await?.ok_or_else(|| anyhow!("no job {id} on {node}"))?;
+		file = secrets.join(format!("pending-{}.json", hex::encode(job.spec.eval_commitment)));
+	}
 	let secret: EvalSecret = serde_json::from_slice(&std::fs::read(&file).with_context(|| format!("{}: no eval secret for job {id}", file.display()))?)
 		.with_context(|| file.display().to_string())?;
 	let data = std::fs::read(&secret.path).with_context(|| secret.path.display().to_string())?;
@@ -182,7 +197,6 @@ pub async fn reveal(node: &str, id: u64, store: &str, store_token: Option<&str>,
 		sha256: hex::decode(&sha).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow!("the store answered a bad hash"))?,
 		uri: bounded(uri.as_bytes()),
 	};
-	let chain = Chain::connect(node).await?;
 	let (block, _) = chain.submit("Contribution.reveal_eval", &runtime::tx().contribution().reveal_eval(id, set, salt), &signer).await?;
 	eprintln!("job {id}: eval set {sha} revealed in block {block} ({uri})");
 	Ok(())

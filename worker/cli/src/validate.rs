@@ -97,6 +97,9 @@ impl crate::metrics::Gather for Metrics {
 struct SavedReport {
 	job_id: u64,
 	round: u8,
+	/// [`fingerprint`] of the case it was made for: a dev chain restarted with the same
+	/// genesis has another case 0, and must not get this one's report.
+	case: String,
 	base_loss_ppm: Option<u32>,
 	results: Vec<SavedEntry>,
 	salt: String,
@@ -162,6 +165,48 @@ fn is_connection(e: &anyhow::Error) -> bool {
 	e.chain().any(|c| c.downcast_ref::<ChainError>().is_some_and(ChainError::is_connection))
 }
 
+/// Something that may pass by itself (a store or server not reachable now, this machine's
+/// disk): the case is tried again on a later block, never reported as the miner's fault.
+#[derive(Debug)]
+struct NotNow(String);
+
+impl std::fmt::Display for NotNow {
+	fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+		f.write_str(&self.0)
+	}
+}
+
+impl std::error::Error for NotNow {}
+
+fn is_not_now(e: &anyhow::Error) -> bool {
+	e.chain().any(|c| c.downcast_ref::<NotNow>().is_some())
+}
+
+/// Whether a fetch failed for a reason that may pass (or that is this machine's own: its
+/// size cap), as opposed to a blob that is not what it is named.
+fn transient(e: &FetchError) -> bool {
+	matches!(e, FetchError::Unreachable { .. } | FetchError::Io { .. } | FetchError::TooLarge { .. })
+}
+
+/// What identifies a case: its job, round, eval commitment, deadlines and drawn segments.
+fn fingerprint(genesis: &str, id: u64, case: &Case) -> String {
+	let mut h = sha2::Sha256::new();
+	h.update(genesis.as_bytes());
+	h.update(id.to_le_bytes());
+	h.update([case.round]);
+	h.update(case.eval_commitment);
+	for d in [case.reveal_by, case.commit_by, case.judge_by] {
+		h.update(d.to_le_bytes());
+	}
+	for segments in &case.segments.0 {
+		h.update((segments.0.len() as u32).to_le_bytes());
+		for s in &segments.0 {
+			h.update(s.to_le_bytes());
+		}
+	}
+	hex::encode(h.finalize())
+}
+
 impl Validator {
 	async fn session(&mut self, chain: &Chain) -> Result<()> {
 		let genesis = hex::encode(chain.genesis_hash());
@@ -181,7 +226,14 @@ impl Validator {
 				last = head;
 				for (id, case) in timed("Contribution.Cases", chain.cases_at(head)).await? {
 					if case.seats.0.iter().any(|s| s.validator == self.me) {
-						self.serve(chain, id, &case, head).await?;
+						// One case's trouble (a full disk, a bad file) must not keep the
+						// others from being served; only a lost connection ends the session.
+						if let Err(e) = self.serve(chain, id, &case, head).await {
+							if is_connection(&e) {
+								return Err(e);
+							}
+							tracing::error!(job = id, "{e:#}; trying again next block");
+						}
 					}
 				}
 			}
@@ -232,6 +284,14 @@ impl Validator {
 		let dir = self.case_dir(id, round);
 		let saved_path = dir.join("report.json");
 		let (commit_by, judge_by, reveal_by) = (u64::from(case.commit_by), u64::from(case.judge_by), u64::from(case.reveal_by));
+		let print = fingerprint(&self.genesis, id, case);
+		if saved_path.exists() && seat.commitment.is_none() {
+			let stale = serde_json::from_slice::<SavedReport>(&std::fs::read(&saved_path)?).map_or(true, |s| s.case != print);
+			if stale {
+				tracing::warn!(job = id, round, "{} is of another case (a restarted chain?); judging this one afresh", saved_path.display());
+				std::fs::remove_file(&saved_path)?;
+			}
+		}
 		if !saved_path.exists() {
 			if seat.commitment.is_some() {
 				// Committed by an earlier run whose report is gone: it cannot be revealed.
@@ -247,10 +307,12 @@ impl Validator {
 				self.abandoned.insert(key);
 				return Ok(());
 			}
-			self.metrics.seats.inc();
+			// The last blocks of the commit window: what is unreachable now counts as such.
+			let last_chance = head + 2 >= commit_by;
 			tracing::info!(job = id, round, results = case.segments.0.len(), "judging");
-			match self.judge(chain, id, case, head, &dir).await {
+			match self.judge(chain, id, case, head, &dir, last_chance, print).await {
 				Ok(saved) => {
+					self.metrics.seats.inc();
 					std::fs::create_dir_all(&dir)?;
 					keystore::write_secret(&saved_path, &serde_json::to_vec_pretty(&saved)?)?;
 					for f in &saved.findings {
@@ -258,6 +320,10 @@ impl Validator {
 					}
 				},
 				Err(e) if is_connection(&e) => return Err(e),
+				Err(e) if is_not_now(&e) => {
+					tracing::warn!(job = id, round, "not judged yet: {e:#}; trying again next block");
+					return Ok(());
+				},
 				Err(e) => {
 					tracing::error!(job = id, round, "cannot judge this case: {e:#}");
 					self.abandoned.insert(key);
@@ -269,13 +335,23 @@ impl Validator {
 		let report = from_saved(saved.base_loss_ppm, &saved.results)?;
 		let salt: [u8; 32] = hex::decode(&saved.salt).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow!("{}: a bad salt", saved_path.display()))?;
 		let me: [u8; 32] = self.me.0;
+		let commitment = molting_chain::report_commitment(id, round, &me, &report, &salt);
+		if seat.commitment.is_some_and(|c| c != commitment) {
+			tracing::error!(
+				job = id,
+				round,
+				"the commitment on chain is not of the report in {} (another process on this account?): this seat cannot reveal",
+				saved_path.display()
+			);
+			self.abandoned.insert(key);
+			return Ok(());
+		}
 		if seat.commitment.is_none() {
 			if head > commit_by {
 				tracing::warn!(job = id, round, "the commit window closed before my commitment landed");
 				self.abandoned.insert(key);
 				return Ok(());
 			}
-			let commitment = molting_chain::report_commitment(id, round, &me, &report, &salt);
 			let message = molting_chain::commit_message(&chain.genesis_hash(), id, round, &me, &commitment);
 			let signature = self.keys.worker.sign(&message);
 			let call = runtime::tx().contribution().commit_report(id, self.me.clone(), commitment, signature.0);
@@ -306,25 +382,48 @@ impl Validator {
 	}
 
 	/// Fetches, replays and scores every result of case `id`; returns the report to commit.
-	async fn judge(&self, chain: &Chain, id: u64, case: &Case, head: u64, dir: &Path) -> Result<SavedReport> {
+	/// What cannot be fetched now is [`NotNow`] (tried again later) until `last_chance`,
+	/// when it is the result's fault (or, for the eval set, the owner's: the results are
+	/// then judged on replay alone).
+	#[allow(clippy::too_many_arguments)]
+	async fn judge(&self, chain: &Chain, id: u64, case: &Case, head: u64, dir: &Path, last_chance: bool, print: String) -> Result<SavedReport> {
 		let job = timed("Jobs", chain.job_at(id, head)).await?.ok_or_else(|| anyhow!("job {id} is gone"))?;
 		let (recipe_ref, _, _) = crate::job::compute_work(&job).with_context(|| format!("job {id}"))?;
 		let recipe_sha = hex::encode(recipe_ref.sha256);
 		let recipe_uri = String::from_utf8_lossy(&recipe_ref.uri.0).into_owned();
 		self.check_scheme(&recipe_uri)?;
-		let recipe_path = self.cache.fetch(&recipe_uri, &recipe_sha, None).await.context("the recipe")?;
+		let not_now = |what: &str| {
+			let what = what.to_string();
+			move |e: FetchError| -> anyhow::Error {
+				if transient(&e) { NotNow(format!("{what}: {e}")).into() } else { anyhow::Error::from(e).context(what) }
+			}
+		};
+		let recipe_path = self.cache.fetch(&recipe_uri, &recipe_sha, None).await.map_err(not_now("the recipe"))?;
 		let recipe_bytes = std::fs::read(&recipe_path)?;
 		let recipe = Recipe::parse(&recipe_bytes, &recipe_uri)?;
 		for (what, blob) in recipe.inputs() {
 			self.check_scheme(&blob.uri)?;
-			self.cache.fetch(&blob.uri, &blob.sha256, Some(blob.size)).await.with_context(|| what.clone())?;
+			self.cache.fetch(&blob.uri, &blob.sha256, Some(blob.size)).await.map_err(not_now(&what))?;
 		}
+		// The eval set is the owner's to serve: one it does not serve by the last chance (or
+		// that does not read) costs it the quality check, not the miners their judgement.
+		let mut notes = Vec::new();
 		let eval = match &case.eval {
 			None => None,
 			Some(e) => {
 				let (sha, uri) = (hex::encode(e.set.sha256), String::from_utf8_lossy(&e.set.uri.0).into_owned());
-				self.check_scheme(&uri)?;
-				Some((self.cache.fetch(&uri, &sha, None).await.context("the revealed eval set")?, sha))
+				let fetched = match self.check_scheme(&uri) {
+					Err(e) => Err(FetchError::Scheme { uri: format!("{uri} ({e})") }),
+					Ok(()) => self.cache.fetch(&uri, &sha, None).await,
+				};
+				match fetched {
+					Ok(path) => Some((path, sha)),
+					Err(e) if transient(&e) && !last_chance => return Err(NotNow(format!("the revealed eval set: {e}")).into()),
+					Err(e) => {
+						notes.push(format!("the revealed eval set cannot be had ({e}): judged on replay alone"));
+						None
+					},
+				}
 			},
 		};
 		let deliveries: Vec<(AccountId32, &jobs::Delivery<u32>)> = job
@@ -344,8 +443,15 @@ impl Validator {
 		let mut prepared = Vec::new();
 		for (i, ((miner, d), segments)) in deliveries.iter().zip(&case.segments.0).enumerate() {
 			let run = dir.join(format!("result-{i}"));
-			let outcome = self.fetch_result(id, &recipe_sha, d, &segments.0, &run).await;
-			prepared.push((miner.clone(), segments.0.clone(), run, outcome));
+			let outcome = match self.fetch_result(id, &recipe_sha, d, &segments.0, &run).await {
+				Err(Fetch::NotNow(why)) if !last_chance => return Err(NotNow(format!("result {i}: {why}")).into()),
+				Err(Fetch::NotNow(why)) => Err((LocalFault::Unavailable, why)),
+				Err(Fetch::Fault(fault, why)) => Err((fault, why)),
+				Ok(f) => Ok(f),
+			};
+			// The class the miner registered: its checkpoints must say the same.
+			let class = timed("Jobs.Miners", chain.miner(miner)).await?.map(|m| String::from_utf8_lossy(&m.capabilities.backend.0).into_owned());
+			prepared.push((miner.clone(), segments.0.clone(), run, outcome, class));
 		}
 		let report_fail = self.opts.report_fail;
 		let cache_dir = self.cache.dir().to_path_buf();
@@ -354,20 +460,28 @@ impl Validator {
 			let backend = crate::backend_for(recipe.train.precision)?;
 			let inputs = LocalInputs { cache: cache_dir };
 			let mut job = Job::from_recipe(recipe.clone(), recipe.train.seed, &inputs)?;
+			let mut eval = eval;
 			let base = match &eval {
 				None => None,
-				Some((path, sha)) => {
-					job.eval = job.load_eval_set(path, sha)?;
-					job.evaluate_with(backend.as_ref(), None)
+				Some((path, sha)) => match job.load_eval_set(path, sha) {
+					Ok(set) => {
+						job.eval = set;
+						job.evaluate_with(backend.as_ref(), None)
+					},
+					Err(e) => {
+						notes.push(format!("the revealed eval set does not read ({e}): judged on replay alone"));
+						eval = None;
+						None
+					},
 				},
 			};
 			let mut results = Vec::new();
 			let mut findings = Vec::new();
-			for (i, (miner, segments, run, fetched)) in prepared.into_iter().enumerate() {
+			for (i, (miner, segments, run, fetched, class)) in prepared.into_iter().enumerate() {
 				job.seed = miner_seed(recipe.train.seed, id, &miner.0);
 				let (verdict, adapter) = match fetched {
 					Err(fault) => (Err(fault), None),
-					Ok(f) => check_training(&job, backend.as_ref(), &f, &segments, &run, &metrics)?,
+					Ok(f) => check_training(&job, backend.as_ref(), &f, &segments, &run, class.as_deref(), &metrics)?,
 				};
 				let (replay, why) = match (&verdict, report_fail) {
 					(_, true) => (Replay::Fail(Fault::Segment), "reported failed (--report-fail)".to_string()),
@@ -395,6 +509,7 @@ impl Validator {
 			if let Some(b) = base {
 				findings.push(format!("base model: eval loss {:.6} ({:.4} bits/byte)", b.loss, b.bits_per_byte));
 			}
+			findings.extend(notes);
 			let report = Report {
 				base_loss_ppm: base.map(|b| ppm(b.loss)),
 				results: runtime::runtime_types::bounded_collections::bounded_vec::BoundedVec(results),
@@ -404,7 +519,7 @@ impl Validator {
 		.await??;
 		let salt = keystore::random_seed().context("no randomness for the report's salt")?;
 		let (base_loss_ppm, results) = to_saved(&report);
-		Ok(SavedReport { job_id: id, round: case.round, base_loss_ppm, results, salt: hex::encode(salt), findings })
+		Ok(SavedReport { job_id: id, round: case.round, case: print, base_loss_ppm, results, salt: hex::encode(salt), findings })
 	}
 
 	/// `file://` URIs from the chain are refused unless `--allow-file-uris`.
@@ -415,32 +530,35 @@ impl Validator {
 		Ok(())
 	}
 
-	/// Fetches result `d`'s manifests and the checkpoints segments `segments` need (and the
-	/// last) into a run directory at `run`; a missing or inconsistent blob is the result's
-	/// fault.
-	async fn fetch_result(
-		&self,
-		id: u64,
-		recipe_sha: &str,
-		d: &jobs::Delivery<u32>,
-		segments: &[u32],
-		run: &Path,
-	) -> Result<Fetched, (LocalFault, String)> {
-		let unavailable = |what: &str, e: &dyn std::fmt::Display| (LocalFault::Unavailable, format!("{what}: {e}"));
-		let bad = |why: String| (LocalFault::BadManifest, why);
+	/// Fetches result `d`'s manifests, the checkpoints segments `segments` need (and the
+	/// last) and its adapter files into a run directory at `run`. A blob that is not what
+	/// its name says, or a manifest that does not hold together, is the result's fault; one
+	/// that cannot be had now (or this machine's disk) is [`Fetch::NotNow`].
+	async fn fetch_result(&self, id: u64, recipe_sha: &str, d: &jobs::Delivery<u32>, segments: &[u32], run: &Path) -> Result<Fetched, Fetch> {
+		let fetch = |what: String, e: FetchError| if transient(&e) { Fetch::NotNow(format!("{what}: {e}")) } else { Fetch::Fault(LocalFault::BadManifest, format!("{what}: {e}")) };
+		let local = |what: &str, e: &dyn std::fmt::Display| Fetch::NotNow(format!("{what}: {e}"));
+		let bad = |why: String| Fetch::Fault(LocalFault::BadManifest, why);
+		let get = |uri: String, sha: String, size: Option<u64>, what: String| async move {
+			if uri.starts_with("file://") && !self.opts.allow_file_uris {
+				return Err(Fetch::Fault(LocalFault::Unavailable, format!("{what}: {uri}: a file:// URI from the chain")));
+			}
+			self.cache.fetch(&uri, &sha, size).await.map_err(|e| fetch(what, e))
+		};
 		let (sha, uri) = (hex::encode(d.result.sha256), String::from_utf8_lossy(&d.result.uri.0).into_owned());
-		self.check_scheme(&uri).map_err(|e| unavailable("the result", &e))?;
-		let path = self.cache.fetch(&uri, &sha, None).await.map_err(|e| unavailable("the result manifest", &e))?;
-		let bytes = std::fs::read(&path).map_err(|e| unavailable("the result manifest", &e))?;
+		let path = get(uri.clone(), sha, None, "the result manifest".into()).await?;
+		let bytes = std::fs::read(&path).map_err(|e| local("the result manifest", &e))?;
 		let manifest = ResultManifest::parse(&bytes, &uri).map_err(|e| bad(format!("{e:#}")))?;
 		let root = hex::encode(d.checkpoint_root);
 		if manifest.job_id != id || manifest.recipe != recipe_sha || manifest.merkle_root != root {
 			return Err(bad(format!("the result manifest names job {}, recipe {}, root {}", manifest.job_id, manifest.recipe, manifest.merkle_root)));
 		}
+		let names: Vec<&str> = manifest.peft.keys().map(String::as_str).collect();
+		if names != PEFT_FILES {
+			return Err(bad(format!("the result's PEFT adapter has the files {names:?}, not exactly {PEFT_FILES:?}")));
+		}
 		let m = &manifest.checkpoints.manifest;
-		self.check_scheme(&m.uri).map_err(|e| unavailable("the checkpoint manifest", &e))?;
-		let ckpt_path = self.cache.fetch(&m.uri, &m.sha256, Some(m.size)).await.map_err(|e| unavailable("the checkpoint manifest", &e))?;
-		let ckpt_bytes = std::fs::read(&ckpt_path).map_err(|e| unavailable("the checkpoint manifest", &e))?;
+		let ckpt_path = get(m.uri.clone(), m.sha256.clone(), Some(m.size), "the checkpoint manifest".into()).await?;
+		let ckpt_bytes = std::fs::read(&ckpt_path).map_err(|e| local("the checkpoint manifest", &e))?;
 		let ckpt: Manifest = serde_json::from_slice(&ckpt_bytes).map_err(|e| bad(format!("the checkpoint manifest: {e}")))?;
 		// The manifest is the inclusion proof of every checkpoint: its leaves must hash to
 		// the attested root, one per checkpoint, each file named by its leaf.
@@ -466,30 +584,35 @@ impl Validator {
 		let last = leaves.len() - 1;
 		let mut wanted: BTreeSet<usize> = segments.iter().flat_map(|&s| [s as usize, s as usize + 1]).collect();
 		wanted.insert(last);
-		std::fs::create_dir_all(run.join("checkpoints")).map_err(|e| unavailable("the run directory", &e))?;
+		std::fs::create_dir_all(run.join("checkpoints")).map_err(|e| local("the run directory", &e))?;
 		for k in wanted {
 			let f = manifest.checkpoints.files.get(k).ok_or_else(|| bad(format!("segment {k} past the last checkpoint")))?;
-			self.check_scheme(&f.uri).map_err(|e| unavailable("a checkpoint", &e))?;
-			let p = self.cache.fetch(&f.uri, &f.sha256, Some(f.size)).await.map_err(|e| match e {
-				FetchError::Unreachable { .. } | FetchError::Io { .. } => unavailable(&format!("checkpoint {k}"), &e),
-				other => bad(format!("checkpoint {k}: {other}")),
-			})?;
-			std::fs::copy(&p, Manifest::checkpoint_path(run, k)).map_err(|e| unavailable("a checkpoint", &e))?;
+			let p = get(f.uri.clone(), f.sha256.clone(), Some(f.size), format!("checkpoint {k}")).await?;
+			std::fs::copy(&p, Manifest::checkpoint_path(run, k)).map_err(|e| local("a checkpoint", &e))?;
 		}
-		molting_engine::checkpoint::write_atomic(&Manifest::path(run), &ckpt_bytes).map_err(|e| unavailable("the run directory", &e))?;
-		let mut peft = Vec::new();
-		for name in PEFT_FILES {
-			let blob = manifest.peft.get(name).ok_or_else(|| bad(format!("no {name} in the result")))?;
-			peft.push((name.to_string(), blob.sha256.clone()));
+		molting_engine::checkpoint::write_atomic(&Manifest::path(run), &ckpt_bytes).map_err(|e| local("the run directory", &e))?;
+		// The adapter files themselves, as the owner will fetch them (each checked by the
+		// cache against its hash), compared with this machine's export below.
+		let mut adapter = Vec::new();
+		for (name, blob) in manifest.peft.iter().map(|(n, b)| (n.clone(), b)).chain([("adapter.gguf".to_string(), &manifest.gguf)]) {
+			get(blob.uri.clone(), blob.sha256.clone(), Some(blob.size), name.clone()).await?;
+			adapter.push((name, blob.sha256.clone()));
 		}
-		Ok(Fetched { manifest: ckpt, peft })
+		Ok(Fetched { manifest: ckpt, adapter })
 	}
 }
 
-/// What a result's fetch left on disk and what its adapter files must hash to.
+/// Why a result's blobs are not all here.
+enum Fetch {
+	NotNow(String),
+	Fault(LocalFault, String),
+}
+
+/// What a result's fetch left on disk, and what its adapter files (the PEFT files by
+/// name, and `adapter.gguf`) hash to.
 struct Fetched {
 	manifest: Manifest,
-	peft: Vec<(String, String)>,
+	adapter: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -523,11 +646,18 @@ fn check_training(
 	f: &Fetched,
 	segments: &[u32],
 	run: &Path,
+	registered: Option<&str>,
 	metrics: &Metrics,
 ) -> Result<Verdict> {
 	let leaves = f.manifest.leaves();
 	let last = leaves.len().saturating_sub(1);
 	if let Ok(state) = f.manifest.read_checked(run, last) {
+		// The class is the miner's word inside its own checkpoint: it must be the one the
+		// miner registered, or the checkpoint is not what it claims.
+		if registered.is_some_and(|r| r != state.class) {
+			let why = format!("the checkpoints say backend class {}, the miner registered {}", state.class, registered.unwrap_or_default());
+			return Ok((Err((LocalFault::BadManifest, why)), None));
+		}
 		if state.class != backend.class() {
 			bail!("the result was trained on backend class {}, this machine replays {}", state.class, backend.class());
 		}
@@ -567,10 +697,12 @@ fn check_segments(
 	};
 	let adapter = job.adapter(&state.params);
 	let out = run.join("adapter-check");
-	if let Err(e) = molting_engine::adapter::write_peft(&adapter, &job.model.config, &out, &job.model_name) {
+	let exported = molting_engine::adapter::write_peft(&adapter, &job.model.config, &out, &job.model_name)
+		.and_then(|()| molting_engine::adapter::write_gguf(&adapter, &job.model.config, &out.join("adapter.gguf"), &job.model_name));
+	if let Err(e) = exported {
 		return (Err((LocalFault::Adapter, format!("cannot export the last checkpoint: {e}"))), None);
 	}
-	for (name, sha) in &f.peft {
+	for (name, sha) in &f.adapter {
 		let found = std::fs::read(out.join(name)).map(|b| hex::encode(sha2::Sha256::digest(&b))).unwrap_or_default();
 		if &found != sha {
 			return (Err((LocalFault::Adapter, format!("{name} is {sha}, but the last checkpoint exports {found}"))), None);
