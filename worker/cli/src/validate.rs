@@ -114,10 +114,10 @@ struct Validator {
 	cache: Cache,
 	metrics: Arc<Metrics>,
 	genesis: String,
-	/// Seats (job, round) revealed, and so done with.
-	revealed: BTreeSet<(u64, u8)>,
+	/// Seats revealed, and so done with (by case fingerprint).
+	revealed: BTreeSet<String>,
 	/// Seats found hopeless (too late, or a result this worker cannot judge), not retried.
-	abandoned: BTreeSet<(u64, u8)>,
+	abandoned: BTreeSet<String>,
 }
 
 pub async fn validate(opts: ValidateOptions) -> Result<()> {
@@ -272,7 +272,10 @@ impl Validator {
 	/// Moves one seat on as far as block `head` allows.
 	async fn serve(&mut self, chain: &Chain, id: u64, case: &Case, head: u64) -> Result<()> {
 		let round = case.round;
-		let key = (id, round);
+		// Keyed by the case's fingerprint: a dev chain restarted under the same genesis has
+		// another case with the same job id and round.
+		let print = fingerprint(&self.genesis, id, case);
+		let key = print.clone();
 		if self.revealed.contains(&key) || self.abandoned.contains(&key) {
 			return Ok(());
 		}
@@ -284,7 +287,6 @@ impl Validator {
 		let dir = self.case_dir(id, round);
 		let saved_path = dir.join("report.json");
 		let (commit_by, judge_by, reveal_by) = (u64::from(case.commit_by), u64::from(case.judge_by), u64::from(case.reveal_by));
-		let print = fingerprint(&self.genesis, id, case);
 		if saved_path.exists() && seat.commitment.is_none() {
 			let stale = serde_json::from_slice::<SavedReport>(&std::fs::read(&saved_path)?).map_or(true, |s| s.case != print);
 			if stale {
