@@ -114,6 +114,11 @@ function attest(jobId, miner, key, tag = 9) {
   return { attestation, signature: key.sign(message) };
 }
 
+/** `key`'s proof of possession for `account` (the pallets' documented `context ++ account`). */
+function keyProof(context, key, account) {
+  return key.sign(u8aConcat(stringToU8a(context), decodeAddress(account.address)));
+}
+
 async function head() {
   return (await api.rpc.chain.getHeader()).number.toNumber();
 }
@@ -148,10 +153,14 @@ test('a job judged by a validator in JS: register, post, claim, attest, reveal t
   const [alice0, bob0, charlie0, treasury0] = [await free(alice.address), await free(bob.address), await free(charlie.address), await free(TREASURY)];
   const bobHeld0 = await held(bob.address);
 
-  const reg = await send(api.tx.jobs.registerMiner(bobWorker.publicKey, { backend: 'cpu-x86_64-avx512', memoryMib: 16384 }), bob);
+  // A key proven for another account is refused (nobody registers a key they do not hold).
+  const caps = { backend: 'cpu-x86_64-avx512', memoryMib: 16384 };
+  const squat = await send(api.tx.jobs.registerMiner(bobWorker.publicKey, keyProof('molting/worker-key/v1', bobWorker, charlie), caps), bob);
+  assert.equal(squat.error, 'jobs.BadKeyProof');
+  const reg = await send(api.tx.jobs.registerMiner(bobWorker.publicKey, keyProof('molting/worker-key/v1', bobWorker, bob), caps), bob);
   assert.equal(reg.error, null);
   assert.equal(await held(bob.address), bobHeld0 + deposit);
-  const vreg = await send(api.tx.contribution.registerValidator(charlieReport.publicKey, bond), charlie);
+  const vreg = await send(api.tx.contribution.registerValidator(charlieReport.publicKey, keyProof('molting/report-key/v1', charlieReport, charlie), bond), charlie);
   assert.equal(vreg.error, null);
 
   const budget = 100n * MOLT;
@@ -208,7 +217,7 @@ test('a job judged by a validator in JS: register, post, claim, attest, reveal t
   assert.equal(settled.data.fee.toBigInt(), protocolFee);
   assert.equal(settled.data.validatorFee.toBigInt(), validatorFee);
 
-  const bobFees = reg.fee + claim.fee + submit.fee;
+  const bobFees = squat.fee + reg.fee + claim.fee + submit.fee;
   const aliceFees = postFee + reveal.fee;
   const charlieFees = vreg.fee + commit.fee + revealed.fee;
   assert.equal(await free(alice.address), alice0 - budget - aliceFees, 'Alice paid the budget and her fees');

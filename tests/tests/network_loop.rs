@@ -16,6 +16,10 @@
 //!   slashed, the owner refunded and the reporters paid; a validator that says honest work
 //!   does not replay is out-voted and loses 10% of its bond; an owner that never reveals
 //!   its eval set pays for the work that replays.
+//! - a contest: Bob and Ferdie each train their own recipe within Alice's bounds, the
+//!   ranked payout gives 2/3 of the pool to the lower hidden-eval loss; a copier that
+//!   re-signs Bob's result as its own is judged fraud and slashed; a validator killed after
+//!   committing reveals after its restart.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -634,6 +638,222 @@ async fn a_lazy_miner_is_slashed_a_lying_validator_penalised_and_withholding_the
 	assert_eq!(chain.validator(&eve).await.unwrap().unwrap().bond, eve_bond - eve_bond / 10);
 	assert_eq!(issuance(&chain, end).await, issuance0 - eve_bond / 10, "Eve's penalty is burned");
 	assert_eq!(chain.check_market_invariants().await.unwrap(), Ok(()), "the market's try_state checks hold on the chain");
+	drop(store);
+	let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits until `who`'s claim on job `id` is delivered; its delivery.
+async fn delivery_of(chain: &Chain, id: u64, who: &AccountId32) -> molting_chain::jobs::Delivery<u32> {
+	for _ in 0..3000 {
+		let j = job(chain, id).await;
+		if let Some(molting_chain::jobs::ClaimState::Submitted { delivery }) = j.claims.0.into_iter().find(|c| &c.miner == who).map(|c| c.state) {
+			return delivery;
+		}
+		tokio::time::sleep(Duration::from_millis(100)).await;
+	}
+	panic!("{who} never delivered job {id}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contest_is_won_by_the_better_hidden_eval_loss_and_a_copier_is_caught() {
+	use molting_chain::jobs::{ClaimState, Grade};
+	let dir = fresh_dir("contest");
+	let node = DevNode::start(BLOCK_MS);
+	let store = start_store(&dir);
+	let chain = Chain::connect(&node.ws_url()).await.expect("subxt connects");
+	let names = ["Charlie", "Dave", "Eve"];
+	let keystores: Vec<PathBuf> = names.iter().map(|n| keystore_of(&dir, n)).collect();
+	let committee: Vec<Proc> =
+		names.iter().zip(&keystores).map(|(n, ks)| start_validator(&node.ws_url(), ks, dir.join(format!("{n}.log")), &[])).collect();
+	// Alice's contest: the tiny job's inputs, and within these limits each miner writes its
+	// own recipe.
+	let spec = tiny_job(&dir.join("job"), |s| s);
+	let limits = dir.join("limits.json");
+	std::fs::write(
+		&limits,
+		serde_json::json!({
+			"ranks": [2, 4], "targets": ["q", "k", "v", "o", "gate"], "lr_min": 0.0001, "lr_max": 0.02,
+			"max_steps": 12, "max_checkpoint_every": 4, "max_seq_len": 256, "max_tokens_per_step": 1024, "precision": "fp32"
+		})
+		.to_string(),
+	)
+	.unwrap();
+	// Bob a bolder learning rate than suggested, Ferdie a smaller adapter and a timid rate.
+	let choice = |name: &str, v: serde_json::Value| {
+		let p = dir.join(format!("{name}-choice.json"));
+		std::fs::write(&p, v.to_string()).unwrap();
+		p
+	};
+	let bob_choice = choice("bob", serde_json::json!({"train": {"lr": 0.015, "seed": 5}}));
+	let ferdie_choice = choice("ferdie", serde_json::json!({"lora": {"rank": 2}, "train": {"lr": 0.002}}));
+	let (alice, bob, ferdie) = (
+		AccountId32::from(dev::alice().public_key()),
+		AccountId32::from(dev::bob().public_key()),
+		AccountId32::from(dev::ferdie().public_key()),
+	);
+	let miners = [
+		start_miner(&node.ws_url(), &bob_keystore(&dir), &store.url, dir.join("bob.log"), &["--exit-after", "1", "--contest-choice", bob_choice.to_str().unwrap()]),
+		start_miner(&node.ws_url(), &keystore_of(&dir, "Ferdie"), &store.url, dir.join("ferdie.log"), &["--exit-after", "1", "--contest-choice", ferdie_choice.to_str().unwrap()]),
+	];
+	let mut miners = miners;
+	for p in miners.iter_mut() {
+		p.wait_for_log("registered as a miner", Duration::from_secs(120));
+	}
+	let mut committee = committee;
+	for p in committee.iter_mut() {
+		p.wait_for_log("registered as a validator", Duration::from_secs(120));
+	}
+	// The copier: funded by Alice, registered like Bob (his backend class), it claims the
+	// third replica, trains nothing, and re-signs Bob's result as its own.
+	let copier_key = molting_chain::keystore::parse("//Copier").unwrap();
+	let copier_worker = molting_chain::keystore::parse("//Copier//worker").unwrap();
+	let copier = AccountId32::from(copier_key.public_key());
+	let funding = 1_000 * MOLT;
+	let fund = runtime::tx().balances().transfer_keep_alive(subxt::utils::MultiAddress::Id(copier.clone()), funding);
+	chain.submit("Balances.transfer_keep_alive", &fund, &dev::alice()).await.expect("Alice funds the copier");
+	let caps = chain.miner(&bob).await.unwrap().expect("Bob is registered").capabilities;
+	let proof = molting_chain::key_proof(molting_chain::WORKER_KEY_CONTEXT, &copier_worker, &copier.0);
+	let register = runtime::tx().jobs().register_miner(copier_worker.public_key().0, proof, caps);
+	chain.submit("Jobs.register_miner", &register, &copier_key).await.expect("the copier registers");
+
+	let start = chain.finalized_number().await.unwrap();
+	let issuance0 = issuance(&chain, start).await;
+	let mut before = Vec::new();
+	for who in [&alice, &bob, &ferdie, &copier] {
+		before.push(account(&chain, who, start).await);
+	}
+	let secrets = dir.join("alice-secrets");
+	let posted = worker_output(&[
+		"job", "--node", &node.ws_url(), "post", "--recipe", spec.to_str().unwrap(), "--budget", "300", "--store", &store.url,
+		"--account", "//Alice", "--replication", "3", "--claim-blocks", "30", "--submit-blocks", "90", "--reveal-blocks", "6",
+		"--judge-blocks", "16", "--eval", dir.join("job/tiny.jsonl").to_str().unwrap(), "--secrets", secrets.to_str().unwrap(),
+		"--min-improvement", "0", "--ranked", "--contest", limits.to_str().unwrap(),
+	]);
+	let id: u64 = posted.trim().parse().expect("job post prints the job's id");
+	let j = job(&chain, id).await;
+	assert!(
+		matches!(j.spec.work, molting_chain::jobs::Work::Contest { max_steps: 12, max_checkpoint_interval: 4, .. }),
+		"{:?}",
+		j.spec.work
+	);
+	chain.submit("Jobs.claim_job", &runtime::tx().jobs().claim_job(id), &copier_key).await.expect("the copier claims");
+	let original = delivery_of(&chain, id, &bob).await;
+	let copy = molting_chain::Attestation {
+		job_id: id,
+		genesis_hash: chain.genesis_hash(),
+		miner: copier.0,
+		recipe_sha256: original.recipe_sha256,
+		result_sha256: original.result.sha256,
+		result_uri: original.result.uri.0.clone(),
+		checkpoint_root: original.checkpoint_root,
+		steps: original.steps,
+		checkpoint_interval: original.checkpoint_interval,
+		final_train_loss_ppm: original.final_train_loss_ppm,
+	};
+	let signature = copier_worker.sign(&molting_chain::attestation_message(&copy));
+	let attestation = molting_chain::jobs::Attestation {
+		job_id: id,
+		genesis_hash: subxt::utils::H256(copy.genesis_hash),
+		miner: copier.clone(),
+		recipe_sha256: copy.recipe_sha256,
+		result_sha256: copy.result_sha256,
+		result_uri: molting_chain::bounded(copy.result_uri.clone()),
+		checkpoint_root: copy.checkpoint_root,
+		steps: copy.steps,
+		checkpoint_interval: copy.checkpoint_interval,
+		final_train_loss_ppm: copy.final_train_loss_ppm,
+	};
+	let submit = runtime::tx().jobs().submit_result(id, attestation, signature.0);
+	chain.submit("Jobs.submit_result", &submit, &copier_key).await.expect("the copy is accepted for judging");
+	// Two recipes, as chosen, and both within the bounds.
+	let ferdie_delivery = delivery_of(&chain, id, &ferdie).await;
+	assert_ne!(ferdie_delivery.recipe_sha256, original.recipe_sha256, "Bob and Ferdie trained different recipes");
+	while !matches!(job(&chain, id).await.status, molting_chain::jobs::JobStatus::Judging { .. }) {
+		tokio::time::sleep(Duration::from_millis(100)).await;
+	}
+	worker_output(&[
+		"job", "--node", &node.ws_url(), "reveal", &id.to_string(), "--store", &store.url, "--account", "//Alice",
+		"--secrets", secrets.to_str().unwrap(),
+	]);
+	// Charlie is killed (-9) once it has committed, and restarted: it reveals the report it
+	// kept on disk, and is not penalised for a missing reveal.
+	committee[0].wait_for_log("committed to my report", Duration::from_secs(120));
+	committee[0].kill9();
+	committee[0] = start_validator(&node.ws_url(), &keystores[0], dir.join("Charlie-2.log"), &[]);
+	wait_finished(&chain, id).await;
+	for m in miners.iter_mut() {
+		assert!(m.wait_exit(Duration::from_secs(120)).success(), "{}", m.log());
+	}
+	let end = chain.finalized_number().await.unwrap();
+
+	// The rulings: the copy fails replay under the copier's seed; the two honest results
+	// pass with their hidden-eval losses.
+	let mut settled = std::collections::BTreeMap::new();
+	let (mut to_validators, mut penalised) = (0, 0);
+	for n in start + 1..=end {
+		let events = chain.api.at_block(n).await.unwrap().events().fetch().await.unwrap();
+		for e in events.find::<runtime::jobs::events::ResultSettled>().flatten() {
+			assert_eq!(e.job_id, id);
+			settled.insert(e.miner.to_string(), e);
+		}
+		to_validators += events.find::<runtime::contribution::events::ValidatorPaid>().flatten().map(|e| e.amount).sum::<u128>();
+		penalised += events.find::<runtime::contribution::events::ValidatorPenalised>().flatten().count();
+	}
+	let (b, f, c) = (&settled[&bob.to_string()], &settled[&ferdie.to_string()], &settled[&copier.to_string()]);
+	assert!(matches!(c.grade, Grade::Fraud), "the copy: {:?}", c.grade);
+	let collateral = 10 * MOLT;
+	assert_eq!((c.paid, c.refunded, c.slashed), (0, 100 * MOLT, collateral), "the copier's collateral slashed, its share refunded");
+	for v in names {
+		let log = std::fs::read_to_string(dir.join(format!("{v}.log"))).unwrap() + &std::fs::read_to_string(dir.join(format!("{v}-2.log"))).unwrap_or_default();
+		assert!(log.contains("checkpoint 0 is not the recipe's initial state under the miner's seed"), "{v} says why the copy fails:\n{log}");
+	}
+	let (Grade::Pass { loss_ppm: Some(lb) }, Grade::Pass { loss_ppm: Some(lf) }) = (&b.grade, &f.grade) else {
+		panic!("both honest results pass with a loss: {:?} {:?}", b.grade, f.grade);
+	};
+	assert_ne!(lb, lf, "two recipes, two losses");
+	// Each loss is what the worker's `eval` finds for that miner's fetched adapter.
+	for (who, loss) in [(&bob, lb), (&ferdie, lf)] {
+		let out = dir.join(format!("fetched-{who}"));
+		worker_output(&["job", "--node", &node.ws_url(), "fetch", &id.to_string(), "--miner", &who.to_string(), "--out", out.to_str().unwrap()]);
+		let eval: serde_json::Value = serde_json::from_str(&worker_output(&[
+			"eval", "--spec", spec.to_str().unwrap(), "--adapter", out.join("adapter").to_str().unwrap(), "--json",
+		]))
+		.unwrap();
+		assert_eq!(u64::from(*loss), (eval["adapter"]["loss"].as_f64().unwrap() * 1e6).round() as u64, "{who}'s consensus loss is its adapter's eval loss");
+	}
+	// Ranked: the pool of the two passing shares (95 MOLT each, after the validators' 5%),
+	// 2/3 to the lower loss, the rest to the other.
+	let validator_fee = 5 * MOLT;
+	let pool = 2 * (100 * MOLT - validator_fee);
+	let gross = |s: &runtime::jobs::events::ResultSettled| s.paid + s.fee;
+	let (winner, loser) = if lb < lf { (b, f) } else { (f, b) };
+	assert_eq!(gross(winner) + gross(loser), pool, "the pool, all of it");
+	assert_eq!(gross(winner), pool * 2 / 3, "2/3 of the pool (floored) to the better loss");
+	for s in [b, f] {
+		assert_eq!(s.validator_fee, validator_fee);
+		assert!(s.fee.abs_diff(gross(s) / 20) <= 1, "the protocol fee, 5% of what the rank earns (to the nearest planck)");
+	}
+	assert_eq!(to_validators, 2 * validator_fee + collateral / 2, "the validators' fees and half the copier's slash");
+	assert_eq!(penalised, 0, "every seat agreed and revealed, Charlie's after its restart");
+	let mut after = Vec::new();
+	let mut fees = Vec::new();
+	for who in [&alice, &bob, &ferdie, &copier] {
+		after.push(account(&chain, who, end).await);
+		fees.push(fees_paid(&chain, who, start + 1, end).await);
+	}
+	// Everyone registered before `start`: the deposits were held already.
+	assert_eq!(after[0].free, before[0].free - 200 * MOLT - fees[0], "Alice pays for the two honest results only");
+	assert_eq!(after[1].free, before[1].free + b.paid - fees[1], "Bob: his rank's payout");
+	assert_eq!(after[2].free, before[2].free + f.paid - fees[2], "Ferdie: her rank's payout");
+	assert_eq!(after[3].free, before[3].free - collateral - fees[3], "the copier loses its collateral");
+	for (a, b) in after.iter().zip(&before) {
+		assert_eq!(a.reserved, b.reserved, "no escrow or collateral left on hold");
+	}
+	assert_eq!(issuance(&chain, end).await, issuance0 - collateral / 2, "the other half of the slash is burned");
+	assert_eq!(chain.check_market_invariants().await.unwrap(), Ok(()), "the market's try_state checks hold on the chain");
+	let j = job(&chain, id).await;
+	assert!(j.claims.0.iter().all(|c| matches!(c.state, ClaimState::Judged { .. })));
+	drop(committee);
 	drop(store);
 	let _ = std::fs::remove_dir_all(&dir);
 }

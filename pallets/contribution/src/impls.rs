@@ -46,12 +46,18 @@ impl<T: Config> Pallet<T> {
 	pub(crate) fn do_register_validator(
 		who: T::AccountId,
 		report_key: [u8; 32],
+		key_proof: [u8; 64],
 		bond: BalanceOf<T>,
 	) -> DispatchResult {
 		ensure!(!Validators::<T>::contains_key(&who), Error::<T>::AlreadyValidator);
 		ensure!(bond >= T::MinValidatorBond::get(), Error::<T>::BondTooLow);
 		ensure!(!ReportKeys::<T>::contains_key(report_key), Error::<T>::ReportKeyInUse);
 		ensure!(is_valid_sr25519_key(&report_key), Error::<T>::InvalidReportKey);
+		// Proof of possession: nobody can register another's report key first.
+		ensure!(
+			pallet_jobs::verify_key_proof(REPORT_KEY_CONTEXT, &who, &report_key, &key_proof),
+			Error::<T>::BadKeyProof
+		);
 		let mut set = ActiveSet::<T>::get();
 		if set.is_full() {
 			// The smallest bond (the latest of equals) makes room for a larger one.

@@ -194,6 +194,9 @@ pub mod pallet {
 		ReportKeyInUse,
 		/// The bytes given as a report key are not a valid sr25519 public key.
 		InvalidReportKey,
+		/// The key's proof is not its signature of `REPORT_KEY_CONTEXT ++ SCALE(caller)`:
+		/// only whoever holds a key may register it.
+		BadKeyProof,
 		/// The active set is full and the bond is not larger than the smallest in it.
 		ValidatorSetFull,
 		/// The validator is still in the active set (leave it first).
@@ -279,10 +282,11 @@ pub mod pallet {
 		pub fn register_validator(
 			origin: OriginFor<T>,
 			report_key: sr25519::Public,
+			key_proof: sr25519::Signature,
 			bond: BalanceOf<T>,
 		) -> DispatchResult {
 			let who = ensure_signed(origin)?;
-			Self::do_register_validator(who, report_key.0, bond)
+			Self::do_register_validator(who, report_key.0, key_proof.0, bond)
 		}
 
 		/// Leave the active set (no new seats); seats already held must still be served.

@@ -201,12 +201,19 @@ pub fn deadlines() -> Deadlines<u64> {
 	Deadlines { claim_by: CLAIM_BY, submit_by: SUBMIT_BY, reveal_by: REVEAL_BY, judge_by: JUDGE_BY }
 }
 
+/// `key`'s proof of possession for `who` in `context` (a worker key's or a report key's).
+pub fn proof(context: &[u8], who: u64, key: &sr25519::Pair) -> sr25519::Signature {
+	key.sign(&pallet_jobs::key_proof_message(context, &who))
+}
+
 pub fn register_miner(who: u64) {
-	Jobs::register_miner(RuntimeOrigin::signed(who), key(who).public(), caps()).unwrap();
+	let proof = proof(pallet_jobs::WORKER_KEY_CONTEXT, who, &key(who));
+	Jobs::register_miner(RuntimeOrigin::signed(who), key(who).public(), proof, caps()).unwrap();
 }
 
 pub fn register_validator(who: u64, bond: u128) {
-	Contribution::register_validator(RuntimeOrigin::signed(who), key(who).public(), bond).unwrap();
+	let proof = proof(REPORT_KEY_CONTEXT, who, &key(who));
+	Contribution::register_validator(RuntimeOrigin::signed(who), key(who).public(), proof, bond).unwrap();
 }
 
 /// Posts `spec` by [`OWNER`] with `budget`; returns its id.

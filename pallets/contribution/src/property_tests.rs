@@ -160,7 +160,7 @@ fn step(rng: &mut Rng, remembered: &mut Vec<(JobId, u64, Report)>) -> DispatchRe
 	let next = pallet_jobs::NextJobId::<Test>::get();
 	let job = rng.below(next + 1);
 	match rng.below(24) {
-		0 => Jobs::register_miner(RuntimeOrigin::signed(miner), key(miner).public(), caps()),
+		0 => Jobs::register_miner(RuntimeOrigin::signed(miner), key(miner).public(), proof(pallet_jobs::WORKER_KEY_CONTEXT, miner, &key(miner)), caps()),
 		1 => Jobs::unregister_miner(RuntimeOrigin::signed(miner)),
 		2 | 3 => {
 			let now = System::block_number();
@@ -203,7 +203,9 @@ fn step(rng: &mut Rng, remembered: &mut Vec<(JobId, u64, Report)>) -> DispatchRe
 		},
 		9 => {
 			let bond = rng.pick(&[MIN_BOND - 1, MIN_BOND, 2_000, 5_000]);
-			Contribution::register_validator(RuntimeOrigin::signed(validator), key(validator).public(), bond)
+			// Sometimes a proof made for another account (a squatter's replay): refused.
+			let prover = if rng.below(10) == 0 { owner } else { validator };
+			Contribution::register_validator(RuntimeOrigin::signed(validator), key(validator).public(), proof(REPORT_KEY_CONTEXT, prover, &key(validator)), bond)
 		},
 		10 => Contribution::unregister_validator(RuntimeOrigin::signed(validator)),
 		11 => Contribution::withdraw_bond(RuntimeOrigin::signed(validator)),

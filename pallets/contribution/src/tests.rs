@@ -90,7 +90,10 @@ fn register_validator_holds_the_bond() {
 fn register_validator_errors() {
 	test(|| {
 		let reg = |who: u64, k: sp_core::sr25519::Public, b| {
-			Contribution::register_validator(RuntimeOrigin::signed(who), k, b)
+			// The proof by the key's holder (the test key whose public key it is), for `who`.
+			let holder = (0..=255u8).map(|s| key(s as u64)).find(|p| p.public() == k);
+			let proof = holder.map_or(sp_core::sr25519::Signature::from_raw([0; 64]), |p| proof(REPORT_KEY_CONTEXT, who, &p));
+			Contribution::register_validator(RuntimeOrigin::signed(who), k, proof, b)
 		};
 		assert_noop!(reg(11, key(11).public(), MIN_BOND - 1), Error::<Test>::BondTooLow);
 		assert_noop!(reg(POOR, key(POOR).public(), MIN_BOND), Error::<Test>::InsufficientBalance);
@@ -98,6 +101,13 @@ fn register_validator_errors() {
 		register_validator(11, MIN_BOND);
 		assert_noop!(reg(11, key(12).public(), MIN_BOND), Error::<Test>::AlreadyValidator);
 		assert_noop!(reg(12, key(11).public(), MIN_BOND), Error::<Test>::ReportKeyInUse);
+		// Squatting: 13's key, with the proof 13 made (seen in the pool), or one signed by
+		// another key, cannot register it for 12; a worker key's proof is not a report key's.
+		let squat = |p| Contribution::register_validator(RuntimeOrigin::signed(12), key(13).public(), p, MIN_BOND);
+		assert_noop!(squat(proof(REPORT_KEY_CONTEXT, 13, &key(13))), Error::<Test>::BadKeyProof);
+		assert_noop!(squat(proof(REPORT_KEY_CONTEXT, 12, &key(12))), Error::<Test>::BadKeyProof);
+		assert_noop!(squat(proof(pallet_jobs::WORKER_KEY_CONTEXT, 12, &key(13))), Error::<Test>::BadKeyProof);
+		assert_ok!(squat(proof(REPORT_KEY_CONTEXT, 12, &key(13))));
 	});
 }
 
@@ -109,7 +119,7 @@ fn a_full_set_takes_a_larger_bond_in_place_of_the_smallest() {
 		}
 		// Full (5): an equal-or-smaller bond is refused, a larger one displaces 11.
 		assert_noop!(
-			Contribution::register_validator(RuntimeOrigin::signed(16), key(16).public(), MIN_BOND + 11),
+			Contribution::register_validator(RuntimeOrigin::signed(16), key(16).public(), proof(REPORT_KEY_CONTEXT, 16, &key(16)), MIN_BOND + 11),
 			Error::<Test>::ValidatorSetFull
 		);
 		register_validator(16, MIN_BOND + 12);

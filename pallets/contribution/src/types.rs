@@ -18,6 +18,10 @@ pub const MAX_SEGMENTS: u32 = 16;
 pub const REPORT_CONTEXT: &[u8] = b"molting/report/v1";
 /// Domain separation of commitment signatures by report keys.
 pub const COMMIT_CONTEXT: &[u8] = b"molting/commit/v1";
+
+/// The context of a report key's proof of possession: the key signs
+/// `REPORT_KEY_CONTEXT ++ SCALE(account)` (`pallet_jobs::key_proof_message`).
+pub const REPORT_KEY_CONTEXT: &[u8] = b"molting/report-key/v1";
 /// Subject of the committee draw's randomness.
 pub const COMMITTEE_SUBJECT: &[u8] = b"molting/committee";
 

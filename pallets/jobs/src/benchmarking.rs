@@ -49,11 +49,16 @@ fn worst_spec<T: Config>() -> JobSpec {
 	}
 }
 
+/// `key`'s proof of possession for `who`, signed in the host keystore.
+fn key_proof<T: Config>(who: &T::AccountId, key: &sr25519::Public) -> sr25519::Signature {
+	sp_io::crypto::sr25519_sign(WORKER, key, &key_proof_message(WORKER_KEY_CONTEXT, who)).expect("the key is in the keystore")
+}
+
 /// A registered miner with a worker key in the host keystore.
 fn miner<T: Config>(index: u32) -> (T::AccountId, sr25519::Public) {
 	let who = funded::<T>("miner", index);
 	let key = sp_io::crypto::sr25519_generate(WORKER, None);
-	Pallet::<T>::do_register_miner(who.clone(), key.0, worst_caps()).expect("registers");
+	Pallet::<T>::do_register_miner(who.clone(), key.0, key_proof::<T>(&who, &key).0, worst_caps()).expect("registers");
 	(who, key)
 }
 
@@ -128,8 +133,9 @@ mod benches {
 	fn register_miner() {
 		let who = funded::<T>("miner", 0);
 		let key = sp_io::crypto::sr25519_generate(WORKER, None);
+		let proof = key_proof::<T>(&who, &key);
 		#[extrinsic_call]
-		_(RawOrigin::Signed(who.clone()), key, worst_caps());
+		_(RawOrigin::Signed(who.clone()), key, proof, worst_caps());
 		assert!(Miners::<T>::contains_key(&who));
 	}
 
@@ -137,8 +143,9 @@ mod benches {
 	fn update_miner() {
 		let (who, _) = miner::<T>(0);
 		let new_key = sp_io::crypto::sr25519_generate(WORKER, None);
+		let proof = key_proof::<T>(&who, &new_key);
 		#[extrinsic_call]
-		_(RawOrigin::Signed(who.clone()), Some(new_key), Some(worst_caps()));
+		_(RawOrigin::Signed(who.clone()), Some((new_key, proof)), Some(worst_caps()));
 		assert_eq!(Miners::<T>::get(&who).unwrap().worker_key, new_key.0);
 	}
 

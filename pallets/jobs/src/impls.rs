@@ -19,7 +19,7 @@ use frame_support::{
 use frame_system::pallet_prelude::BlockNumberFor;
 use sp_core::sr25519;
 use sp_runtime::{
-	traits::{One, Saturating, Zero},
+	traits::{One, SaturatedConversion, Saturating, Zero},
 	DispatchError, DispatchResult, Perbill,
 };
 
@@ -74,10 +74,11 @@ impl<T: Config> Pallet<T> {
 	pub(crate) fn do_register_miner(
 		who: T::AccountId,
 		worker_key: [u8; 32],
+		key_proof: [u8; 64],
 		capabilities: Capabilities,
 	) -> DispatchResult {
 		ensure!(!Miners::<T>::contains_key(&who), Error::<T>::AlreadyRegistered);
-		Self::claim_worker_key(&who, worker_key)?;
+		Self::claim_worker_key(&who, worker_key, &key_proof)?;
 		let deposit = T::MinerDeposit::get();
 		T::Currency::hold(&HoldReason::MinerDeposit.into(), &who, deposit)
 			.map_err(|_| Error::<T>::InsufficientBalance)?;
@@ -99,13 +100,13 @@ impl<T: Config> Pallet<T> {
 
 	pub(crate) fn do_update_miner(
 		who: T::AccountId,
-		worker_key: Option<[u8; 32]>,
+		worker_key: Option<([u8; 32], [u8; 64])>,
 		capabilities: Option<Capabilities>,
 	) -> DispatchResult {
 		let mut miner = Miners::<T>::get(&who).ok_or(Error::<T>::NotAMiner)?;
-		if let Some(key) = worker_key {
+		if let Some((key, proof)) = worker_key {
 			if key != miner.worker_key {
-				Self::claim_worker_key(&who, key)?;
+				Self::claim_worker_key(&who, key, &proof)?;
 				WorkerKeys::<T>::remove(miner.worker_key);
 				miner.worker_key = key;
 			}
@@ -128,11 +129,14 @@ impl<T: Config> Pallet<T> {
 		Ok(())
 	}
 
-	fn claim_worker_key(who: &T::AccountId, key: [u8; 32]) -> DispatchResult {
+	fn claim_worker_key(who: &T::AccountId, key: [u8; 32], proof: &[u8; 64]) -> DispatchResult {
 		ensure!(!WorkerKeys::<T>::contains_key(key), Error::<T>::WorkerKeyInUse);
 		// A valid sr25519 key is a point on the Ristretto curve; reject anything else now
 		// rather than at the first (impossible to verify) submission.
 		ensure!(is_valid_sr25519_key(&key), Error::<T>::InvalidWorkerKey);
+		// Proof of possession: a stranger who saw the key (in the pool, or in another
+		// account's registration) cannot register it first.
+		ensure!(verify_key_proof(WORKER_KEY_CONTEXT, who, &key, proof), Error::<T>::BadKeyProof);
 		WorkerKeys::<T>::insert(key, who.clone());
 		Ok(())
 	}
@@ -434,14 +438,20 @@ impl<T: Config> Pallet<T> {
 		ranked.sort();
 		let n = ranked.len() as u32;
 		let pool = share.saturating_mul(BalanceOf::<T>::from(n));
-		let total = (1u64 << n).saturating_sub(1);
+		// n <= MaxReplication <= 32 (integrity_test), so the weights fit a u64 and the split
+		// is exact: floor(pool * weight / total), computed as
+		// (pool / total) * weight + (pool % total) * weight / total so nothing overflows
+		// (the remainder is below total < 2^32, the weight below 2^31).
+		let total: BalanceOf<T> = 1u64.checked_shl(n).unwrap_or(u64::MAX).saturating_sub(1).saturated_into();
 		let mut left = pool;
 		for (rank, &(_, i)) in ranked.iter().enumerate() {
-			let amount = if rank + 1 == ranked.len() {
+			let amount = if rank + 1 == ranked.len() || total.is_zero() {
 				left
 			} else {
-				let weight = 1u64 << (n - 1 - rank as u32);
-				Perbill::from_rational(weight, total) * pool
+				let weight: BalanceOf<T> = 1u64.checked_shl(n - 1 - rank as u32).unwrap_or(0).saturated_into();
+				(pool / total)
+					.saturating_mul(weight)
+					.saturating_add((pool % total).saturating_mul(weight) / total)
 			};
 			let amount = amount.min(left);
 			left = left.saturating_sub(amount);

@@ -235,6 +235,9 @@ pub mod pallet {
 		WorkerKeyInUse,
 		/// The bytes given as a worker key are not a valid sr25519 public key.
 		InvalidWorkerKey,
+		/// The key's proof is not its signature of `key_proof_message(WORKER_KEY_CONTEXT,
+		/// caller)`: only whoever holds a key may register it.
+		BadKeyProof,
 		/// The miner still has unsettled claims.
 		HasActiveClaims,
 		/// The miner holds as many unsettled claims as allowed.
@@ -333,28 +336,31 @@ pub mod pallet {
 	#[pallet::call]
 	impl<T: Config> Pallet<T> {
 		/// Register as a miner: `worker_key` is the sr25519 key the worker signs results
-		/// with; [`Config::MinerDeposit`] is put on hold.
+		/// with, `key_proof` its signature of [`key_proof_message`]`(`[`WORKER_KEY_CONTEXT`]`,
+		/// caller)`; [`Config::MinerDeposit`] is put on hold.
 		#[pallet::call_index(0)]
 		#[pallet::weight(T::WeightInfo::register_miner())]
 		pub fn register_miner(
 			origin: OriginFor<T>,
 			worker_key: sr25519::Public,
+			key_proof: sr25519::Signature,
 			capabilities: Capabilities,
 		) -> DispatchResult {
 			let who = ensure_signed(origin)?;
-			Self::do_register_miner(who, worker_key.0, capabilities)
+			Self::do_register_miner(who, worker_key.0, key_proof.0, capabilities)
 		}
 
-		/// Change the worker key and/or the capabilities.
+		/// Change the worker key (with its proof, as for [`Pallet::register_miner`]) and/or
+		/// the capabilities.
 		#[pallet::call_index(1)]
 		#[pallet::weight(T::WeightInfo::update_miner())]
 		pub fn update_miner(
 			origin: OriginFor<T>,
-			worker_key: Option<sr25519::Public>,
+			worker_key: Option<(sr25519::Public, sr25519::Signature)>,
 			capabilities: Option<Capabilities>,
 		) -> DispatchResult {
 			let who = ensure_signed(origin)?;
-			Self::do_update_miner(who, worker_key.map(|k| k.0), capabilities)
+			Self::do_update_miner(who, worker_key.map(|(k, p)| (k.0, p.0)), capabilities)
 		}
 
 		/// Leave the market; only with no unsettled claims. The deposit is released.

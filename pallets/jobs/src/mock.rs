@@ -234,9 +234,14 @@ pub fn deadlines() -> Deadlines<u64> {
 	Deadlines { claim_by: 20, submit_by: SUBMIT_BY, reveal_by: 60, judge_by: JUDGE_BY }
 }
 
+/// `key`'s proof of possession for account `who`, as a worker makes it.
+pub fn proof(who: u64, key: &sr25519::Pair) -> sr25519::Signature {
+	key.sign(&key_proof_message(WORKER_KEY_CONTEXT, &who))
+}
+
 /// Registers `who` as a miner with its test worker key.
 pub fn register(who: u64) {
-	Jobs::register_miner(RuntimeOrigin::signed(who), worker(who).public(), caps()).unwrap();
+	Jobs::register_miner(RuntimeOrigin::signed(who), worker(who).public(), proof(who, &worker(who)), caps()).unwrap();
 }
 
 /// Posts a job by `owner` and returns its id.

@@ -84,7 +84,9 @@ fn step(rng: &mut Rng) -> sp_runtime::DispatchResult {
 		0 | 1 => {
 			// Mostly the miner's own worker key; sometimes another's (taken or not).
 			let key = if rng.below(5) == 0 { worker(other) } else { worker(who) };
-			Jobs::register_miner(origin, key.public(), caps())
+			// Sometimes a proof made for someone else (a squatter replaying one it saw).
+			let prover = if rng.below(8) == 0 { other } else { who };
+			Jobs::register_miner(origin, key.public(), proof(prover, &key), caps())
 		},
 		2 => Jobs::unregister_miner(origin),
 		3 => {

@@ -61,29 +61,49 @@ fn register_miner_errors() {
 	test(|| {
 		register(MINER);
 		assert_noop!(
-			Jobs::register_miner(RuntimeOrigin::signed(MINER), worker(9).public(), caps()),
+			Jobs::register_miner(RuntimeOrigin::signed(MINER), worker(9).public(), proof(MINER, &worker(9)), caps()),
 			Error::<Test>::AlreadyRegistered
 		);
 		assert_noop!(
-			Jobs::register_miner(RuntimeOrigin::signed(MINER2), worker(MINER).public(), caps()),
+			Jobs::register_miner(RuntimeOrigin::signed(MINER2), worker(MINER).public(), proof(MINER2, &worker(MINER)), caps()),
 			Error::<Test>::WorkerKeyInUse
 		);
 		assert_noop!(
-			Jobs::register_miner(RuntimeOrigin::signed(MINER2), sp_core::sr25519::Public::from_raw([0; 32]), caps()),
+			Jobs::register_miner(RuntimeOrigin::signed(MINER2), sp_core::sr25519::Public::from_raw([0; 32]), proof(MINER2, &worker(MINER2)), caps()),
 			Error::<Test>::InvalidWorkerKey
 		);
 		assert_noop!(
-			Jobs::register_miner(RuntimeOrigin::signed(MINER2), sp_core::sr25519::Public::from_raw([0xff; 32]), caps()),
+			Jobs::register_miner(RuntimeOrigin::signed(MINER2), sp_core::sr25519::Public::from_raw([0xff; 32]), proof(MINER2, &worker(MINER2)), caps()),
 			Error::<Test>::InvalidWorkerKey
 		);
 		assert_noop!(
-			Jobs::register_miner(RuntimeOrigin::signed(POOR), worker(POOR).public(), caps()),
+			Jobs::register_miner(RuntimeOrigin::signed(POOR), worker(POOR).public(), proof(POOR, &worker(POOR)), caps()),
 			Error::<Test>::InsufficientBalance
 		);
 		assert_noop!(
-			Jobs::register_miner(RuntimeOrigin::none(), worker(7).public(), caps()),
+			Jobs::register_miner(RuntimeOrigin::none(), worker(7).public(), proof(7, &worker(7)), caps()),
 			DispatchError::BadOrigin
 		);
+	});
+}
+
+#[test]
+fn a_stranger_cannot_register_someone_elses_worker_key_first() {
+	test(|| {
+		// MINER's registration, seen in the pool: its key and its proof (made for MINER).
+		let (key, seen) = (worker(MINER).public(), proof(MINER, &worker(MINER)));
+		assert_noop!(
+			Jobs::register_miner(RuntimeOrigin::signed(MINER2), key, seen, caps()),
+			Error::<Test>::BadKeyProof
+		);
+		// A proof signed by the stranger's own key is not the key's.
+		assert_noop!(
+			Jobs::register_miner(RuntimeOrigin::signed(MINER2), key, proof(MINER2, &worker(MINER2)), caps()),
+			Error::<Test>::BadKeyProof
+		);
+		// The key's holder registers it.
+		assert_ok!(Jobs::register_miner(RuntimeOrigin::signed(MINER), key, seen, caps()));
+		assert_eq!(WorkerKeys::<Test>::get(key.0), Some(MINER));
 	});
 }
 
@@ -94,16 +114,20 @@ fn update_miner_swaps_key_and_capabilities() {
 		let new_key = worker(50).public();
 		let mut new_caps = caps();
 		new_caps.memory_mib = 80_000;
-		assert_ok!(Jobs::update_miner(RuntimeOrigin::signed(MINER), Some(new_key), Some(new_caps.clone())));
+		assert_noop!(
+			Jobs::update_miner(RuntimeOrigin::signed(MINER), Some((new_key, proof(MINER2, &worker(50)))), None),
+			Error::<Test>::BadKeyProof
+		);
+		assert_ok!(Jobs::update_miner(RuntimeOrigin::signed(MINER), Some((new_key, proof(MINER, &worker(50)))), Some(new_caps.clone())));
 		let m = Miners::<Test>::get(MINER).unwrap();
 		assert_eq!(m.worker_key, new_key.0);
 		assert_eq!(m.capabilities, new_caps);
 		assert!(WorkerKeys::<Test>::get(worker(MINER).public().0).is_none(), "old key freed");
 		assert_eq!(WorkerKeys::<Test>::get(new_key.0), Some(MINER));
 		// The freed key can be registered by someone else.
-		assert_ok!(Jobs::register_miner(RuntimeOrigin::signed(MINER2), worker(MINER).public(), caps()));
+		assert_ok!(Jobs::register_miner(RuntimeOrigin::signed(MINER2), worker(MINER).public(), proof(MINER2, &worker(MINER)), caps()));
 		// Keeping the same key is fine.
-		assert_ok!(Jobs::update_miner(RuntimeOrigin::signed(MINER), Some(new_key), None));
+		assert_ok!(Jobs::update_miner(RuntimeOrigin::signed(MINER), Some((new_key, proof(MINER, &worker(50)))), None));
 	});
 }
 
@@ -117,7 +141,7 @@ fn update_miner_errors() {
 		register(MINER);
 		register(MINER2);
 		assert_noop!(
-			Jobs::update_miner(RuntimeOrigin::signed(MINER), Some(worker(MINER2).public()), None),
+			Jobs::update_miner(RuntimeOrigin::signed(MINER), Some((worker(MINER2).public(), proof(MINER, &worker(MINER2)))), None),
 			Error::<Test>::WorkerKeyInUse
 		);
 	});
@@ -673,7 +697,7 @@ fn ranked_contest_pays_by_hidden_eval_loss() {
 		]));
 		run_to_block(JUDGE_BY + 1);
 		// Reward 3_333 each, validators' fee 333, so a pool of 3 x 3_000 = 9_000 split
-		// 4/7, 2/7, 1/7: 5_142.86 -> 5_143, 2_571.43 -> 2_571, the rest 1_286.
+		// 4/7, 2/7, 1/7, floored: 5_142.86 -> 5_142, 2_571.43 -> 2_571, the rest 1_287.
 		let payout = |m| match settled(job, m) {
 			Event::ResultSettled { paid, fee, .. } => {
 				assert_eq!(fee, Perbill::from_percent(5) * (paid + fee), "protocol fee on the payout");
@@ -681,7 +705,7 @@ fn ranked_contest_pays_by_hidden_eval_loss() {
 			},
 			_ => unreachable!(),
 		};
-		assert_eq!((payout(MINER2), payout(MINER), payout(MINER3)), (5_143, 2_571, 1_286));
+		assert_eq!((payout(MINER2), payout(MINER), payout(MINER3)), (5_142, 2_571, 1_287));
 		assert_eq!(free(OWNER), START - 9_999, "the whole budget is spent (9_999 = 3 x 3_333)");
 		assert_eq!(free(VALIDATORS), START + 999);
 	});

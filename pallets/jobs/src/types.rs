@@ -88,8 +88,8 @@ pub enum PayoutRule {
 	/// Every passing result earns the reward per result (`budget / replication`).
 	Equal,
 	/// The passing results' shares are pooled and split by rank of eval loss: rank `i` of
-	/// `n` gets `2^(n-1-i) / (2^n - 1)` of the pool (2/3 and 1/3 for two). Without a
-	/// revealed eval set, as `Equal`.
+	/// `n` gets `floor(pool * 2^(n-1-i) / (2^n - 1))`, the last rank what is left (2/3 and
+	/// 1/3 for two). Without a revealed eval set, as `Equal`.
 	Ranked,
 }
 
@@ -209,6 +209,27 @@ pub struct Attestation<AccountId, Hash> {
 
 /// Domain separation of attestation signatures from any other use of a worker key.
 pub const ATTESTATION_CONTEXT: &[u8] = b"molting/attestation/v3";
+
+/// The context of a worker key's proof of possession (see [`key_proof_message`]).
+pub const WORKER_KEY_CONTEXT: &[u8] = b"molting/worker-key/v1";
+
+/// What a hot key signs to be registered for `account`: `context ++ SCALE(account)` (for
+/// a 32-byte account id, its 32 bytes). Only whoever holds a key's secret can make this
+/// signature, so nobody can register someone else's key first and lock its owner out.
+pub fn key_proof_message<AccountId: Encode>(context: &[u8], account: &AccountId) -> alloc::vec::Vec<u8> {
+	let mut message = context.to_vec();
+	account.encode_to(&mut message);
+	message
+}
+
+/// Whether `proof` is `key`'s signature of [`key_proof_message`]`(context, account)`.
+pub fn verify_key_proof<AccountId: Encode>(context: &[u8], account: &AccountId, key: &[u8; 32], proof: &[u8; 64]) -> bool {
+	sp_io::crypto::sr25519_verify(
+		&sp_core::sr25519::Signature::from_raw(*proof),
+		&key_proof_message(context, account),
+		&sp_core::sr25519::Public::from_raw(*key),
+	)
+}
 
 /// A delivered result, as stored.
 #[derive(Encode, Decode, Clone, PartialEq, Eq, Debug, TypeInfo, MaxEncodedLen)]

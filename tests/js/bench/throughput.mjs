@@ -9,7 +9,7 @@
 import { ApiPromise, WsProvider } from '@polkadot/api';
 import { Keyring } from '@polkadot/keyring';
 import { u8aConcat, stringToU8a } from '@polkadot/util';
-import { cryptoWaitReady } from '@polkadot/util-crypto';
+import { cryptoWaitReady, decodeAddress } from '@polkadot/util-crypto';
 import { startDevNode } from '../harness.js';
 
 const N = Number(process.env.N ?? 256);
@@ -112,7 +112,9 @@ const miners = Array.from({ length: Math.ceil(N / maxClaims) }, (_, i) => ({
 await sustained('fund miners', await signAll(
   miners.map((m) => api.tx.balances.transferKeepAlive(m.account.address, 1000n * MOLT)), alice));
 await sustained('register miners', await Promise.all(miners.map((m) =>
-  api.tx.jobs.registerMiner(m.worker.publicKey, { backend: 'cpu-x86_64-avx512', memoryMib: 16384 })
+  api.tx.jobs.registerMiner(m.worker.publicKey,
+    m.worker.sign(u8aConcat(stringToU8a('molting/worker-key/v1'), decodeAddress(m.account.address))),
+    { backend: 'cpu-x86_64-avx512', memoryMib: 16384 })
     .signAsync(m.account, { nonce: 0, era: 0 }))));
 
 capacity.push(['balances.transferKeepAlive', await perBlock(api.tx.balances.transferKeepAlive(bob.address, MOLT), alice)]);

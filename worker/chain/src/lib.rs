@@ -131,6 +131,24 @@ pub fn commit_message(genesis_hash: &[u8; 32], job_id: u64, round: u8, validator
 	m
 }
 
+/// The contexts of a hot key's proof of possession: a miner's worker key, a validator's
+/// report key (pallet-jobs' `WORKER_KEY_CONTEXT`, pallet-contribution's `REPORT_KEY_CONTEXT`).
+pub const WORKER_KEY_CONTEXT: &[u8] = b"molting/worker-key/v1";
+pub const REPORT_KEY_CONTEXT: &[u8] = b"molting/report-key/v1";
+
+/// `context || account`: what a hot key signs to be registered for `account` (only its
+/// holder can, so nobody registers another's key first).
+pub fn key_proof_message(context: &[u8], account: &[u8; 32]) -> Vec<u8> {
+	let mut m = context.to_vec();
+	m.extend_from_slice(account);
+	m
+}
+
+/// `hot`'s proof of possession for `account`.
+pub fn key_proof(context: &[u8], hot: &Keypair, account: &[u8; 32]) -> [u8; 64] {
+	hot.sign(&key_proof_message(context, account)).0
+}
+
 /// `SHA-256(SHA-256(eval set) || salt)`: the eval commitment a job posts.
 pub fn eval_commitment(set_sha256: &[u8; 32], salt: &[u8; 32]) -> [u8; 32] {
 	use sha2::Digest;

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use molting_chain::{account_of, bounded, format_molt, jobs, keystore, runtime, Chain, MOLT};
+use molting_engine::bounds::{Bounds, Limits};
 use molting_engine::recipe::{BlobRef, Recipe};
 use molting_engine::spec::Spec;
 use molting_store::{Cache, Publisher};
@@ -85,6 +86,10 @@ pub struct PostArgs<'a> {
 	/// The quality bar: the adapter's eval loss must be this part below the base model's.
 	pub min_improvement_ppb: u32,
 	pub ranked: bool,
+	/// A contest: the limits (a JSON file, `molting_engine::bounds::Limits`) within which
+	/// each miner writes its own recipe; the spec's inputs are the contest's and its
+	/// sections the suggested recipe.
+	pub contest: Option<&'a Path>,
 }
 
 /// `~/.cache/molting/owner`: where `job post` keeps eval salts by default.
@@ -119,14 +124,37 @@ pub async fn post(a: PostArgs<'_>) -> Result<u64> {
 			Some((path.to_path_buf(), set, salt))
 		},
 	};
+	let (work, what) = match a.contest {
+		None => (
+			jobs::Work::Compute {
+				recipe: jobs::ContentRef { sha256: sha, uri: bounded(uri.as_bytes()) },
+				steps: u32::try_from(recipe.train.steps).context("steps")?,
+				checkpoint_interval: u32::try_from(recipe.train.checkpoint_every).context("checkpoint_every")?,
+			},
+			format!("recipe {} ({uri})", hex::encode(sha)),
+		),
+		Some(path) => {
+			let text = std::fs::read(path).with_context(|| format!("{}: the contest's limits", path.display()))?;
+			let limits: Limits = serde_json::from_slice(&text).with_context(|| format!("{}: not a contest's limits", path.display()))?;
+			let bounds = Bounds::new(&recipe, limits);
+			bounds.validate(&path.display().to_string())?;
+			let bytes = bounds.to_canonical();
+			let (bounds_sha, bounds_uri) = publisher.put(bytes).await?;
+			let l = &bounds.limits;
+			(
+				jobs::Work::Contest {
+					bounds: jobs::ContentRef { sha256: bounds.sha256(), uri: bounded(bounds_uri.as_bytes()) },
+					max_steps: u32::try_from(l.max_steps).context("max_steps")?,
+					max_checkpoint_interval: u32::try_from(l.max_checkpoint_every).context("max_checkpoint_every")?,
+				},
+				format!("a contest within bounds {bounds_sha} ({bounds_uri})"),
+			)
+		},
+	};
 	let chain = Chain::connect(a.node).await?;
 	let head = chain.finalized_number().await? as u32;
 	let spec = jobs::JobSpec {
-		work: jobs::Work::Compute {
-			recipe: jobs::ContentRef { sha256: sha, uri: bounded(uri.as_bytes()) },
-			steps: u32::try_from(recipe.train.steps).context("steps")?,
-			checkpoint_interval: u32::try_from(recipe.train.checkpoint_every).context("checkpoint_every")?,
-		},
+		work,
 		// Without an eval set nobody can reveal one (zero has no preimage we know of): the
 		// results are judged on replay alone.
 		eval_commitment: eval.as_ref().map(|(_, set, salt)| molting_chain::eval_commitment(set, salt)).unwrap_or([0; 32]),
@@ -166,9 +194,8 @@ pub async fn post(a: PostArgs<'_>) -> Result<u64> {
 		eprintln!("job {}: the eval set's salt is in {} (reveal it with `job reveal {}` by block {reveal_by})", posted.job_id, file.display(), posted.job_id);
 	}
 	eprintln!(
-		"posted job {} in block {block}: recipe {} ({uri}), budget {}, claim by #{claim_by}, submit by #{submit_by}, reveal by #{reveal_by}, judged by #{judge_by}",
+		"posted job {} in block {block}: {what}, budget {}, claim by #{claim_by}, submit by #{submit_by}, reveal by #{reveal_by}, judged by #{judge_by}",
 		posted.job_id,
-		hex::encode(sha),
 		format_molt(a.budget),
 	);
 	Ok(posted.job_id)
@@ -211,8 +238,16 @@ pub async fn status(node: &str, id: u64, json: bool) -> Result<()> {
 	}
 	let status = format!("{:?}", job.status);
 	println!("job {id}: {status}, owner {}", job.owner);
-	let (recipe, steps, interval) = compute_work(&job)?;
-	println!("  recipe   {} {}", hex::encode(recipe.sha256), String::from_utf8_lossy(&recipe.uri.0));
+	let (steps, interval) = match &job.spec.work {
+		jobs::Work::Compute { recipe, steps, checkpoint_interval } => {
+			println!("  recipe   {} {}", hex::encode(recipe.sha256), String::from_utf8_lossy(&recipe.uri.0));
+			(format!("{steps}"), format!("{checkpoint_interval}"))
+		},
+		jobs::Work::Contest { bounds, max_steps, max_checkpoint_interval } => {
+			println!("  contest  bounds {} {} ({:?} payout)", hex::encode(bounds.sha256), String::from_utf8_lossy(&bounds.uri.0), job.spec.payout);
+			(format!("at most {max_steps}"), format!("at most {max_checkpoint_interval}"))
+		},
+	};
 	println!(
 		"  budget   {} (escrow left {}), {} per result, {} replica(s)",
 		format_molt(job.budget),
@@ -230,8 +265,8 @@ pub async fn status(node: &str, id: u64, json: bool) -> Result<()> {
 	Ok(())
 }
 
-/// The recipe, steps and checkpoint interval of a compute job (contests have no single
-/// recipe; this CLI posts compute jobs).
+/// The recipe, steps and checkpoint interval of a compute job (a contest has no single
+/// recipe: each miner writes its own within the bounds).
 pub fn compute_work(job: &molting_chain::Job) -> Result<(&jobs::ContentRef, u32, u32)> {
 	match &job.spec.work {
 		jobs::Work::Compute { recipe, steps, checkpoint_interval } => Ok((recipe, *steps, *checkpoint_interval)),
@@ -261,9 +296,13 @@ fn status_json(id: u64, job: &molting_chain::Job) -> serde_json::Value {
 		})
 		.collect();
 	let recipe = compute_work(job).map(|(r, _, _)| hex::encode(r.sha256)).ok();
+	let bounds = match &job.spec.work {
+		jobs::Work::Contest { bounds, .. } => Some(hex::encode(bounds.sha256)),
+		jobs::Work::Compute { .. } => None,
+	};
 	serde_json::json!({
 		"job_id": id, "status": format!("{:?}", job.status), "owner": job.owner.to_string(),
-		"recipe": recipe, "budget": job.budget.to_string(),
+		"recipe": recipe, "bounds": bounds, "budget": job.budget.to_string(),
 		"escrow": job.escrow.to_string(), "claims": claims,
 	})
 }

@@ -171,6 +171,11 @@ enum Command {
 		/// lazy miner would (what validators must catch).
 		#[arg(long, hide = true)]
 		fake_after: Option<u64>,
+		/// In contests, the recipe this miner writes: a JSON file of `lora` and `train`
+		/// fields (`{"train":{"lr":0.005}}`) laid over the bounds' suggested recipe (without
+		/// it, the suggestion as is). A choice outside a contest's bounds skips that contest.
+		#[arg(long)]
+		contest_choice: Option<PathBuf>,
 	},
 	/// Serve this validator's seats on committees: replay and score results, commit and
 	/// reveal reports (registers with `--bond` first).
@@ -297,6 +302,12 @@ enum JobCommand {
 		/// Pay passing results by rank of eval loss (2/3 and 1/3 for two) instead of equally.
 		#[arg(long)]
 		ranked: bool,
+		/// Post a contest: each miner writes its own recipe within these limits (a JSON
+		/// file: `ranks`, `targets`, `lr_min`, `lr_max`, `max_steps`, `max_checkpoint_every`,
+		/// `max_seq_len`, `max_tokens_per_step`, `precision`; the worker's README). The
+		/// spec's inputs are the contest's, its sections the suggested recipe.
+		#[arg(long)]
+		contest: Option<PathBuf>,
 	},
 	/// Reveal a job's eval set (publishes it to the store) once submissions have closed.
 	Reveal {
@@ -715,8 +726,21 @@ fn run(cli: Cli) -> Result<()> {
 			exit_after,
 			allow_file_uris,
 			fake_after,
+			contest_choice,
 		} => {
 			let data = data.unwrap_or_else(|| keystore.join("data"));
+			let contest_choice = match contest_choice {
+				None => serde_json::json!({}),
+				Some(path) => {
+					let text = std::fs::read(&path).with_context(|| format!("--contest-choice {}", path.display()))?;
+					let v: serde_json::Value =
+						serde_json::from_slice(&text).with_context(|| format!("--contest-choice {}: not JSON", path.display()))?;
+					if !v.is_object() {
+						anyhow::bail!("--contest-choice {}: a JSON object of `lora` and `train` fields", path.display());
+					}
+					v
+				},
+			};
 			let opts = mine::MineOptions {
 				node,
 				keystore,
@@ -729,6 +753,7 @@ fn run(cli: Cli) -> Result<()> {
 				exit_after,
 				allow_file_uris,
 				fake_after,
+				contest_choice,
 			};
 			on_runtime(mine::mine(opts))?
 		},
@@ -764,6 +789,7 @@ fn run(cli: Cli) -> Result<()> {
 					secrets,
 					min_improvement,
 					ranked,
+					contest,
 				} => {
 					if !(0.0..100.0).contains(&min_improvement) {
 						anyhow::bail!("--min-improvement {min_improvement}: a percentage in [0, 100)");
@@ -786,6 +812,7 @@ fn run(cli: Cli) -> Result<()> {
 						secrets: &secrets,
 						min_improvement_ppb: (min_improvement * 1e7).round() as u32,
 						ranked,
+						contest: contest.as_deref(),
 					})
 					.await?;
 					println!("{id}");

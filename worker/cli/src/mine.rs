@@ -6,7 +6,9 @@
 //!        │ any RPC error                                │
 //!        └───────────── follow finalised blocks ◄───────┘
 //!                       │  JobPosted        -> consider: requirements, reward/step,
-//!                       │                      fetch + check recipe and every input,
+//!                       │                      fetch + check recipe and every input
+//!                       │                      (a contest: --contest-choice over the
+//!                       │                      bounds' suggestion, within the bounds),
 //!                       │                      probe one step, fits before submit_by?
 //!                       │                      -> claim_job
 //!                       │  each tracked job -> Working: train (resume from the last
@@ -16,8 +18,8 @@
 //! ```
 //!
 //! Everything the miner knows is either on chain or in its data directory, so `kill -9` at
-//! any moment and a restart lose nothing: `jobs/<id>/claim.json` (written before the claim
-//! is sent), `jobs/<id>/run/` (the training run: checkpoints, resumed from the last),
+//! any moment and a restart lose nothing: `jobs/<id>/claim.json` and `jobs/<id>/recipe.json`
+//! (written before the claim is sent; a contest's recipe stays the one chosen), `jobs/<id>/run/` (the training run: checkpoints, resumed from the last),
 //! `jobs/<id>/delivery.json` (the signed attestation, written before it is submitted),
 //! `jobs/<id>/gave_up.txt` (why it stopped). Training runs on its own threads, so the node
 //! restarting does not stop it; the loop reconnects and carries on.
@@ -32,6 +34,7 @@ use molting_chain::keystore::Keystore;
 use molting_chain::{account_of, bounded, format_molt, jobs, runtime, Attestation, Chain, ChainError, JobEvent};
 use molting_engine::backend::Backend;
 use molting_engine::checkpoint::Manifest;
+use molting_engine::bounds::Bounds;
 use molting_engine::recipe::{miner_seed, LocalInputs, Recipe};
 use molting_engine::train::{self, Job, RunOptions};
 use molting_store::{Cache, FetchError, Publisher};
@@ -58,6 +61,8 @@ pub struct MineOptions {
 	pub allow_file_uris: bool,
 	/// Tests only: train to this step, then fabricate the rest (a lazy miner).
 	pub fake_after: Option<u64>,
+	/// In contests, the fields laid over the bounds' suggested recipe (a JSON object).
+	pub contest_choice: serde_json::Value,
 }
 
 /// What `jobs/<id>/claim.json` records.
@@ -110,10 +115,13 @@ impl Tracked {
 	}
 }
 
-/// Records a claim in `dir/claim.json` (before it is sent, so a kill -9 loses nothing).
-fn record_claim(dir: &Path, job_id: u64, recipe_sha256: String, seed: u64) -> Result<()> {
+/// Records a claim in `dir/claim.json`, and the recipe it trains in `dir/recipe.json`
+/// (before the claim is sent, so a kill -9 loses nothing, and a contest's recipe stays the
+/// one chosen however `--contest-choice` changes).
+fn record_claim(dir: &Path, job_id: u64, recipe: &Recipe, seed: u64) -> Result<()> {
 	std::fs::create_dir_all(dir)?;
-	let record = ClaimRecord { job_id, recipe_sha256, seed };
+	molting_engine::checkpoint::write_atomic(&dir.join("recipe.json"), &recipe.to_canonical())?;
+	let record = ClaimRecord { job_id, recipe_sha256: hex::encode(recipe.sha256()), seed };
 	molting_engine::checkpoint::write_atomic(&dir.join("claim.json"), &serde_json::to_vec_pretty(&record)?)?;
 	Ok(())
 }
@@ -320,13 +328,15 @@ impl Miner {
 		match timed("Jobs.Miners", chain.miner(&self.me)).await? {
 			Some(m) if m.worker_key == self.keys.worker.public_key().0 && m.capabilities.backend.0 == caps.backend.0 && m.capabilities.memory_mib == caps.memory_mib => Ok(()),
 			Some(_) => {
-				let call = runtime::tx().jobs().update_miner(Some(key), Some(caps));
+				let proof = molting_chain::key_proof(molting_chain::WORKER_KEY_CONTEXT, &self.keys.worker, &self.me.0);
+				let call = runtime::tx().jobs().update_miner(Some((key, proof)), Some(caps));
 				timed("update_miner", chain.submit("Jobs.update_miner", &call, &self.keys.account)).await?;
 				tracing::info!(class, "updated my worker key and capabilities");
 				Ok(())
 			},
 			None => {
-				let call = runtime::tx().jobs().register_miner(key, caps);
+				let proof = molting_chain::key_proof(molting_chain::WORKER_KEY_CONTEXT, &self.keys.worker, &self.me.0);
+				let call = runtime::tx().jobs().register_miner(key, proof, caps);
 				timed("register_miner", chain.submit("Jobs.register_miner", &call, &self.keys.account)).await?;
 				tracing::info!(class, memory_mib = memory_mib(), "registered as a miner");
 				Ok(())
@@ -391,9 +401,36 @@ impl Miner {
 		}
 	}
 
-	/// Fetches and checks a job's recipe against the chain's fields.
+	/// The recipe this miner trains for job `id`: a compute job's, fetched and checked
+	/// against the chain's fields; in a contest, its own within the bounds (the one recorded
+	/// at claim time, or `--contest-choice` over the bounds' suggestion).
 	async fn fetch_recipe(&self, id: u64, job: &molting_chain::Job) -> Result<Recipe> {
-		let (recipe_ref, steps, interval) = crate::job::compute_work(job).with_context(|| format!("job {id}"))?;
+		let (steps, interval) = match &job.spec.work {
+			jobs::Work::Contest { bounds, max_steps, max_checkpoint_interval } => {
+				let bounds = self.fetch_bounds(id, bounds).await?;
+				let recorded = self.job_dir(id).join("recipe.json");
+				let recipe = match std::fs::read(&recorded) {
+					Ok(bytes) => {
+						let what = recorded.display().to_string();
+						let recipe = Recipe::parse(&bytes, &what)?;
+						bounds.check(&recipe, &what)?;
+						recipe
+					},
+					Err(_) => bounds.choose(&self.opts.contest_choice, "--contest-choice")?,
+				};
+				let t = &recipe.train;
+				if t.steps > u64::from(*max_steps) || t.checkpoint_every > u64::from(*max_checkpoint_interval) {
+					bail!(
+						"job {id}: my recipe trains {} steps with a checkpoint every {}, but the chain allows at most {max_steps} and {max_checkpoint_interval}",
+						t.steps,
+						t.checkpoint_every
+					);
+				}
+				return Ok(recipe);
+			},
+			jobs::Work::Compute { steps, checkpoint_interval, .. } => (*steps, *checkpoint_interval),
+		};
+		let (recipe_ref, _, _) = crate::job::compute_work(job).with_context(|| format!("job {id}"))?;
 		let sha = hex::encode(recipe_ref.sha256);
 		let uri = String::from_utf8_lossy(&recipe_ref.uri.0).into_owned();
 		self.check_scheme(&uri)?;
@@ -409,6 +446,14 @@ impl Miner {
 			);
 		}
 		Ok(recipe)
+	}
+
+	/// A contest's bounds document, fetched by the hash the chain names.
+	async fn fetch_bounds(&self, id: u64, bounds: &jobs::ContentRef) -> Result<Bounds> {
+		let (sha, uri) = (hex::encode(bounds.sha256), String::from_utf8_lossy(&bounds.uri.0).into_owned());
+		self.check_scheme(&uri)?;
+		let path = self.cache.fetch(&uri, &sha, None).await.with_context(|| format!("job {id}: the contest's bounds"))?;
+		Ok(Bounds::parse(&std::fs::read(&path)?, &uri)?)
 	}
 
 	/// `file://` URIs from a stranger's recipe are refused unless `--allow-file-uris`.
@@ -464,8 +509,9 @@ impl Miner {
 			self.passed.insert(id, Some(self.last_block + 5));
 			return Ok(());
 		}
-		let (_, steps, _) = crate::job::compute_work(job)?;
-		let per_step = job.reward_per_result / u128::from(steps.max(1));
+		// Never claim what cannot be fetched and checked first.
+		let recipe = self.fetch_recipe(id, job).await?;
+		let per_step = job.reward_per_result / u128::from(recipe.train.steps.max(1));
 		if per_step < self.opts.min_reward_per_step {
 			bail!(
 				"it pays {} per step, below my --min-reward of {}",
@@ -477,8 +523,6 @@ impl Miner {
 		if req.min_memory_mib > memory_mib() {
 			bail!("it needs {} MiB, this machine has {}", req.min_memory_mib, memory_mib());
 		}
-		// Never claim what cannot be fetched and checked first.
-		let recipe = self.fetch_recipe(id, job).await?;
 		let backend = backend_for_recipe(&recipe)?;
 		if let Some(class) = &req.backend {
 			if class.0 != backend.class().as_bytes() {
@@ -497,7 +541,7 @@ impl Miner {
 		}
 		std::fs::write(&probing, b"")?;
 		let seed = miner_seed(recipe.train.seed, id, &self.keys.account.public_key().0);
-		let sha = hex::encode(crate::job::compute_work(job)?.0.sha256);
+		let sha = hex::encode(recipe.sha256());
 		let secs_per_step = self.probe(&recipe, &sha, seed).await.context("the recipe does not train here")?;
 		let _ = std::fs::remove_file(&probing);
 		let block_ms = timed("block time", chain.block_time_ms()).await?.unwrap_or(6000).max(1);
@@ -512,7 +556,7 @@ impl Miner {
 		if now > u64::from(job.deadlines.claim_by) {
 			bail!("its claim period ended while it was being checked");
 		}
-		record_claim(&dir, id, sha, seed)?;
+		record_claim(&dir, id, &recipe, seed)?;
 		let call = runtime::tx().jobs().claim_job(id);
 		match timed("claim_job", chain.submit("Jobs.claim_job", &call, &self.keys.account)).await {
 			Ok((block, _)) => {
@@ -571,7 +615,7 @@ impl Miner {
 		let recipe = self.fetch_recipe(id, job).await?;
 		let seed = miner_seed(recipe.train.seed, id, &self.keys.account.public_key().0);
 		let dir = self.job_dir(id);
-		record_claim(&dir, id, hex::encode(crate::job::compute_work(job)?.0.sha256), seed)?;
+		record_claim(&dir, id, &recipe, seed)?;
 		self.tracked.insert(id, Tracked::new(dir, recipe, seed, visible_from));
 		Ok(())
 	}
@@ -616,7 +660,8 @@ impl Miner {
 		}
 		if let Ok(bytes) = std::fs::read(dir.join("delivery.json")) {
 			let d: Delivery = serde_json::from_slice(&bytes).context("delivery.json")?;
-			return self.submit(chain, id, &job, d).await;
+			let recipe_sha256 = t.recipe.sha256();
+			return self.submit(chain, id, recipe_sha256, d).await;
 		}
 		// Training (or publishing) in flight?
 		if let Some(task) = &t.task {
@@ -648,8 +693,9 @@ impl Miner {
 		let task = tokio::spawn(work(WorkContext {
 			job_id: id,
 			dir,
+			recipe_sha256: hex::encode(recipe.sha256()),
+			publish_recipe: matches!(job.spec.work, jobs::Work::Contest { .. }),
 			recipe,
-			recipe_sha256: hex::encode(crate::job::compute_work(&job)?.0.sha256),
 			seed,
 			cache: self.cache.dir().to_path_buf(),
 			publisher: self.publisher.clone(),
@@ -674,7 +720,7 @@ impl Miner {
 		}
 	}
 
-	async fn submit(&mut self, chain: &Chain, id: u64, job: &molting_chain::Job, d: Delivery) -> Result<()> {
+	async fn submit(&mut self, chain: &Chain, id: u64, recipe_sha256: [u8; 32], d: Delivery) -> Result<()> {
 		let signature: [u8; 64] = hex::decode(&d.signature)
 			.ok()
 			.and_then(|b| b.try_into().ok())
@@ -683,7 +729,7 @@ impl Miner {
 			job_id: id,
 			genesis_hash: subxt::utils::H256(chain.genesis_hash()),
 			miner: self.me.clone(),
-			recipe_sha256: crate::job::compute_work(job)?.0.sha256,
+			recipe_sha256,
 			result_sha256: hex32(&d.result_sha256, "delivery.json")?,
 			result_uri: bounded(d.result_uri.as_bytes()),
 			checkpoint_root: hex32(&d.checkpoint_root, "delivery.json")?,
@@ -748,6 +794,8 @@ struct WorkContext {
 	dir: PathBuf,
 	recipe: Recipe,
 	recipe_sha256: String,
+	/// A contest: the miner's own recipe goes to the store beside the result.
+	publish_recipe: bool,
 	seed: u64,
 	cache: PathBuf,
 	publisher: Publisher,
@@ -820,7 +868,11 @@ async fn work(cx: WorkContext) -> Result<()> {
 	})
 	.await??;
 	let summary: train::Summary = serde_json::from_slice(&std::fs::read(run.join("summary.json"))?)?;
-	let (_, blob) = crate::result::publish_run(&cx.publisher, &run, cx.job_id, &cx.recipe_sha256).await?;
+	let recipe_uri = match cx.publish_recipe {
+		true => Some(cx.publisher.put(cx.recipe.to_canonical()).await?.1),
+		false => None,
+	};
+	let (_, blob) = crate::result::publish_run(&cx.publisher, &run, cx.job_id, &cx.recipe_sha256, recipe_uri).await?;
 	let final_loss = last_loss(&run.join("metrics.jsonl")).unwrap_or(0.0);
 	let root = hex32(&summary.merkle_root, "summary.json merkle_root")?;
 	let result_sha256 = hex32(&blob.sha256, "the result's hash")?;

@@ -12,7 +12,9 @@
 //! - `peft`: the Hugging Face PEFT adapter's files (load with `PeftModel.from_pretrained`);
 //! - `gguf`: the same adapter as a GGUF LoRA (llama.cpp's `--lora`);
 //! - `checkpoints`: every checkpoint file, in order, and `checkpoints.json` (steps, state
-//!   hashes, Merkle root) — what validators replay segments of.
+//!   hashes, Merkle root) — what validators replay segments of;
+//! - `recipe_uri` (contests only, where each miner writes its own recipe): where the recipe
+//!   `recipe` names is fetched from. Absent for a compute job, whose recipe the chain names.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -37,6 +39,8 @@ pub struct ResultManifest {
 	pub result: String,
 	pub job_id: u64,
 	pub recipe: String,
+	#[serde(default, skip_serializing_if = "Option::is_none")]
+	pub recipe_uri: Option<String>,
 	pub merkle_root: String,
 	pub peft: BTreeMap<String, BlobRef>,
 	pub gguf: BlobRef,
@@ -68,8 +72,15 @@ async fn publish_file(publisher: &Publisher, path: &Path) -> Result<BlobRef> {
 }
 
 /// Publishes a finished run's adapter, checkpoints and their manifest, then the result
-/// manifest; returns the manifest and its blob.
-pub async fn publish_run(publisher: &Publisher, run: &Path, job_id: u64, recipe_sha256: &str) -> Result<(ResultManifest, BlobRef)> {
+/// manifest (naming `recipe_uri`, a contest's recipe as published); returns the manifest
+/// and its blob.
+pub async fn publish_run(
+	publisher: &Publisher,
+	run: &Path,
+	job_id: u64,
+	recipe_sha256: &str,
+	recipe_uri: Option<String>,
+) -> Result<(ResultManifest, BlobRef)> {
 	let ckpt = molting_engine::checkpoint::Manifest::load(run)?;
 	let mut files = Vec::new();
 	for i in 0..ckpt.hashes.len() {
@@ -85,6 +96,7 @@ pub async fn publish_run(publisher: &Publisher, run: &Path, job_id: u64, recipe_
 		result: RESULT_VERSION.into(),
 		job_id,
 		recipe: recipe_sha256.into(),
+		recipe_uri,
 		merkle_root: ckpt.merkle_root.clone(),
 		peft,
 		gguf,

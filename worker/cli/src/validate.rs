@@ -12,7 +12,8 @@
 //!          ──▶ reveal_report(report, salt)
 //!
 //!  judging result i (the job's delivered claims, in claim order):
-//!    result manifest (job, recipe, root) ─▶ checkpoint manifest (its Merkle root is the attested one,
+//!    result manifest (job, recipe, root) ─▶ a contest's result: its own recipe, fetched by the attested
+//!    hash from the manifest's recipe_uri, within the bounds (else OutOfBounds) ─▶ checkpoint manifest (its Merkle root is the attested one,
 //!    one leaf per checkpoint, each file named by its leaf) ─▶ checkpoint 0 == the recipe's initial state
 //!    under the miner's seed ─▶ every drawn segment s: checkpoint s replayed to s+1, bit for bit
 //!    ─▶ the PEFT adapter == the export of the last checkpoint ─▶ eval loss and bits per byte of the
@@ -32,6 +33,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use molting_chain::contribution::{Fault, Replay, Report, ResultReport};
 use molting_chain::keystore::{self, Keystore};
 use molting_chain::{account_of, format_molt, jobs, runtime, Case, Chain, ChainError};
+use molting_engine::bounds::Bounds;
 use molting_engine::checkpoint::{merkle_root, Manifest};
 use molting_engine::recipe::{miner_seed, LocalInputs, Recipe};
 use molting_engine::train::{self, Job};
@@ -256,7 +258,8 @@ impl Validator {
 			},
 			Some(_) => bail!("{} is registered with another report key than this keystore's", self.me),
 			None => {
-				let call = runtime::tx().contribution().register_validator(key, self.opts.bond);
+				let proof = molting_chain::key_proof(molting_chain::REPORT_KEY_CONTEXT, &self.keys.worker, &self.me.0);
+				let call = runtime::tx().contribution().register_validator(key, proof, self.opts.bond);
 				timed("register_validator", chain.submit("Contribution.register_validator", &call, &self.keys.account)).await?;
 				tracing::info!(bond = %format_molt(self.opts.bond), "registered as a validator");
 				Ok(())
@@ -390,19 +393,30 @@ impl Validator {
 	#[allow(clippy::too_many_arguments)]
 	async fn judge(&self, chain: &Chain, id: u64, case: &Case, head: u64, dir: &Path, last_chance: bool, print: String) -> Result<SavedReport> {
 		let job = timed("Jobs", chain.job_at(id, head)).await?.ok_or_else(|| anyhow!("job {id} is gone"))?;
-		let (recipe_ref, _, _) = crate::job::compute_work(&job).with_context(|| format!("job {id}"))?;
-		let recipe_sha = hex::encode(recipe_ref.sha256);
-		let recipe_uri = String::from_utf8_lossy(&recipe_ref.uri.0).into_owned();
-		self.check_scheme(&recipe_uri)?;
 		let not_now = |what: &str| {
 			let what = what.to_string();
 			move |e: FetchError| -> anyhow::Error {
 				if transient(&e) { NotNow(format!("{what}: {e}")).into() } else { anyhow::Error::from(e).context(what) }
 			}
 		};
-		let recipe_path = self.cache.fetch(&recipe_uri, &recipe_sha, None).await.map_err(not_now("the recipe"))?;
-		let recipe_bytes = std::fs::read(&recipe_path)?;
-		let recipe = Recipe::parse(&recipe_bytes, &recipe_uri)?;
+		// What every result is judged against: a compute job's recipe; or a contest's bounds,
+		// each result naming its own recipe within them (the bounds' suggestion stands in
+		// for the base model's eval: evaluation reads only the model and the eval set).
+		let (doc, what) = match &job.spec.work {
+			jobs::Work::Compute { recipe, .. } => (recipe, "the recipe"),
+			jobs::Work::Contest { bounds, .. } => (bounds, "the contest's bounds"),
+		};
+		let (doc_sha, doc_uri) = (hex::encode(doc.sha256), String::from_utf8_lossy(&doc.uri.0).into_owned());
+		self.check_scheme(&doc_uri)?;
+		let doc_path = self.cache.fetch(&doc_uri, &doc_sha, None).await.map_err(not_now(what))?;
+		let doc_bytes = std::fs::read(&doc_path)?;
+		let (recipe, bounds) = match &job.spec.work {
+			jobs::Work::Compute { .. } => (Recipe::parse(&doc_bytes, &doc_uri)?, None),
+			jobs::Work::Contest { .. } => {
+				let bounds = Bounds::parse(&doc_bytes, &doc_uri)?;
+				(bounds.recipe(&bounds.suggested), Some(bounds))
+			},
+		};
 		for (what, blob) in recipe.inputs() {
 			self.check_scheme(&blob.uri)?;
 			self.cache.fetch(&blob.uri, &blob.sha256, Some(blob.size)).await.map_err(not_now(&what))?;
@@ -445,7 +459,7 @@ impl Validator {
 		let mut prepared = Vec::new();
 		for (i, ((miner, d), segments)) in deliveries.iter().zip(&case.segments.0).enumerate() {
 			let run = dir.join(format!("result-{i}"));
-			let outcome = match self.fetch_result(id, &recipe_sha, d, &segments.0, &run).await {
+			let outcome = match self.fetch_result(id, d, &segments.0, &run, bounds.as_ref()).await {
 				Err(Fetch::NotNow(why)) if !last_chance => return Err(NotNow(format!("result {i}: {why}")).into()),
 				Err(Fetch::NotNow(why)) => Err((LocalFault::Unavailable, why)),
 				Err(Fetch::Fault(fault, why)) => Err((fault, why)),
@@ -461,14 +475,14 @@ impl Validator {
 		let (report, findings) = tokio::task::spawn_blocking(move || -> Result<(Report, Vec<String>)> {
 			let backend = crate::backend_for(recipe.train.precision)?;
 			let inputs = LocalInputs { cache: cache_dir };
-			let mut job = Job::from_recipe(recipe.clone(), recipe.train.seed, &inputs)?;
+			let mut base_job = Job::from_recipe(recipe.clone(), recipe.train.seed, &inputs)?;
 			let mut eval = eval;
 			let base = match &eval {
 				None => None,
-				Some((path, sha)) => match job.load_eval_set(path, sha) {
+				Some((path, sha)) => match base_job.load_eval_set(path, sha) {
 					Ok(set) => {
-						job.eval = set;
-						job.evaluate_with(backend.as_ref(), None)
+						base_job.eval = set;
+						base_job.evaluate_with(backend.as_ref(), None)
 					},
 					Err(e) => {
 						notes.push(format!("the revealed eval set does not read ({e}): judged on replay alone"));
@@ -480,10 +494,28 @@ impl Validator {
 			let mut results = Vec::new();
 			let mut findings = Vec::new();
 			for (i, (miner, segments, run, fetched, class)) in prepared.into_iter().enumerate() {
-				job.seed = miner_seed(recipe.train.seed, id, &miner.0);
+				// A contest's result trains its own recipe: a job of its own (with the same
+				// eval set), unless it is the suggestion itself.
+				let mut own = None;
+				let job = match fetched.as_ref().ok().and_then(|f| f.recipe.clone()) {
+					Some(r) if r.sha256() != base_job.recipe_hash => match Job::from_recipe(r, 0, &inputs) {
+						Ok(mut j) => {
+							j.eval = base_job.eval.clone();
+							own.insert(j)
+						},
+						Err(e) => {
+							let why = format!("its recipe does not load: {e}");
+							results.push(ResultReport { replay: Replay::Fail(Fault::BadManifest), loss_ppm: None, bits_per_byte_ppm: None });
+							findings.push(format!("result {i} ({miner}): {why}"));
+							continue;
+						},
+					},
+					_ => &mut base_job,
+				};
+				job.seed = miner_seed(job.recipe.train.seed, id, &miner.0);
 				let (verdict, adapter) = match fetched {
 					Err(fault) => (Err(fault), None),
-					Ok(f) => check_training(&job, backend.as_ref(), &f, &segments, &run, class.as_deref(), &metrics)?,
+					Ok(f) => check_training(job, backend.as_ref(), &f, &segments, &run, class.as_deref(), &metrics)?,
 				};
 				let (replay, why) = match (&verdict, report_fail) {
 					(_, true) => (Replay::Fail(Fault::Segment), "reported failed (--report-fail)".to_string()),
@@ -533,10 +565,11 @@ impl Validator {
 	}
 
 	/// Fetches result `d`'s manifests, the checkpoints segments `segments` need (and the
-	/// last) and its adapter files into a run directory at `run`. A blob that is not what
-	/// its name says, or a manifest that does not hold together, is the result's fault; one
-	/// that cannot be had now (or this machine's disk) is [`Fetch::NotNow`].
-	async fn fetch_result(&self, id: u64, recipe_sha: &str, d: &jobs::Delivery<u32>, segments: &[u32], run: &Path) -> Result<Fetched, Fetch> {
+	/// last) and its adapter files into a run directory at `run`; in a contest (`bounds`),
+	/// first the recipe it attests, which must keep within the bounds. A blob that is not
+	/// what its name says, or a manifest that does not hold together, is the result's fault;
+	/// one that cannot be had now (or this machine's disk) is [`Fetch::NotNow`].
+	async fn fetch_result(&self, id: u64, d: &jobs::Delivery<u32>, segments: &[u32], run: &Path, bounds: Option<&Bounds>) -> Result<Fetched, Fetch> {
 		let fetch = |what: String, e: FetchError| if transient(&e) { Fetch::NotNow(format!("{what}: {e}")) } else { Fetch::Fault(LocalFault::BadManifest, format!("{what}: {e}")) };
 		let local = |what: &str, e: &dyn std::fmt::Display| Fetch::NotNow(format!("{what}: {e}"));
 		let bad = |why: String| Fetch::Fault(LocalFault::BadManifest, why);
@@ -551,9 +584,29 @@ impl Validator {
 		let bytes = std::fs::read(&path).map_err(|e| local("the result manifest", &e))?;
 		let manifest = ResultManifest::parse(&bytes, &uri).map_err(|e| bad(format!("{e:#}")))?;
 		let root = hex::encode(d.checkpoint_root);
+		// The attested recipe: the job's (the chain checked it), or in a contest the miner's.
+		let recipe_sha = hex::encode(d.recipe_sha256);
 		if manifest.job_id != id || manifest.recipe != recipe_sha || manifest.merkle_root != root {
 			return Err(bad(format!("the result manifest names job {}, recipe {}, root {}", manifest.job_id, manifest.recipe, manifest.merkle_root)));
 		}
+		let recipe = match bounds {
+			None => None,
+			Some(bounds) => {
+				let uri = manifest.recipe_uri.clone().ok_or_else(|| bad("a contest's result manifest without `recipe_uri`".into()))?;
+				let path = get(uri.clone(), recipe_sha.clone(), None, "the miner's recipe".into()).await?;
+				let bytes = std::fs::read(&path).map_err(|e| local("the miner's recipe", &e))?;
+				let recipe = Recipe::parse(&bytes, &uri).map_err(|e| bad(format!("{e}")))?;
+				bounds.check(&recipe, &uri).map_err(|e| Fetch::Fault(LocalFault::OutOfBounds, e.to_string()))?;
+				let t = &recipe.train;
+				if t.steps != u64::from(d.steps) || t.checkpoint_every != u64::from(d.checkpoint_interval) {
+					return Err(bad(format!(
+						"its recipe trains {} steps every {}, the attestation says {} every {}",
+						t.steps, t.checkpoint_every, d.steps, d.checkpoint_interval
+					)));
+				}
+				Some(recipe)
+			},
+		};
 		let names: Vec<&str> = manifest.peft.keys().map(String::as_str).collect();
 		if names != PEFT_FILES {
 			return Err(bad(format!("the result's PEFT adapter has the files {names:?}, not exactly {PEFT_FILES:?}")));
@@ -600,7 +653,7 @@ impl Validator {
 			get(blob.uri.clone(), blob.sha256.clone(), Some(blob.size), name.clone()).await?;
 			adapter.push((name, blob.sha256.clone()));
 		}
-		Ok(Fetched { manifest: ckpt, adapter })
+		Ok(Fetched { manifest: ckpt, adapter, recipe })
 	}
 }
 
@@ -615,6 +668,8 @@ enum Fetch {
 struct Fetched {
 	manifest: Manifest,
 	adapter: Vec<(String, String)>,
+	/// A contest's result: the recipe it trained (checked against the bounds).
+	recipe: Option<Recipe>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -624,6 +679,7 @@ enum LocalFault {
 	InitialState,
 	Segment,
 	Adapter,
+	OutOfBounds,
 }
 
 fn fault_of(f: LocalFault) -> Fault {
@@ -633,6 +689,7 @@ fn fault_of(f: LocalFault) -> Fault {
 		LocalFault::InitialState => Fault::InitialState,
 		LocalFault::Segment => Fault::Segment,
 		LocalFault::Adapter => Fault::Adapter,
+		LocalFault::OutOfBounds => Fault::OutOfBounds,
 	}
 }
 

@@ -5,10 +5,13 @@
 //! - [`backend`]: the kernel interface and the CPU reference backend.
 //! - [`engine`]: forward and backward of the decoder with LoRA.
 //! - [`lora`], [`rng`]: adapters and the protocol's randomness.
+//! - [`recipe`], [`bounds`]: what a job trains: one recipe, or a contest's bounds within
+//!   which each miner writes its own.
 
 pub mod adapter;
 pub mod backend;
 pub mod bench;
+pub mod bounds;
 pub mod checkpoint;
 pub mod data;
 pub mod engine;
