@@ -18,8 +18,9 @@
 //!   its eval set pays for the work that replays.
 //! - a contest: Bob and Ferdie each train their own recipe within Alice's bounds, the
 //!   ranked payout gives 2/3 of the pool to the lower hidden-eval loss; a copier that
-//!   re-signs Bob's result as its own is judged fraud and slashed; a validator killed after
-//!   committing reveals after its restart.
+//!   re-signs Bob's result as its own, and a rogue that republishes it under a recipe
+//!   outside the bounds, are judged fraud and slashed; a validator killed after committing
+//!   reveals after its restart.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -654,6 +655,68 @@ async fn delivery_of(chain: &Chain, id: u64, who: &AccountId32) -> molting_chain
 	panic!("{who} never delivered job {id}");
 }
 
+/// A cheater outside the worker: funded by Alice, registered with `caps` (its worker key's
+/// proof of possession made properly), it claims a replica of job `id` by hand.
+struct Cheat {
+	account: subxt_signer::sr25519::Keypair,
+	worker: subxt_signer::sr25519::Keypair,
+}
+
+impl Cheat {
+	async fn join(chain: &Chain, name: &str, caps: molting_chain::jobs::Capabilities) -> Cheat {
+		let account = molting_chain::keystore::parse(&format!("//{name}")).unwrap();
+		let worker = molting_chain::keystore::parse(&format!("//{name}//worker")).unwrap();
+		let me = AccountId32::from(account.public_key());
+		let fund = runtime::tx().balances().transfer_keep_alive(subxt::utils::MultiAddress::Id(me.clone()), 1_000 * MOLT);
+		chain.submit("Balances.transfer_keep_alive", &fund, &dev::alice()).await.expect("Alice funds the cheat");
+		let proof = molting_chain::key_proof(molting_chain::WORKER_KEY_CONTEXT, &worker, &me.0);
+		let register = runtime::tx().jobs().register_miner(worker.public_key().0, proof, caps);
+		chain.submit("Jobs.register_miner", &register, &account).await.expect("the cheat registers");
+		Cheat { account, worker }
+	}
+
+	fn id(&self) -> AccountId32 {
+		AccountId32::from(self.account.public_key())
+	}
+
+	/// Attests, as its own, `from`'s training record with the given recipe and result.
+	async fn submit(&self, chain: &Chain, id: u64, from: &molting_chain::jobs::Delivery<u32>, recipe: [u8; 32], result: [u8; 32], uri: &str) {
+		let a = molting_chain::Attestation {
+			job_id: id,
+			genesis_hash: chain.genesis_hash(),
+			miner: self.id().0,
+			recipe_sha256: recipe,
+			result_sha256: result,
+			result_uri: uri.as_bytes().to_vec(),
+			checkpoint_root: from.checkpoint_root,
+			steps: from.steps,
+			checkpoint_interval: from.checkpoint_interval,
+			final_train_loss_ppm: from.final_train_loss_ppm,
+		};
+		let signature = self.worker.sign(&molting_chain::attestation_message(&a));
+		let attestation = molting_chain::jobs::Attestation {
+			job_id: id,
+			genesis_hash: subxt::utils::H256(a.genesis_hash),
+			miner: self.id(),
+			recipe_sha256: a.recipe_sha256,
+			result_sha256: a.result_sha256,
+			result_uri: molting_chain::bounded(a.result_uri.clone()),
+			checkpoint_root: a.checkpoint_root,
+			steps: a.steps,
+			checkpoint_interval: a.checkpoint_interval,
+			final_train_loss_ppm: a.final_train_loss_ppm,
+		};
+		let submit = runtime::tx().jobs().submit_result(id, attestation, signature.0);
+		chain.submit("Jobs.submit_result", &submit, &self.account).await.expect("the attestation is accepted for judging");
+	}
+}
+
+/// A store blob's bytes, by its `http://host:port/path` URI.
+fn fetch_text(uri: &str) -> String {
+	let (addr, path) = uri.strip_prefix("http://").and_then(|r| r.split_once('/')).expect("an http:// URI");
+	molting_e2e::http_get(addr, &format!("/{path}")).unwrap_or_else(|| panic!("the store serves {uri}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contest_is_won_by_the_better_hidden_eval_loss_and_a_copier_is_caught() {
 	use molting_chain::jobs::{ClaimState, Grade};
@@ -703,29 +766,24 @@ async fn a_contest_is_won_by_the_better_hidden_eval_loss_and_a_copier_is_caught(
 	for p in committee.iter_mut() {
 		p.wait_for_log("registered as a validator", Duration::from_secs(120));
 	}
-	// The copier: funded by Alice, registered like Bob (his backend class), it claims the
-	// third replica, trains nothing, and re-signs Bob's result as its own.
-	let copier_key = molting_chain::keystore::parse("//Copier").unwrap();
-	let copier_worker = molting_chain::keystore::parse("//Copier//worker").unwrap();
-	let copier = AccountId32::from(copier_key.public_key());
-	let funding = 1_000 * MOLT;
-	let fund = runtime::tx().balances().transfer_keep_alive(subxt::utils::MultiAddress::Id(copier.clone()), funding);
-	chain.submit("Balances.transfer_keep_alive", &fund, &dev::alice()).await.expect("Alice funds the copier");
-	let caps = chain.miner(&bob).await.unwrap().expect("Bob is registered").capabilities;
-	let proof = molting_chain::key_proof(molting_chain::WORKER_KEY_CONTEXT, &copier_worker, &copier.0);
-	let register = runtime::tx().jobs().register_miner(copier_worker.public_key().0, proof, caps);
-	chain.submit("Jobs.register_miner", &register, &copier_key).await.expect("the copier registers");
+	// Two cheats, registered like Bob (his backend class), each claiming a replica and
+	// training nothing: the copier re-signs Bob's result as its own; the rogue republishes
+	// it under a recipe outside the bounds (rank 8: the bounds allow 2 and 4).
+	let caps = || async { chain.miner(&bob).await.unwrap().expect("Bob is registered").capabilities };
+	let copier = Cheat::join(&chain, "Copier", caps().await).await;
+	let rogue = Cheat::join(&chain, "Rogue", caps().await).await;
+	let (copier_id, rogue_id) = (copier.id(), rogue.id());
 
 	let start = chain.finalized_number().await.unwrap();
 	let issuance0 = issuance(&chain, start).await;
 	let mut before = Vec::new();
-	for who in [&alice, &bob, &ferdie, &copier] {
+	for who in [&alice, &bob, &ferdie, &copier_id, &rogue_id] {
 		before.push(account(&chain, who, start).await);
 	}
 	let secrets = dir.join("alice-secrets");
 	let posted = worker_output(&[
-		"job", "--node", &node.ws_url(), "post", "--recipe", spec.to_str().unwrap(), "--budget", "300", "--store", &store.url,
-		"--account", "//Alice", "--replication", "3", "--claim-blocks", "30", "--submit-blocks", "90", "--reveal-blocks", "6",
+		"job", "--node", &node.ws_url(), "post", "--recipe", spec.to_str().unwrap(), "--budget", "400", "--store", &store.url,
+		"--account", "//Alice", "--replication", "4", "--claim-blocks", "30", "--submit-blocks", "90", "--reveal-blocks", "6",
 		"--judge-blocks", "16", "--eval", dir.join("job/tiny.jsonl").to_str().unwrap(), "--secrets", secrets.to_str().unwrap(),
 		"--min-improvement", "0", "--ranked", "--contest", limits.to_str().unwrap(),
 	]);
@@ -736,35 +794,24 @@ async fn a_contest_is_won_by_the_better_hidden_eval_loss_and_a_copier_is_caught(
 		"{:?}",
 		j.spec.work
 	);
-	chain.submit("Jobs.claim_job", &runtime::tx().jobs().claim_job(id), &copier_key).await.expect("the copier claims");
+	for cheat in [&copier, &rogue] {
+		chain.submit("Jobs.claim_job", &runtime::tx().jobs().claim_job(id), &cheat.account).await.expect("the cheat claims");
+	}
 	let original = delivery_of(&chain, id, &bob).await;
-	let copy = molting_chain::Attestation {
-		job_id: id,
-		genesis_hash: chain.genesis_hash(),
-		miner: copier.0,
-		recipe_sha256: original.recipe_sha256,
-		result_sha256: original.result.sha256,
-		result_uri: original.result.uri.0.clone(),
-		checkpoint_root: original.checkpoint_root,
-		steps: original.steps,
-		checkpoint_interval: original.checkpoint_interval,
-		final_train_loss_ppm: original.final_train_loss_ppm,
-	};
-	let signature = copier_worker.sign(&molting_chain::attestation_message(&copy));
-	let attestation = molting_chain::jobs::Attestation {
-		job_id: id,
-		genesis_hash: subxt::utils::H256(copy.genesis_hash),
-		miner: copier.clone(),
-		recipe_sha256: copy.recipe_sha256,
-		result_sha256: copy.result_sha256,
-		result_uri: molting_chain::bounded(copy.result_uri.clone()),
-		checkpoint_root: copy.checkpoint_root,
-		steps: copy.steps,
-		checkpoint_interval: copy.checkpoint_interval,
-		final_train_loss_ppm: copy.final_train_loss_ppm,
-	};
-	let submit = runtime::tx().jobs().submit_result(id, attestation, signature.0);
-	chain.submit("Jobs.submit_result", &submit, &copier_key).await.expect("the copy is accepted for judging");
+	let bob_uri = String::from_utf8(original.result.uri.0.clone()).unwrap();
+	copier.submit(&chain, id, &original, original.recipe_sha256, original.result.sha256, &bob_uri).await;
+	// The rogue: Bob's recipe with rank 8, Bob's manifest naming it, Bob's training record.
+	let mut manifest: serde_json::Value = serde_json::from_str(&fetch_text(&bob_uri)).unwrap();
+	let bob_recipe = fetch_text(manifest["recipe_uri"].as_str().expect("a contest's manifest names its recipe"));
+	let mut recipe = molting_engine::recipe::Recipe::parse(bob_recipe.as_bytes(), "Bob's recipe").unwrap();
+	recipe.lora.rank = 8;
+	let publisher = molting_store::Publisher::new(&store.url, None).unwrap();
+	let (recipe_sha, recipe_uri) = publisher.put(recipe.to_canonical()).await.unwrap();
+	manifest["recipe"] = recipe_sha.clone().into();
+	manifest["recipe_uri"] = recipe_uri.into();
+	let (result_sha, result_uri) = publisher.put(molting_engine::recipe::canonical_json(&manifest)).await.unwrap();
+	let hex32 = |h: &str| -> [u8; 32] { hex::decode(h).unwrap().try_into().unwrap() };
+	rogue.submit(&chain, id, &original, hex32(&recipe_sha), hex32(&result_sha), &result_uri).await;
 	// Two recipes, as chosen, and both within the bounds.
 	let ferdie_delivery = delivery_of(&chain, id, &ferdie).await;
 	assert_ne!(ferdie_delivery.recipe_sha256, original.recipe_sha256, "Bob and Ferdie trained different recipes");
@@ -799,22 +846,27 @@ async fn a_contest_is_won_by_the_better_hidden_eval_loss_and_a_copier_is_caught(
 		to_validators += events.find::<runtime::contribution::events::ValidatorPaid>().flatten().map(|e| e.amount).sum::<u128>();
 		penalised += events.find::<runtime::contribution::events::ValidatorPenalised>().flatten().count();
 	}
-	let (b, f, c) = (&settled[&bob.to_string()], &settled[&ferdie.to_string()], &settled[&copier.to_string()]);
-	assert!(matches!(c.grade, Grade::Fraud), "the copy: {:?}", c.grade);
+	let (b, f) = (&settled[&bob.to_string()], &settled[&ferdie.to_string()]);
 	let collateral = 10 * MOLT;
-	assert_eq!((c.paid, c.refunded, c.slashed), (0, 100 * MOLT, collateral), "the copier's collateral slashed, its share refunded");
+	for (who, s) in [("the copy", &settled[&copier_id.to_string()]), ("the rogue's", &settled[&rogue_id.to_string()])] {
+		assert!(matches!(s.grade, Grade::Fraud), "{who}: {:?}", s.grade);
+		assert_eq!((s.paid, s.refunded, s.slashed), (0, 100 * MOLT, collateral), "{who}: collateral slashed, its share refunded");
+	}
 	for v in names {
 		let log = std::fs::read_to_string(dir.join(format!("{v}.log"))).unwrap() + &std::fs::read_to_string(dir.join(format!("{v}-2.log"))).unwrap_or_default();
 		assert!(log.contains("checkpoint 0 is not the recipe's initial state under the miner's seed"), "{v} says why the copy fails:\n{log}");
+		assert!(log.contains("`lora.rank` is 8, not one of [2, 4], outside the contest's bounds"), "{v} says why the rogue fails:\n{log}");
 	}
 	let (Grade::Pass { loss_ppm: Some(lb) }, Grade::Pass { loss_ppm: Some(lf) }) = (&b.grade, &f.grade) else {
 		panic!("both honest results pass with a loss: {:?} {:?}", b.grade, f.grade);
 	};
 	assert_ne!(lb, lf, "two recipes, two losses");
 	// Each loss is what the worker's `eval` finds for that miner's fetched adapter.
-	for (who, loss) in [(&bob, lb), (&ferdie, lf)] {
+	for (who, loss, rank) in [(&bob, lb, 4), (&ferdie, lf, 2)] {
 		let out = dir.join(format!("fetched-{who}"));
 		worker_output(&["job", "--node", &node.ws_url(), "fetch", &id.to_string(), "--miner", &who.to_string(), "--out", out.to_str().unwrap()]);
+		let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("adapter/adapter_config.json")).unwrap()).unwrap();
+		assert_eq!(config["r"], rank, "{who} trained the rank it chose");
 		let eval: serde_json::Value = serde_json::from_str(&worker_output(&[
 			"eval", "--spec", spec.to_str().unwrap(), "--adapter", out.join("adapter").to_str().unwrap(), "--json",
 		]))
@@ -828,16 +880,24 @@ async fn a_contest_is_won_by_the_better_hidden_eval_loss_and_a_copier_is_caught(
 	let gross = |s: &runtime::jobs::events::ResultSettled| s.paid + s.fee;
 	let (winner, loser) = if lb < lf { (b, f) } else { (f, b) };
 	assert_eq!(gross(winner) + gross(loser), pool, "the pool, all of it");
-	assert_eq!(gross(winner), pool * 2 / 3, "2/3 of the pool (floored) to the better loss");
+	assert_eq!(gross(loser), pool / 3, "1/3 of the pool (floored) to the worse loss, the rest to the better");
 	for s in [b, f] {
 		assert_eq!(s.validator_fee, validator_fee);
 		assert!(s.fee.abs_diff(gross(s) / 20) <= 1, "the protocol fee, 5% of what the rank earns (to the nearest planck)");
 	}
-	assert_eq!(to_validators, 2 * validator_fee + collateral / 2, "the validators' fees and half the copier's slash");
+	assert_eq!(to_validators, 2 * validator_fee + collateral, "the validators' fees and half of each cheat's slash");
 	assert_eq!(penalised, 0, "every seat agreed and revealed, Charlie's after its restart");
+	let restarted = std::fs::read_to_string(dir.join("Charlie-2.log")).unwrap();
+	assert!(restarted.contains("connected"), "Charlie came back:\n{restarted}");
+	let charlie = std::fs::read_to_string(dir.join("Charlie.log")).unwrap();
+	assert!(
+		charlie.contains("revealed my report") || restarted.contains("revealed my report"),
+		"Charlie revealed (after its restart, unless it was quicker than the kill)"
+	);
+	assert!(!restarted.contains("judging"), "the restarted Charlie did not judge again: its report was on disk");
 	let mut after = Vec::new();
 	let mut fees = Vec::new();
-	for who in [&alice, &bob, &ferdie, &copier] {
+	for who in [&alice, &bob, &ferdie, &copier_id, &rogue_id] {
 		after.push(account(&chain, who, end).await);
 		fees.push(fees_paid(&chain, who, start + 1, end).await);
 	}
@@ -846,10 +906,11 @@ async fn a_contest_is_won_by_the_better_hidden_eval_loss_and_a_copier_is_caught(
 	assert_eq!(after[1].free, before[1].free + b.paid - fees[1], "Bob: his rank's payout");
 	assert_eq!(after[2].free, before[2].free + f.paid - fees[2], "Ferdie: her rank's payout");
 	assert_eq!(after[3].free, before[3].free - collateral - fees[3], "the copier loses its collateral");
+	assert_eq!(after[4].free, before[4].free - collateral - fees[4], "the rogue loses its collateral");
 	for (a, b) in after.iter().zip(&before) {
 		assert_eq!(a.reserved, b.reserved, "no escrow or collateral left on hold");
 	}
-	assert_eq!(issuance(&chain, end).await, issuance0 - collateral / 2, "the other half of the slash is burned");
+	assert_eq!(issuance(&chain, end).await, issuance0 - collateral, "the other halves of the slashes are burned");
 	assert_eq!(chain.check_market_invariants().await.unwrap(), Ok(()), "the market's try_state checks hold on the chain");
 	let j = job(&chain, id).await;
 	assert!(j.claims.0.iter().all(|c| matches!(c.state, ClaimState::Judged { .. })));

@@ -441,14 +441,15 @@ impl<T: Config> Pallet<T> {
 		// n <= MaxReplication <= 32 (integrity_test), so the weights fit a u64 and the split
 		// is exact: floor(pool * weight / total), computed as
 		// (pool / total) * weight + (pool % total) * weight / total so nothing overflows
-		// (the remainder is below total < 2^32, the weight below 2^31).
+		// (the remainder is below total < 2^32, the weight below 2^31). Ranks 1.. get their
+		// floors; rank 0 the rest, so a better rank never earns less than a worse one.
 		let total: BalanceOf<T> = 1u64.checked_shl(n).unwrap_or(u64::MAX).saturating_sub(1).saturated_into();
 		let mut left = pool;
-		for (rank, &(_, i)) in ranked.iter().enumerate() {
-			let amount = if rank + 1 == ranked.len() || total.is_zero() {
-				left
+		for (rank, &(_, i)) in ranked.iter().enumerate().skip(1) {
+			let weight: BalanceOf<T> = 1u64.checked_shl(n - 1 - rank as u32).unwrap_or(0).saturated_into();
+			let amount = if total.is_zero() {
+				Zero::zero()
 			} else {
-				let weight: BalanceOf<T> = 1u64.checked_shl(n - 1 - rank as u32).unwrap_or(0).saturated_into();
 				(pool / total)
 					.saturating_mul(weight)
 					.saturating_add((pool % total).saturating_mul(weight) / total)
@@ -458,6 +459,9 @@ impl<T: Config> Pallet<T> {
 			if let Some(slot) = out.get_mut(i) {
 				*slot = amount;
 			}
+		}
+		if let Some(slot) = ranked.first().and_then(|&(_, i)| out.get_mut(i)) {
+			*slot = left;
 		}
 		out
 	}

@@ -697,7 +697,8 @@ fn ranked_contest_pays_by_hidden_eval_loss() {
 		]));
 		run_to_block(JUDGE_BY + 1);
 		// Reward 3_333 each, validators' fee 333, so a pool of 3 x 3_000 = 9_000 split
-		// 4/7, 2/7, 1/7, floored: 5_142.86 -> 5_142, 2_571.43 -> 2_571, the rest 1_287.
+		// 4/7, 2/7, 1/7: 2_571.43 -> 2_571 and 1_285.71 -> 1_285 (floored), the winner the
+		// rest, 5_144 (so a better rank never earns less than a worse one).
 		let payout = |m| match settled(job, m) {
 			Event::ResultSettled { paid, fee, .. } => {
 				assert_eq!(fee, Perbill::from_percent(5) * (paid + fee), "protocol fee on the payout");
@@ -705,7 +706,7 @@ fn ranked_contest_pays_by_hidden_eval_loss() {
 			},
 			_ => unreachable!(),
 		};
-		assert_eq!((payout(MINER2), payout(MINER), payout(MINER3)), (5_142, 2_571, 1_287));
+		assert_eq!((payout(MINER2), payout(MINER), payout(MINER3)), (5_144, 2_571, 1_285));
 		assert_eq!(free(OWNER), START - 9_999, "the whole budget is spent (9_999 = 3 x 3_333)");
 		assert_eq!(free(VALIDATORS), START + 999);
 	});

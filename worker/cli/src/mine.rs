@@ -83,6 +83,9 @@ struct Delivery {
 	steps: u32,
 	checkpoint_interval: u32,
 	final_train_loss_ppm: u32,
+	/// The recipe the signature names (a contest's is the miner's own; older files lack it).
+	#[serde(default)]
+	recipe_sha256: String,
 	signature: String,
 }
 
@@ -402,21 +405,22 @@ impl Miner {
 	}
 
 	/// The recipe this miner trains for job `id`: a compute job's, fetched and checked
-	/// against the chain's fields; in a contest, its own within the bounds (the one recorded
-	/// at claim time, or `--contest-choice` over the bounds' suggestion).
-	async fn fetch_recipe(&self, id: u64, job: &molting_chain::Job) -> Result<Recipe> {
+	/// against the chain's fields; in a contest, its own within the bounds: for a claim on
+	/// chain (`claimed`), the one recorded at claim time; otherwise `--contest-choice` over
+	/// the bounds' suggestion (a record left by a claim that never landed is not reused).
+	async fn fetch_recipe(&self, id: u64, job: &molting_chain::Job, claimed: bool) -> Result<Recipe> {
 		let (steps, interval) = match &job.spec.work {
 			jobs::Work::Contest { bounds, max_steps, max_checkpoint_interval } => {
 				let bounds = self.fetch_bounds(id, bounds).await?;
 				let recorded = self.job_dir(id).join("recipe.json");
-				let recipe = match std::fs::read(&recorded) {
-					Ok(bytes) => {
+				let recipe = match std::fs::read(&recorded).ok().filter(|_| claimed) {
+					Some(bytes) => {
 						let what = recorded.display().to_string();
 						let recipe = Recipe::parse(&bytes, &what)?;
 						bounds.check(&recipe, &what)?;
 						recipe
 					},
-					Err(_) => bounds.choose(&self.opts.contest_choice, "--contest-choice")?,
+					None => bounds.choose(&self.opts.contest_choice, "--contest-choice").with_context(|| format!("job {id}"))?,
 				};
 				let t = &recipe.train;
 				if t.steps > u64::from(*max_steps) || t.checkpoint_every > u64::from(*max_checkpoint_interval) {
@@ -453,7 +457,8 @@ impl Miner {
 		let (sha, uri) = (hex::encode(bounds.sha256), String::from_utf8_lossy(&bounds.uri.0).into_owned());
 		self.check_scheme(&uri)?;
 		let path = self.cache.fetch(&uri, &sha, None).await.with_context(|| format!("job {id}: the contest's bounds"))?;
-		Ok(Bounds::parse(&std::fs::read(&path)?, &uri)?)
+		let bytes = std::fs::read(&path).with_context(|| format!("job {id}: the contest's bounds, {}", path.display()))?;
+		Ok(Bounds::parse(&bytes, &uri).with_context(|| format!("job {id}"))?)
 	}
 
 	/// `file://` URIs from a stranger's recipe are refused unless `--allow-file-uris`.
@@ -510,7 +515,7 @@ impl Miner {
 			return Ok(());
 		}
 		// Never claim what cannot be fetched and checked first.
-		let recipe = self.fetch_recipe(id, job).await?;
+		let recipe = self.fetch_recipe(id, job, false).await?;
 		let per_step = job.reward_per_result / u128::from(recipe.train.steps.max(1));
 		if per_step < self.opts.min_reward_per_step {
 			bail!(
@@ -577,7 +582,9 @@ impl Miner {
 					self.tracked.insert(id, Tracked::new(dir, recipe, seed, visible_from));
 				},
 				Some(ChainError::Dispatch { error, .. }) => {
+					// Not ours: a later look chooses its contest recipe afresh.
 					let _ = std::fs::remove_file(dir.join("claim.json"));
+					let _ = std::fs::remove_file(dir.join("recipe.json"));
 					bail!("the claim failed: {error}");
 				},
 				// Not known whether it landed: the JobClaimed event (or the next look) tells.
@@ -612,7 +619,7 @@ impl Miner {
 
 	/// Starts tracking a claim of ours found on chain.
 	async fn track(&mut self, id: u64, job: &molting_chain::Job, visible_from: u64) -> Result<()> {
-		let recipe = self.fetch_recipe(id, job).await?;
+		let recipe = self.fetch_recipe(id, job, true).await?;
 		let seed = miner_seed(recipe.train.seed, id, &self.keys.account.public_key().0);
 		let dir = self.job_dir(id);
 		record_claim(&dir, id, &recipe, seed)?;
@@ -660,7 +667,12 @@ impl Miner {
 		}
 		if let Ok(bytes) = std::fs::read(dir.join("delivery.json")) {
 			let d: Delivery = serde_json::from_slice(&bytes).context("delivery.json")?;
-			let recipe_sha256 = t.recipe.sha256();
+			// The hash signed, not the tracked recipe's: they differ only if recipe.json was
+			// lost or changed after the signature, and the chain checks the signed bytes.
+			let recipe_sha256 = match d.recipe_sha256.as_str() {
+				"" => t.recipe.sha256(),
+				h => hex32(h, "delivery.json recipe_sha256")?,
+			};
 			return self.submit(chain, id, recipe_sha256, d).await;
 		}
 		// Training (or publishing) in flight?
@@ -898,6 +910,7 @@ async fn work(cx: WorkContext) -> Result<()> {
 		steps: attestation.steps,
 		checkpoint_interval: attestation.checkpoint_interval,
 		final_train_loss_ppm: attestation.final_train_loss_ppm,
+		recipe_sha256: cx.recipe_sha256.clone(),
 		signature: hex::encode(signature.0),
 	};
 	tracing::info!(

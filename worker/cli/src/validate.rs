@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  every finalised block:
-//!    registered? ── no ──▶ register_validator(report key, --bond)
+//!    registered? ── no ──▶ register_validator(report key, its proof of possession, --bond)
 //!    for each case with a seat of mine (Contribution.Cases at that block):
 //!      report.json on disk? ── no, and the eval set is out (or its reveal period over)
 //!          ──▶ judge every result (below) ─▶ report.json + salt, written before anything is sent
@@ -496,19 +496,16 @@ impl Validator {
 			for (i, (miner, segments, run, fetched, class)) in prepared.into_iter().enumerate() {
 				// A contest's result trains its own recipe: a job of its own (with the same
 				// eval set), unless it is the suggestion itself.
+				// It keeps within the bounds, so its inputs are the ones the suggestion loaded:
+				// a failure to load it is this machine's (disk, cache), never the miner's fault,
+				// and leaves the case unreported rather than wrongly reported.
 				let mut own = None;
 				let job = match fetched.as_ref().ok().and_then(|f| f.recipe.clone()) {
-					Some(r) if r.sha256() != base_job.recipe_hash => match Job::from_recipe(r, 0, &inputs) {
-						Ok(mut j) => {
-							j.eval = base_job.eval.clone();
-							own.insert(j)
-						},
-						Err(e) => {
-							let why = format!("its recipe does not load: {e}");
-							results.push(ResultReport { replay: Replay::Fail(Fault::BadManifest), loss_ppm: None, bits_per_byte_ppm: None });
-							findings.push(format!("result {i} ({miner}): {why}"));
-							continue;
-						},
+					Some(r) if r.sha256() != base_job.recipe_hash => {
+						let what = format!("result {i}: its recipe {}", hex::encode(r.sha256()));
+						let mut j = Job::from_recipe(r, 0, &inputs).with_context(|| what)?;
+						j.eval = base_job.eval.clone();
+						own.insert(j)
 					},
 					_ => &mut base_job,
 				};

@@ -47,6 +47,9 @@ use crate::spec::{LoraSection, Precision, TrainSection};
 /// The `bounds` field of every bounds document this engine reads.
 pub const BOUNDS_VERSION: &str = "molting/bounds/v1";
 
+/// Most training steps a job may ask for (pallet-jobs' `MAX_STEPS`).
+pub const MAX_STEPS: u64 = 1_000_000;
+
 /// The ranges a contest's recipes keep within (see the module's table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -153,11 +156,13 @@ impl Bounds {
 		if !(l.lr_min > 0.0 && l.lr_min.is_finite() && l.lr_max.is_finite() && l.lr_min <= l.lr_max) {
 			return bad("limits.lr_min", "and limits.lr_max must be positive with lr_min <= lr_max");
 		}
-		if l.max_steps == 0 || l.max_steps > u64::from(u32::MAX) {
-			return bad("limits.max_steps", "must be between 1 and 2^32 - 1");
+		// The chain's own limits on a contest (pallet-jobs' `MAX_STEPS`, an interval no
+		// longer than the run): a post it would refuse is refused here, naming the field.
+		if l.max_steps == 0 || l.max_steps > MAX_STEPS {
+			return bad("limits.max_steps", &format!("must be between 1 and {MAX_STEPS}"));
 		}
-		if l.max_checkpoint_every == 0 || l.max_checkpoint_every > u64::from(u32::MAX) {
-			return bad("limits.max_checkpoint_every", "must be between 1 and 2^32 - 1");
+		if l.max_checkpoint_every == 0 || l.max_checkpoint_every > l.max_steps {
+			return bad("limits.max_checkpoint_every", "must be between 1 and limits.max_steps");
 		}
 		if l.max_seq_len < 2 || l.max_tokens_per_step < 2 {
 			return bad("limits.max_seq_len", "and limits.max_tokens_per_step must be at least 2");
@@ -221,7 +226,9 @@ impl Bounds {
 		if !l.ranks.contains(&lora.rank) {
 			return out("lora.rank", format!("is {}, not one of {:?}", lora.rank, l.ranks));
 		}
-		if let Some(target) = lora.targets.iter().find(|x| !l.targets.contains(x)) {
+		// Compared as targets, not strings (`q` and `q_proj` are one target).
+		let allowed: Vec<Target> = l.targets.iter().filter_map(|t| Target::parse(t)).collect();
+		if let Some(target) = lora.targets.iter().find(|x| Target::parse(x).is_none_or(|t| !allowed.contains(&t))) {
 			return out("lora.targets", format!("names `{target}`, not one of {:?}", l.targets));
 		}
 		if !(l.lr_min..=l.lr_max).contains(&t.lr) {
@@ -232,6 +239,11 @@ impl Bounds {
 		}
 		if t.checkpoint_every > l.max_checkpoint_every {
 			return out("train.checkpoint_every", format!("is {}, more than {}", t.checkpoint_every, l.max_checkpoint_every));
+		}
+		// The chain admits an interval no longer than the run: a recipe that breaks this would
+		// train and then be refused at submission, its collateral lost.
+		if t.checkpoint_every > t.steps {
+			return out("train.checkpoint_every", format!("is {}, more than the recipe's {} steps", t.checkpoint_every, t.steps));
 		}
 		if t.seq_len > l.max_seq_len {
 			return out("train.seq_len", format!("is {}, more than {}", t.seq_len, l.max_seq_len));
@@ -337,6 +349,7 @@ mod tests {
 			(json!({"train": {"lr": 0.00009}}), "train.lr"),
 			(json!({"train": {"steps": 13}}), "train.steps"),
 			(json!({"train": {"checkpoint_every": 5}}), "train.checkpoint_every"),
+			(json!({"train": {"steps": 3}}), "train.checkpoint_every"),
 			(json!({"train": {"seq_len": 65}}), "train.seq_len"),
 			(json!({"train": {"batch_size": 3}}), "train.batch_size"),
 			(json!({"train": {"precision": "bf16"}}), "train.precision"),
@@ -381,6 +394,8 @@ mod tests {
 			(|b| b.limits.lr_min = 0.1, "limits.lr_min"),
 			(|b| b.limits.max_steps = 0, "limits.max_steps"),
 			(|b| b.limits.max_checkpoint_every = 0, "limits.max_checkpoint_every"),
+			(|b| b.limits.max_checkpoint_every = 13, "limits.max_checkpoint_every"),
+			(|b| b.limits.max_steps = 1_000_001, "limits.max_steps"),
 			(|b| b.limits.max_tokens_per_step = 1, "limits.max_seq_len"),
 			(|b| b.bounds = "molting/bounds/v0".into(), "bounds"),
 		];
