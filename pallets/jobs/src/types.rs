@@ -88,7 +88,7 @@ pub enum PayoutRule {
 	/// Every passing result earns the reward per result (`budget / replication`).
 	Equal,
 	/// The passing results' shares are pooled and split by rank of eval loss: rank `i` of
-	/// `n >= 1` gets `floor(pool * 2^(n-1-i) / (2^n - 1))`, rank 0 what is left (2/3 and
+	/// `n`, `i >= 1`, gets `floor(pool * 2^(n-1-i) / (2^n - 1))`, rank 0 what is left (2/3 and
 	/// 1/3 for two). Without a revealed eval set, as `Equal`.
 	Ranked,
 }

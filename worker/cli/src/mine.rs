@@ -582,9 +582,10 @@ impl Miner {
 					self.tracked.insert(id, Tracked::new(dir, recipe, seed, visible_from));
 				},
 				Some(ChainError::Dispatch { error, .. }) => {
-					// Not ours: a later look chooses its contest recipe afresh.
+					// recipe.json stays: a claim that did land after all (an earlier, timed-out
+					// try filled the job) trains it; a later look at an unclaimed job ignores it
+					// and records afresh before claiming.
 					let _ = std::fs::remove_file(dir.join("claim.json"));
-					let _ = std::fs::remove_file(dir.join("recipe.json"));
 					bail!("the claim failed: {error}");
 				},
 				// Not known whether it landed: the JobClaimed event (or the next look) tells.

@@ -497,13 +497,16 @@ impl Validator {
 				// A contest's result trains its own recipe: a job of its own (with the same
 				// eval set), unless it is the suggestion itself.
 				// It keeps within the bounds, so its inputs are the ones the suggestion loaded:
-				// a failure to load it is this machine's (disk, cache), never the miner's fault,
-				// and leaves the case unreported rather than wrongly reported.
+				// a failure to load it is this machine's (disk, cache), never the miner's fault:
+				// tried again next block, and in the last blocks of the commit window the case
+				// is left unreported rather than wrongly reported.
 				let mut own = None;
 				let job = match fetched.as_ref().ok().and_then(|f| f.recipe.clone()) {
 					Some(r) if r.sha256() != base_job.recipe_hash => {
 						let what = format!("result {i}: its recipe {}", hex::encode(r.sha256()));
-						let mut j = Job::from_recipe(r, 0, &inputs).with_context(|| what)?;
+						let mut j = Job::from_recipe(r, 0, &inputs).map_err(|e| -> anyhow::Error {
+							if last_chance { anyhow::Error::from(e).context(what) } else { NotNow(format!("{what}: {e}")).into() }
+						})?;
 						j.eval = base_job.eval.clone();
 						own.insert(j)
 					},
