@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::model::Target;
-use crate::recipe::{canonical_json, BlobRef, DataInputs, ModelInputs, Recipe, RecipeError, RECIPE_VERSION};
+use crate::recipe::{canonical_json, canonical_targets, BlobRef, DataInputs, ModelInputs, Recipe, RecipeError, RECIPE_VERSION};
 use crate::spec::{LoraSection, Precision, TrainSection};
 
 /// The `bounds` field of every bounds document this engine reads.
@@ -257,15 +257,6 @@ impl Bounds {
 		}
 		Ok(())
 	}
-}
-
-fn canonical_targets(targets: &[String]) -> Vec<String> {
-	let mut parsed: Vec<Target> = targets.iter().filter_map(|t| Target::parse(t)).collect();
-	parsed.sort();
-	parsed.dedup();
-	let mut out: Vec<String> = parsed.iter().map(|t| t.name().to_string()).collect();
-	out.extend(targets.iter().filter(|t| Target::parse(t).is_none()).cloned());
-	out
 }
 
 /// Lays `top`'s object members over `base`'s, recursively.

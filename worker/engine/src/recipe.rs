@@ -206,7 +206,7 @@ fn check_blob(what: &str, field: &str, blob: &BlobRef) -> Result<(), RecipeError
 }
 
 /// The targets in the engine's order, each once (their order does not change training).
-fn canonical_targets(targets: &[String]) -> Vec<String> {
+pub(crate) fn canonical_targets(targets: &[String]) -> Vec<String> {
 	let mut parsed: Vec<crate::model::Target> =
 		targets.iter().filter_map(|t| crate::model::Target::parse(t)).collect();
 	parsed.sort();
