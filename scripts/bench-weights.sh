@@ -11,7 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
 
 PALLETS=("$@")
-[ ${#PALLETS[@]} -gt 0 ] || PALLETS=(pallet_jobs)
+[ ${#PALLETS[@]} -gt 0 ] || PALLETS=(pallet_jobs pallet_contribution)
 
 say "building molting-node and the runtime with runtime-benchmarks"
 cargo build --profile "$MOLTING_PROFILE" --workspace

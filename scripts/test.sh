@@ -40,6 +40,10 @@ stage deps check_one_sdk_line
 # share one build of the node.
 stage build cargo build --profile "$MOLTING_PROFILE" --workspace
 stage rust-tests cargo test --profile "$MOLTING_PROFILE" --workspace
+# The pallets' benchmarks, run once each on the mock runtimes, so they cannot rot between
+# weight measurements (`scripts/bench-weights.sh` runs them in the real runtime).
+stage benchmarks cargo test --profile "$MOLTING_PROFILE" -p pallet-jobs -p pallet-contribution \
+	--features pallet-jobs/runtime-benchmarks,pallet-contribution/runtime-benchmarks benchmarking
 stage js-tests bash -c 'cd tests/js && npm test'
 # llama.cpp itself loads the worker's GGUF LoRA (trains a short job first: about a minute).
 stage llamacpp bash -c 'cd tests/llamacpp && npm test'

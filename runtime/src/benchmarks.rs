@@ -11,6 +11,7 @@ frame_benchmarking::define_benchmarks!(
 	[pallet_utility, Utility]
 	[pallet_sudo, Sudo]
 	[pallet_jobs, Jobs]
+	[pallet_contribution, Contribution]
 );
 
 /// The benchmarks this runtime has, and its storage layout.

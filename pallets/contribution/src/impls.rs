@@ -694,7 +694,13 @@ impl<T: Config> ResultJudge<T::AccountId, BlockNumberFor<T>> for Pallet<T> {
 	}
 
 	fn on_deadline_weight() -> Weight {
-		<T as Config>::WeightInfo::on_deadline()
+		// The larger of its two ends: a ruling, or a fresh committee.
+		<T as Config>::WeightInfo::on_deadline_ruling().max(<T as Config>::WeightInfo::on_deadline_extending())
+	}
+
+	#[cfg(feature = "runtime-benchmarks")]
+	fn prepare_for_cases() {
+		crate::benchmarking::fill_active_set::<T>();
 	}
 
 	fn forget(job_id: JobId) {

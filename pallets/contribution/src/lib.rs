@@ -3,6 +3,8 @@
 
 extern crate alloc;
 
+#[cfg(feature = "runtime-benchmarks")]
+pub mod benchmarking;
 mod impls;
 #[cfg(test)]
 mod mock;
@@ -336,9 +338,10 @@ pub mod pallet {
 		}
 
 		/// A seat reveals its report and salt. Anyone may submit it: only the committer
-		/// knows the salt. The last reveal of a committee rules the case at once.
+		/// knows the salt. The last reveal of a committee rules the case at once (its
+		/// weight is that of the last reveal).
 		#[pallet::call_index(5)]
-		#[pallet::weight(<T as Config>::WeightInfo::reveal_report().max(<T as Config>::WeightInfo::rule()))]
+		#[pallet::weight(<T as Config>::WeightInfo::reveal_report(report.results.len() as u32))]
 		pub fn reveal_report(
 			origin: OriginFor<T>,
 			job_id: JobId,

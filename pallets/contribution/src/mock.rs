@@ -134,6 +134,14 @@ pub fn new_test_ext() -> sp_io::TestExternalities {
 	ext
 }
 
+/// The test externalities plus a keystore, where benchmarks keep their keys.
+#[cfg(feature = "runtime-benchmarks")]
+pub fn new_bench_ext() -> sp_io::TestExternalities {
+	let mut ext = new_test_ext();
+	ext.register_extension(sp_keystore::KeystoreExt::new(sp_keystore::testing::MemoryKeystore::new()));
+	ext
+}
+
 /// Runs `test`, then checks both pallets' invariants.
 pub fn test(f: impl FnOnce()) {
 	new_test_ext().execute_with(|| {

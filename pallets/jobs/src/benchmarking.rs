@@ -1,4 +1,6 @@
-//! Benchmarks of every call, each at the worst case its bounds allow.
+//! Benchmarks of every call, each at the worst case its bounds allow, and of closing a
+//! job's submissions (the `on_idle` step that hands the results to the judge). The setup
+//! helpers are public: the judge's benchmarks build their cases with them.
 
 use super::*;
 use crate::pallet::{BalanceOf, DueJobs, Jobs as JobsMap, Miners, NextJobId};
@@ -13,27 +15,31 @@ use sp_core::{crypto::KeyTypeId, sr25519};
 use sp_runtime::traits::{Bounded, One, Saturating};
 
 /// Key type of the benchmark's worker keys in the host keystore.
-const WORKER: KeyTypeId = KeyTypeId(*b"mwrk");
+pub const WORKER: KeyTypeId = KeyTypeId(*b"mwrk");
 
-fn funded<T: Config>(name: &'static str, index: u32) -> T::AccountId {
+/// Account `name`/`index`, with more than any benchmark spends.
+pub fn funded<T: Config>(name: &'static str, index: u32) -> T::AccountId {
 	let who: T::AccountId = account(name, index, 0);
 	let plenty = BalanceOf::<T>::max_value() / 1_000u32.into();
 	T::Currency::set_balance(&who, plenty);
 	who
 }
 
-fn uri(len: u32) -> Uri {
+/// A URI of `len` bytes.
+pub fn uri(len: u32) -> Uri {
 	BoundedVec::try_from(vec![b'u'; len as usize]).expect("within MAX_URI_LEN")
 }
 
-fn worst_caps() -> Capabilities {
+/// The largest capabilities record.
+pub fn worst_caps() -> Capabilities {
 	Capabilities {
 		backend: BoundedVec::try_from(vec![b'b'; MAX_BACKEND_LEN as usize]).unwrap(),
 		memory_mib: u32::MAX,
 	}
 }
 
-fn worst_spec<T: Config>() -> JobSpec {
+/// The costliest job: the longest URIs, ranked payouts, the widest replication.
+pub fn worst_spec<T: Config>() -> JobSpec {
 	let content = |tag| ContentRef { sha256: [tag; 32], uri: uri(MAX_URI_LEN) };
 	JobSpec {
 		work: Work::Compute { recipe: content(1), steps: 1_000, checkpoint_interval: 100 },
@@ -50,36 +56,49 @@ fn worst_spec<T: Config>() -> JobSpec {
 }
 
 /// `key`'s proof of possession for `who`, signed in the host keystore.
-fn key_proof<T: Config>(who: &T::AccountId, key: &sr25519::Public) -> sr25519::Signature {
+pub fn key_proof<T: Config>(who: &T::AccountId, key: &sr25519::Public) -> sr25519::Signature {
 	sp_io::crypto::sr25519_sign(WORKER, key, &key_proof_message(WORKER_KEY_CONTEXT, who)).expect("the key is in the keystore")
 }
 
 /// A registered miner with a worker key in the host keystore.
-fn miner<T: Config>(index: u32) -> (T::AccountId, sr25519::Public) {
+pub fn miner<T: Config>(index: u32) -> (T::AccountId, sr25519::Public) {
 	let who = funded::<T>("miner", index);
 	let key = sp_io::crypto::sr25519_generate(WORKER, None);
 	Pallet::<T>::do_register_miner(who.clone(), key.0, key_proof::<T>(&who, &key).0, worst_caps()).expect("registers");
 	(who, key)
 }
 
-fn deadlines<T: Config>() -> Deadlines<BlockNumberFor<T>> {
+/// Deadlines from now that leave the judge its shortest judging period.
+pub fn deadlines<T: Config>() -> Deadlines<BlockNumberFor<T>> {
 	let now = frame_system::Pallet::<T>::block_number();
 	let judge_by = now + 30u32.into() + T::Judge::min_judging_period();
 	Deadlines { claim_by: now + 10u32.into(), submit_by: now + 20u32.into(), reveal_by: now + 30u32.into(), judge_by }
 }
 
 /// A job of the widest replication, posted by a fresh owner.
-fn job<T: Config>() -> (T::AccountId, JobId) {
+pub fn job<T: Config>() -> (T::AccountId, JobId) {
+	job_with::<T>(worst_spec::<T>())
+}
+
+/// A job of `spec`, posted by a fresh owner.
+pub fn job_with<T: Config>(spec: JobSpec) -> (T::AccountId, JobId) {
 	let owner = funded::<T>("owner", 0);
 	let budget = T::MinReward::get().saturating_mul(1_000u32.into());
-	let id = Pallet::<T>::do_post_job(owner.clone(), worst_spec::<T>(), budget, deadlines::<T>())
-		.expect("posts");
+	let id = Pallet::<T>::do_post_job(owner.clone(), spec, budget, deadlines::<T>()).expect("posts");
 	(owner, id)
 }
 
+/// A registered miner, its worker key, for each claim.
+pub type Claimers<T> = alloc::vec::Vec<(<T as frame_system::Config>::AccountId, sr25519::Public)>;
+
 /// A job with `claims` miners on it; returns the owner, the job and the miners.
-fn claimed_job<T: Config>(claims: u32) -> (T::AccountId, JobId, alloc::vec::Vec<(T::AccountId, sr25519::Public)>) {
-	let (owner, id) = job::<T>();
+pub fn claimed_job<T: Config>(claims: u32) -> (T::AccountId, JobId, Claimers<T>) {
+	claimed_job_with::<T>(worst_spec::<T>(), claims)
+}
+
+/// A job of `spec` with `claims` miners on it.
+pub fn claimed_job_with<T: Config>(spec: JobSpec, claims: u32) -> (T::AccountId, JobId, Claimers<T>) {
+	let (owner, id) = job_with::<T>(spec);
 	let miners: alloc::vec::Vec<_> = (0..claims).map(miner::<T>).collect();
 	for (who, _) in &miners {
 		Pallet::<T>::do_claim_job(who.clone(), id).expect("claims");
@@ -88,7 +107,7 @@ fn claimed_job<T: Config>(claims: u32) -> (T::AccountId, JobId, alloc::vec::Vec<
 }
 
 /// Miner `index`'s attestation: its own result and root (no duplicate of another's).
-fn signed_attestation<T: Config>(
+pub fn signed_attestation<T: Config>(
 	id: JobId,
 	who: &T::AccountId,
 	key: &sr25519::Public,
@@ -116,13 +135,26 @@ fn signed_attestation<T: Config>(
 }
 
 /// A job with `claims` miners that all delivered.
-fn delivered_job<T: Config>(claims: u32) -> (T::AccountId, JobId, alloc::vec::Vec<(T::AccountId, sr25519::Public)>) {
-	let (owner, id, miners) = claimed_job::<T>(claims);
+pub fn delivered_job<T: Config>(claims: u32) -> (T::AccountId, JobId, Claimers<T>) {
+	delivered_job_with::<T>(worst_spec::<T>(), claims)
+}
+
+/// A job of `spec` with `claims` miners that all delivered.
+pub fn delivered_job_with<T: Config>(spec: JobSpec, claims: u32) -> (T::AccountId, JobId, Claimers<T>) {
+	let (owner, id, miners) = claimed_job_with::<T>(spec, claims);
 	for (i, (who, key)) in miners.iter().enumerate() {
 		let (att, sig) = signed_attestation::<T>(id, who, key, i as u32);
 		Pallet::<T>::do_submit_result(who.clone(), id, att, sig).expect("delivers");
 	}
 	(owner, id, miners)
+}
+
+/// Moves to the first block after `id`'s submission deadline and closes its submissions
+/// (the judge opens its case).
+pub fn close_submissions_of<T: Config>(id: JobId) {
+	let after = JobsMap::<T>::get(id).expect("the job exists").deadlines.submit_by.saturating_add(One::one());
+	frame_system::Pallet::<T>::set_block_number(after);
+	Pallet::<T>::process_job(id, after).expect("closes submissions");
 }
 
 #[benchmarks]
@@ -190,7 +222,11 @@ mod benches {
 
 	#[benchmark]
 	fn submit_result(r: Linear<1, { T::MaxReplication::get() }>) {
-		let (_, id, miners) = claimed_job::<T>(r);
+		// A job of `r` replicas: the last delivery also closes submissions early (moves
+		// the job's due entry), at every `r`.
+		let mut spec = worst_spec::<T>();
+		spec.replication = r as u8;
+		let (_, id, miners) = claimed_job_with::<T>(spec, r);
 		// Every other claim delivered already: the duplicate check reads them all.
 		for (i, (who, key)) in miners.iter().enumerate().take(r as usize - 1) {
 			let (att, sig) = signed_attestation::<T>(id, who, key, i as u32);
@@ -205,21 +241,18 @@ mod benches {
 	}
 
 	#[benchmark]
-	fn settle_judged(r: Linear<1, { T::MaxReplication::get() }>) {
-		// Every result passes in a ranked job: the most transfers per result (payout,
-		// protocol fee, validators' fee, collateral).
+	fn close_submissions(r: Linear<1, { T::MaxReplication::get() }>) {
+		// Every claim delivered: the judge takes the widest case, from the fullest set of
+		// judges it can have. (The ruling's settlement is part of the judge's weights.)
+		T::Judge::prepare_for_cases();
 		let (_, id, _) = delivered_job::<T>(r);
-		let submit_by = JobsMap::<T>::get(id).unwrap().deadlines.submit_by;
-		frame_system::Pallet::<T>::set_block_number(submit_by.saturating_add(One::one()));
-		Pallet::<T>::process_job(id, submit_by.saturating_add(One::one())).expect("opens the case");
-		let grades: alloc::vec::Vec<Grade> =
-			(0..r).map(|i| Grade::Pass { loss_ppm: Some(1_000 + i) }).collect();
+		let after = JobsMap::<T>::get(id).unwrap().deadlines.submit_by.saturating_add(One::one());
+		frame_system::Pallet::<T>::set_block_number(after);
 		#[block]
 		{
-			let out = Pallet::<T>::settle_judged(id, &grades).expect("settles");
-			drop(out);
+			Pallet::<T>::process_job(id, after).expect("closes submissions");
 		}
-		assert!(matches!(JobsMap::<T>::get(id).unwrap().status, JobStatus::Finished { .. }));
+		assert!(matches!(JobsMap::<T>::get(id).unwrap().status, JobStatus::Judging { .. }));
 	}
 
 	#[benchmark]

@@ -44,6 +44,11 @@ pub trait ResultJudge<AccountId, BlockNumber> {
 	fn on_deadline_weight() -> Weight;
 	/// The job's record is pruned: drop what the judge keeps of it.
 	fn forget(job_id: JobId);
+	/// Benchmarks only: ready the judge to take the costliest case it can (for a
+	/// committee judge, a full set of validators to draw from), so that the market's
+	/// benchmarks measure the judge it runs with.
+	#[cfg(feature = "runtime-benchmarks")]
+	fn prepare_for_cases() {}
 }
 
 /// A judge that never rules: every delivered result ends `Unjudged` at the judging
@@ -734,10 +739,13 @@ impl<T: Config> Pallet<T> {
 		}
 	}
 
-	/// The weight of looking at one due job, at worst.
+	/// The weight of looking at one due job, at worst: expiring every claim, then the
+	/// larger of closing submissions (the judge's `open_case` included) and the judging
+	/// deadline (the judge's ruling included, then settling what it left).
 	pub fn process_job_weight() -> Weight {
-		T::WeightInfo::settle_expired(T::MaxReplication::get())
-			.saturating_add(T::Judge::on_deadline_weight())
+		let replicas = T::MaxReplication::get();
+		T::WeightInfo::settle_expired(replicas)
+			.saturating_add(T::WeightInfo::close_submissions(replicas).max(T::Judge::on_deadline_weight()))
 	}
 
 	/// `on_idle`: works through the due jobs of every block from the cursor up to `now`,

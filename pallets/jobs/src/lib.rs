@@ -4,7 +4,7 @@
 extern crate alloc;
 
 #[cfg(feature = "runtime-benchmarks")]
-mod benchmarking;
+pub mod benchmarking;
 mod impls;
 #[cfg(test)]
 mod mock;

@@ -459,7 +459,7 @@ impl Validator {
 		let mut prepared = Vec::new();
 		for (i, ((miner, d), segments)) in deliveries.iter().zip(&case.segments.0).enumerate() {
 			let run = dir.join(format!("result-{i}"));
-			let outcome = match self.fetch_result(id, d, &segments.0, &run, bounds.as_ref()).await {
+			let outcome = match fetch_result(&self.cache, self.opts.allow_file_uris, id, d, &segments.0, &run, bounds.as_ref()).await {
 				Err(Fetch::NotNow(why)) if !last_chance => return Err(NotNow(format!("result {i}: {why}")).into()),
 				Err(Fetch::NotNow(why)) => Err((LocalFault::Unavailable, why)),
 				Err(Fetch::Fault(fault, why)) => Err((fault, why)),
@@ -563,98 +563,99 @@ impl Validator {
 		}
 		Ok(())
 	}
+}
 
-	/// Fetches result `d`'s manifests, the checkpoints segments `segments` need (and the
-	/// last) and its adapter files into a run directory at `run`; in a contest (`bounds`),
-	/// first the recipe it attests, which must keep within the bounds. A blob that is not
-	/// what its name says, or a manifest that does not hold together, is the result's fault;
-	/// one that cannot be had now (or this machine's disk) is [`Fetch::NotNow`].
-	async fn fetch_result(&self, id: u64, d: &jobs::Delivery<u32>, segments: &[u32], run: &Path, bounds: Option<&Bounds>) -> Result<Fetched, Fetch> {
-		let fetch = |what: String, e: FetchError| if transient(&e) { Fetch::NotNow(format!("{what}: {e}")) } else { Fetch::Fault(LocalFault::BadManifest, format!("{what}: {e}")) };
-		let local = |what: &str, e: &dyn std::fmt::Display| Fetch::NotNow(format!("{what}: {e}"));
-		let bad = |why: String| Fetch::Fault(LocalFault::BadManifest, why);
-		let get = |uri: String, sha: String, size: Option<u64>, what: String| async move {
-			if uri.starts_with("file://") && !self.opts.allow_file_uris {
-				return Err(Fetch::Fault(LocalFault::Unavailable, format!("{what}: {uri}: a file:// URI from the chain")));
-			}
-			self.cache.fetch(&uri, &sha, size).await.map_err(|e| fetch(what, e))
-		};
-		let (sha, uri) = (hex::encode(d.result.sha256), String::from_utf8_lossy(&d.result.uri.0).into_owned());
-		let path = get(uri.clone(), sha, None, "the result manifest".into()).await?;
-		let bytes = std::fs::read(&path).map_err(|e| local("the result manifest", &e))?;
-		let manifest = ResultManifest::parse(&bytes, &uri).map_err(|e| bad(format!("{e:#}")))?;
-		let root = hex::encode(d.checkpoint_root);
-		// The attested recipe: the job's (the chain checked it), or in a contest the miner's.
-		let recipe_sha = hex::encode(d.recipe_sha256);
-		if manifest.job_id != id || manifest.recipe != recipe_sha || manifest.merkle_root != root {
-			return Err(bad(format!("the result manifest names job {}, recipe {}, root {}", manifest.job_id, manifest.recipe, manifest.merkle_root)));
+/// Fetches result `d`'s manifests, the checkpoints segments `segments` need (and the
+/// last) and its adapter files into a run directory at `run`; in a contest (`bounds`),
+/// first the recipe it attests, which must keep within the bounds. A blob that is not
+/// what its name says, or a manifest that does not hold together, is the result's fault;
+/// one that cannot be had now (or this machine's disk) is [`Fetch::NotNow`]. `file://`
+/// URIs only with `allow_file_uris` (dev chains).
+async fn fetch_result(cache: &Cache, allow_file_uris: bool, id: u64, d: &jobs::Delivery<u32>, segments: &[u32], run: &Path, bounds: Option<&Bounds>) -> Result<Fetched, Fetch> {
+	let fetch = |what: String, e: FetchError| if transient(&e) { Fetch::NotNow(format!("{what}: {e}")) } else { Fetch::Fault(LocalFault::BadManifest, format!("{what}: {e}")) };
+	let local = |what: &str, e: &dyn std::fmt::Display| Fetch::NotNow(format!("{what}: {e}"));
+	let bad = |why: String| Fetch::Fault(LocalFault::BadManifest, why);
+	let get = |uri: String, sha: String, size: Option<u64>, what: String| async move {
+		if uri.starts_with("file://") && !allow_file_uris {
+			return Err(Fetch::Fault(LocalFault::Unavailable, format!("{what}: {uri}: a file:// URI from the chain")));
 		}
-		let recipe = match bounds {
-			None => None,
-			Some(bounds) => {
-				let uri = manifest.recipe_uri.clone().ok_or_else(|| bad("a contest's result manifest without `recipe_uri`".into()))?;
-				let path = get(uri.clone(), recipe_sha.clone(), None, "the miner's recipe".into()).await?;
-				let bytes = std::fs::read(&path).map_err(|e| local("the miner's recipe", &e))?;
-				let recipe = Recipe::parse(&bytes, &uri).map_err(|e| bad(format!("{e}")))?;
-				bounds.check(&recipe, &uri).map_err(|e| Fetch::Fault(LocalFault::OutOfBounds, e.to_string()))?;
-				let t = &recipe.train;
-				if t.steps != u64::from(d.steps) || t.checkpoint_every != u64::from(d.checkpoint_interval) {
-					return Err(bad(format!(
-						"its recipe trains {} steps every {}, the attestation says {} every {}",
-						t.steps, t.checkpoint_every, d.steps, d.checkpoint_interval
-					)));
-				}
-				Some(recipe)
-			},
-		};
-		let names: Vec<&str> = manifest.peft.keys().map(String::as_str).collect();
-		if names != PEFT_FILES {
-			return Err(bad(format!("the result's PEFT adapter has the files {names:?}, not exactly {PEFT_FILES:?}")));
-		}
-		let m = &manifest.checkpoints.manifest;
-		let ckpt_path = get(m.uri.clone(), m.sha256.clone(), Some(m.size), "the checkpoint manifest".into()).await?;
-		let ckpt_bytes = std::fs::read(&ckpt_path).map_err(|e| local("the checkpoint manifest", &e))?;
-		let ckpt: Manifest = serde_json::from_slice(&ckpt_bytes).map_err(|e| bad(format!("the checkpoint manifest: {e}")))?;
-		// The manifest is the inclusion proof of every checkpoint: its leaves must hash to
-		// the attested root, one per checkpoint, each file named by its leaf.
-		let leaves = ckpt.leaves();
-		if merkle_root(&leaves) != d.checkpoint_root || ckpt.merkle_root != root {
-			return Err(bad("the checkpoint manifest's leaves do not hash to the attested root".into()));
-		}
-		let expected = d.steps.div_ceil(d.checkpoint_interval.max(1)) as usize + 1;
-		if leaves.len() != expected || manifest.checkpoints.files.len() != leaves.len() || u64::from(d.checkpoint_interval) != ckpt.checkpoint_every {
-			return Err(bad(format!(
-				"{} leaves and {} checkpoint files for {} steps every {} ({expected} checkpoints)",
-				leaves.len(),
-				manifest.checkpoints.files.len(),
-				d.steps,
-				d.checkpoint_interval
-			)));
-		}
-		for (k, (f, leaf)) in manifest.checkpoints.files.iter().zip(&leaves).enumerate() {
-			if f.sha256 != hex::encode(leaf) {
-				return Err(bad(format!("checkpoint file {k} is {} but its leaf is {}", f.sha256, hex::encode(leaf))));
-			}
-		}
-		let last = leaves.len() - 1;
-		let mut wanted: BTreeSet<usize> = segments.iter().flat_map(|&s| [s as usize, s as usize + 1]).collect();
-		wanted.insert(last);
-		std::fs::create_dir_all(run.join("checkpoints")).map_err(|e| local("the run directory", &e))?;
-		for k in wanted {
-			let f = manifest.checkpoints.files.get(k).ok_or_else(|| bad(format!("segment {k} past the last checkpoint")))?;
-			let p = get(f.uri.clone(), f.sha256.clone(), Some(f.size), format!("checkpoint {k}")).await?;
-			std::fs::copy(&p, Manifest::checkpoint_path(run, k)).map_err(|e| local("a checkpoint", &e))?;
-		}
-		molting_engine::checkpoint::write_atomic(&Manifest::path(run), &ckpt_bytes).map_err(|e| local("the run directory", &e))?;
-		// The adapter files themselves, as the owner will fetch them (each checked by the
-		// cache against its hash), compared with this machine's export below.
-		let mut adapter = Vec::new();
-		for (name, blob) in manifest.peft.iter().map(|(n, b)| (n.clone(), b)).chain([("adapter.gguf".to_string(), &manifest.gguf)]) {
-			get(blob.uri.clone(), blob.sha256.clone(), Some(blob.size), name.clone()).await?;
-			adapter.push((name, blob.sha256.clone()));
-		}
-		Ok(Fetched { manifest: ckpt, adapter, recipe })
+		cache.fetch(&uri, &sha, size).await.map_err(|e| fetch(what, e))
+	};
+	let (sha, uri) = (hex::encode(d.result.sha256), String::from_utf8_lossy(&d.result.uri.0).into_owned());
+	let path = get(uri.clone(), sha, None, "the result manifest".into()).await?;
+	let bytes = std::fs::read(&path).map_err(|e| local("the result manifest", &e))?;
+	let manifest = ResultManifest::parse(&bytes, &uri).map_err(|e| bad(format!("{e:#}")))?;
+	let root = hex::encode(d.checkpoint_root);
+	// The attested recipe: the job's (the chain checked it), or in a contest the miner's.
+	let recipe_sha = hex::encode(d.recipe_sha256);
+	if manifest.job_id != id || manifest.recipe != recipe_sha || manifest.merkle_root != root {
+		return Err(bad(format!("the result manifest names job {}, recipe {}, root {}", manifest.job_id, manifest.recipe, manifest.merkle_root)));
 	}
+	let recipe = match bounds {
+		None => None,
+		Some(bounds) => {
+			let uri = manifest.recipe_uri.clone().ok_or_else(|| bad("a contest's result manifest without `recipe_uri`".into()))?;
+			let path = get(uri.clone(), recipe_sha.clone(), None, "the miner's recipe".into()).await?;
+			let bytes = std::fs::read(&path).map_err(|e| local("the miner's recipe", &e))?;
+			let recipe = Recipe::parse(&bytes, &uri).map_err(|e| bad(format!("{e}")))?;
+			bounds.check(&recipe, &uri).map_err(|e| Fetch::Fault(LocalFault::OutOfBounds, e.to_string()))?;
+			let t = &recipe.train;
+			if t.steps != u64::from(d.steps) || t.checkpoint_every != u64::from(d.checkpoint_interval) {
+				return Err(bad(format!(
+					"its recipe trains {} steps every {}, the attestation says {} every {}",
+					t.steps, t.checkpoint_every, d.steps, d.checkpoint_interval
+				)));
+			}
+			Some(recipe)
+		},
+	};
+	let names: Vec<&str> = manifest.peft.keys().map(String::as_str).collect();
+	if names != PEFT_FILES {
+		return Err(bad(format!("the result's PEFT adapter has the files {names:?}, not exactly {PEFT_FILES:?}")));
+	}
+	let m = &manifest.checkpoints.manifest;
+	let ckpt_path = get(m.uri.clone(), m.sha256.clone(), Some(m.size), "the checkpoint manifest".into()).await?;
+	let ckpt_bytes = std::fs::read(&ckpt_path).map_err(|e| local("the checkpoint manifest", &e))?;
+	let ckpt: Manifest = serde_json::from_slice(&ckpt_bytes).map_err(|e| bad(format!("the checkpoint manifest: {e}")))?;
+	// The manifest is the inclusion proof of every checkpoint: its leaves must hash to
+	// the attested root, one per checkpoint, each file named by its leaf.
+	let leaves = ckpt.leaves();
+	if merkle_root(&leaves) != d.checkpoint_root || ckpt.merkle_root != root {
+		return Err(bad("the checkpoint manifest's leaves do not hash to the attested root".into()));
+	}
+	let expected = d.steps.div_ceil(d.checkpoint_interval.max(1)) as usize + 1;
+	if leaves.len() != expected || manifest.checkpoints.files.len() != leaves.len() || u64::from(d.checkpoint_interval) != ckpt.checkpoint_every {
+		return Err(bad(format!(
+			"{} leaves and {} checkpoint files for {} steps every {} ({expected} checkpoints)",
+			leaves.len(),
+			manifest.checkpoints.files.len(),
+			d.steps,
+			d.checkpoint_interval
+		)));
+	}
+	for (k, (f, leaf)) in manifest.checkpoints.files.iter().zip(&leaves).enumerate() {
+		if f.sha256 != hex::encode(leaf) {
+			return Err(bad(format!("checkpoint file {k} is {} but its leaf is {}", f.sha256, hex::encode(leaf))));
+		}
+	}
+	let last = leaves.len() - 1;
+	let mut wanted: BTreeSet<usize> = segments.iter().flat_map(|&s| [s as usize, s as usize + 1]).collect();
+	wanted.insert(last);
+	std::fs::create_dir_all(run.join("checkpoints")).map_err(|e| local("the run directory", &e))?;
+	for k in wanted {
+		let f = manifest.checkpoints.files.get(k).ok_or_else(|| bad(format!("segment {k} past the last checkpoint")))?;
+		let p = get(f.uri.clone(), f.sha256.clone(), Some(f.size), format!("checkpoint {k}")).await?;
+		std::fs::copy(&p, Manifest::checkpoint_path(run, k)).map_err(|e| local("a checkpoint", &e))?;
+	}
+	molting_engine::checkpoint::write_atomic(&Manifest::path(run), &ckpt_bytes).map_err(|e| local("the run directory", &e))?;
+	// The adapter files themselves, as the owner will fetch them (each checked by the
+	// cache against its hash), compared with this machine's export below.
+	let mut adapter = Vec::new();
+	for (name, blob) in manifest.peft.iter().map(|(n, b)| (n.clone(), b)).chain([("adapter.gguf".to_string(), &manifest.gguf)]) {
+		get(blob.uri.clone(), blob.sha256.clone(), Some(blob.size), name.clone()).await?;
+		adapter.push((name, blob.sha256.clone()));
+	}
+	Ok(Fetched { manifest: ckpt, adapter, recipe })
 }
 
 /// Why a result's blobs are not all here.
@@ -848,5 +849,93 @@ mod tests {
 		let c = |r: &Report| molting_chain::report_commitment(4, 0, &[7; 32], r, &[1; 32]);
 		assert_eq!(c(&report), c(&again));
 		assert!(from_saved(None, &[SavedEntry { fault: Some(9), loss_ppm: None, bits_per_byte_ppm: None }]).is_err());
+	}
+
+	/// A contest result whose recipe is not within the bounds: a fault of the result
+	/// (`OutOfBounds`, saying which limit), found before anything else of it is fetched;
+	/// one within them passes that check (and here fails the next, its adapter files).
+	#[tokio::test]
+	async fn a_contest_recipe_outside_the_bounds_is_the_results_fault() {
+		use molting_engine::bounds::Limits;
+		use molting_engine::recipe::BlobRef;
+		let dir = tempfile::tempdir().unwrap();
+		let blob = |c: char| serde_json::json!({ "sha256": c.to_string().repeat(64), "size": 10, "uri": format!("http://store/{c}") });
+		let recipe = |rank: usize| -> Recipe {
+			serde_json::from_value(serde_json::json!({
+				"recipe": molting_engine::recipe::RECIPE_VERSION,
+				"model": { "files": { "model.gguf": blob('a') } },
+				"data": { "format": "chat", "train": blob('b') },
+				"lora": { "rank": rank, "alpha": 8.0, "dropout": 0.0, "targets": ["q", "v"] },
+				"train": { "steps": 12, "batch_size": 2, "seq_len": 64, "grad_accum": 2, "lr": 0.01, "seed": 7, "checkpoint_every": 4 }
+			}))
+			.unwrap()
+		};
+		let limits = Limits {
+			ranks: vec![2, 4],
+			targets: vec!["q".into(), "v".into()],
+			lr_min: 0.0001,
+			lr_max: 0.02,
+			max_steps: 12,
+			max_checkpoint_every: 4,
+			max_seq_len: 64,
+			max_tokens_per_step: 256,
+			precision: Default::default(),
+		};
+		let bounds = Bounds::new(&recipe(4), limits);
+		// A file in `dir`, named for this test, as the chain would name it.
+		let put = |name: &str, bytes: &[u8]| -> (String, [u8; 32]) {
+			let path = dir.path().join(name);
+			std::fs::write(&path, bytes).unwrap();
+			(format!("file://{}", path.display()), sha2::Sha256::digest(bytes).into())
+		};
+		let cache = Cache::new(dir.path().join("cache"), 1 << 20);
+		let judge = |rank: usize| {
+			let chosen = recipe(rank);
+			let (recipe_uri, recipe_sha) = put(&format!("recipe-{rank}.json"), &chosen.to_canonical());
+			assert_eq!(recipe_sha, chosen.sha256());
+			let none = BlobRef { sha256: "0".repeat(64), size: 1, uri: "http://store/none".into() };
+			let manifest = ResultManifest {
+				result: crate::result::RESULT_VERSION.into(),
+				job_id: 3,
+				recipe: hex::encode(recipe_sha),
+				recipe_uri: Some(recipe_uri),
+				merkle_root: hex::encode([7u8; 32]),
+				peft: Default::default(),
+				gguf: none.clone(),
+				checkpoints: crate::result::Checkpoints { manifest: none, files: vec![] },
+			};
+			let (uri, sha) = put(&format!("result-{rank}.json"), &manifest.to_canonical());
+			let delivery = jobs::Delivery {
+				recipe_sha256: recipe_sha,
+				result: jobs::ContentRef { sha256: sha, uri: runtime::runtime_types::bounded_collections::bounded_vec::BoundedVec(uri.into_bytes()) },
+				checkpoint_root: [7; 32],
+				steps: 12,
+				checkpoint_interval: 4,
+				final_train_loss_ppm: 1,
+				submitted_at: 5,
+			};
+			(delivery, dir.path().join(format!("run-{rank}")))
+		};
+
+		let (outside, run) = judge(8);
+		match fetch_result(&cache, true, 3, &outside, &[0], &run, Some(&bounds)).await {
+			Err(Fetch::Fault(LocalFault::OutOfBounds, why)) => assert!(why.contains("`lora.rank` is 8, not one of [2, 4]"), "{why}"),
+			Err(Fetch::Fault(f, why)) => panic!("{f:?}: {why}"),
+			Err(Fetch::NotNow(why)) => panic!("not now: {why}"),
+			Ok(_) => panic!("a rank-8 recipe passed rank bounds of [2, 4]"),
+		}
+		let (within, run) = judge(2);
+		match fetch_result(&cache, true, 3, &within, &[0], &run, Some(&bounds)).await {
+			Err(Fetch::Fault(LocalFault::BadManifest, why)) => assert!(why.contains("PEFT adapter has the files []"), "{why}"),
+			Err(Fetch::Fault(f, why)) => panic!("{f:?}: {why}"),
+			Err(Fetch::NotNow(why)) => panic!("not now: {why}"),
+			Ok(_) => panic!("a manifest without adapter files passed"),
+		}
+		// Without --allow-file-uris a file:// recipe is not fetched at all.
+		let (_, run) = judge(4);
+		assert!(matches!(
+			fetch_result(&cache, false, 3, &within, &[0], &run, Some(&bounds)).await,
+			Err(Fetch::Fault(LocalFault::Unavailable, _))
+		));
 	}
 }
