@@ -7,25 +7,28 @@
 # moves the figures little.
 #
 #   scripts/bench/validation-cost.sh [INTERVAL] [STEPS]
-set -euo pipefail
+set -Eeuo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 cd "$REPO"
 
 INTERVAL="${1:-1}"
 STEPS_WANTED="${2:-}"
 SEGMENTS_DRAWN=2
-WORKER="$CARGO_TARGET_DIR/$PROFILE_DIR/molt-worker"
-[ -x "$WORKER" ] || cargo build --profile "$MOLTING_PROFILE" -p molt-worker
+WORKER="$MOLTING_WORKER_BIN"
+cargo build --profile "$MOLTING_PROFILE" -p molting-worker --bin molt-worker
+[ -x /usr/bin/time ] || { echo "needs GNU time (/usr/bin/time; Debian: apt install time)" >&2; exit 1; }
 bash scripts/fetch-models.sh >/dev/null
 
 DIR="$(mktemp -d)"
 trap 'rm -rf "$DIR"' EXIT
+# A failing step shows what it said before the directory goes.
+trap 'echo "a step failed; its output:" >&2; cat "$DIR/log" >&2' ERR
 # The recipe, with absolute data paths and the chosen checkpoint interval.
 sed -e "s|\"\.\./data/|\"$REPO/worker/data/|" -e "s|^checkpoint_every = .*|checkpoint_every = $INTERVAL|" \
 	worker/jobs/keeper.toml >"$DIR/recipe.toml"
 [ -z "$STEPS_WANTED" ] || sed -i "s|^steps = .*|steps = $STEPS_WANTED|" "$DIR/recipe.toml"
 STEPS=$(sed -n 's/^steps = //p' "$DIR/recipe.toml")
-S=$((STEPS / INTERVAL))
+S=$(((STEPS + INTERVAL - 1) / INTERVAL)) # as the chain counts segments
 
 # CPU seconds of a command (its output to $DIR/log).
 cpu() {

@@ -931,11 +931,12 @@ mod tests {
 			Err(Fetch::NotNow(why)) => panic!("not now: {why}"),
 			Ok(_) => panic!("a manifest without adapter files passed"),
 		}
-		// Without --allow-file-uris a file:// recipe is not fetched at all.
+		// Without --allow-file-uris nothing of a file:// result is fetched (the result
+		// manifest is refused first).
 		let (_, run) = judge(4);
-		assert!(matches!(
-			fetch_result(&cache, false, 3, &within, &[0], &run, Some(&bounds)).await,
-			Err(Fetch::Fault(LocalFault::Unavailable, _))
-		));
+		match fetch_result(&cache, false, 3, &within, &[0], &run, Some(&bounds)).await {
+			Err(Fetch::Fault(LocalFault::Unavailable, why)) => assert!(why.starts_with("the result manifest:"), "{why}"),
+			_ => panic!("a file:// result manifest was fetched without --allow-file-uris"),
+		}
 	}
 }
