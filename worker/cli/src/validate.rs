@@ -917,26 +917,22 @@ mod tests {
 			(delivery, dir.path().join(format!("run-{rank}")))
 		};
 
+		// The fault a fetch found (a fetch that passed, or could not be made now, fails the test).
+		let fault = |r: Result<Fetched, Fetch>| match r {
+			Err(Fetch::Fault(f, why)) => (f, why),
+			Err(Fetch::NotNow(why)) => panic!("not now: {why}"),
+			Ok(_) => panic!("a result that should fail passed"),
+		};
 		let (outside, run) = judge(8);
-		match fetch_result(&cache, true, 3, &outside, &[0], &run, Some(&bounds)).await {
-			Err(Fetch::Fault(LocalFault::OutOfBounds, why)) => assert!(why.contains("`lora.rank` is 8, not one of [2, 4]"), "{why}"),
-			Err(Fetch::Fault(f, why)) => panic!("{f:?}: {why}"),
-			Err(Fetch::NotNow(why)) => panic!("not now: {why}"),
-			Ok(_) => panic!("a rank-8 recipe passed rank bounds of [2, 4]"),
-		}
+		let (f, why) = fault(fetch_result(&cache, true, 3, &outside, &[0], &run, Some(&bounds)).await);
+		assert!(matches!(f, LocalFault::OutOfBounds) && why.contains("`lora.rank` is 8, not one of [2, 4]"), "{f:?}: {why}");
 		let (within, run) = judge(2);
-		match fetch_result(&cache, true, 3, &within, &[0], &run, Some(&bounds)).await {
-			Err(Fetch::Fault(LocalFault::BadManifest, why)) => assert!(why.contains("PEFT adapter has the files []"), "{why}"),
-			Err(Fetch::Fault(f, why)) => panic!("{f:?}: {why}"),
-			Err(Fetch::NotNow(why)) => panic!("not now: {why}"),
-			Ok(_) => panic!("a manifest without adapter files passed"),
-		}
+		let (f, why) = fault(fetch_result(&cache, true, 3, &within, &[0], &run, Some(&bounds)).await);
+		assert!(matches!(f, LocalFault::BadManifest) && why.contains("PEFT adapter has the files []"), "{f:?}: {why}");
 		// Without --allow-file-uris nothing of a file:// result is fetched (the result
 		// manifest is refused first).
 		let (_, run) = judge(4);
-		match fetch_result(&cache, false, 3, &within, &[0], &run, Some(&bounds)).await {
-			Err(Fetch::Fault(LocalFault::Unavailable, why)) => assert!(why.starts_with("the result manifest:"), "{why}"),
-			_ => panic!("a file:// result manifest was fetched without --allow-file-uris"),
-		}
+		let (f, why) = fault(fetch_result(&cache, false, 3, &within, &[0], &run, Some(&bounds)).await);
+		assert!(matches!(f, LocalFault::Unavailable) && why.starts_with("the result manifest:"), "{f:?}: {why}");
 	}
 }
