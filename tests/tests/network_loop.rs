@@ -17,9 +17,10 @@
 //!   does not replay is out-voted and loses 10% of its bond; an owner that never reveals
 //!   its eval set pays for the work that replays.
 //! - a contest: Bob and Ferdie each train their own recipe within Alice's bounds, the
-//!   ranked payout gives 2/3 of the pool to the lower hidden-eval loss; a copier that
-//!   re-signs Bob's result as its own, and a rogue that republishes it under a recipe
-//!   outside the bounds, are judged fraud and slashed; a validator killed after committing
+//!   ranked payout gives 2/3 of the pool to the lower hidden-eval loss; a copier (a miner
+//!   process run with `--copy-from` Bob) that re-signs Bob's result as its own, and a
+//!   rogue (by hand, with subxt) that republishes it under a recipe outside the bounds,
+//!   are judged fraud and slashed; a validator killed after committing
 //!   reveals after its restart.
 
 use std::path::{Path, PathBuf};
@@ -655,6 +656,12 @@ async fn delivery_of(chain: &Chain, id: u64, who: &AccountId32) -> molting_chain
 	panic!("{who} never delivered job {id}");
 }
 
+/// Alice sends `who` 1,000 MOLT (a cheat's account, which the dev chain does not endow).
+async fn fund(chain: &Chain, who: &AccountId32) {
+	let fund = runtime::tx().balances().transfer_keep_alive(subxt::utils::MultiAddress::Id(who.clone()), 1_000 * MOLT);
+	chain.submit("Balances.transfer_keep_alive", &fund, &dev::alice()).await.expect("Alice funds the cheat");
+}
+
 /// A cheater outside the worker: funded by Alice, registered with `caps` (its worker key's
 /// proof of possession made properly), it claims a replica of job `id` by hand.
 struct Cheat {
@@ -667,8 +674,7 @@ impl Cheat {
 		let account = molting_chain::keystore::parse(&format!("//{name}")).unwrap();
 		let worker = molting_chain::keystore::parse(&format!("//{name}//worker")).unwrap();
 		let me = AccountId32::from(account.public_key());
-		let fund = runtime::tx().balances().transfer_keep_alive(subxt::utils::MultiAddress::Id(me.clone()), 1_000 * MOLT);
-		chain.submit("Balances.transfer_keep_alive", &fund, &dev::alice()).await.expect("Alice funds the cheat");
+		fund(chain, &me).await;
 		let proof = molting_chain::key_proof(molting_chain::WORKER_KEY_CONTEXT, &worker, &me.0);
 		let register = runtime::tx().jobs().register_miner(worker.public_key().0, proof, caps);
 		chain.submit("Jobs.register_miner", &register, &account).await.expect("the cheat registers");
@@ -754,9 +760,13 @@ async fn a_contest_is_won_by_the_better_hidden_eval_loss_and_a_copier_is_caught(
 		AccountId32::from(dev::bob().public_key()),
 		AccountId32::from(dev::ferdie().public_key()),
 	);
+	// The copier: a miner process that trains nothing and attests Bob's delivery as its own.
+	let copier_id = AccountId32::from(molting_chain::keystore::parse("//Copier").unwrap().public_key());
+	fund(&chain, &copier_id).await;
 	let miners = [
 		start_miner(&node.ws_url(), &bob_keystore(&dir), &store.url, dir.join("bob.log"), &["--exit-after", "1", "--contest-choice", bob_choice.to_str().unwrap()]),
 		start_miner(&node.ws_url(), &keystore_of(&dir, "Ferdie"), &store.url, dir.join("ferdie.log"), &["--exit-after", "1", "--contest-choice", ferdie_choice.to_str().unwrap()]),
+		start_miner(&node.ws_url(), &keystore_of(&dir, "Copier"), &store.url, dir.join("copier.log"), &["--exit-after", "1", "--copy-from", &bob.to_string()]),
 	];
 	let mut miners = miners;
 	for p in miners.iter_mut() {
@@ -766,13 +776,11 @@ async fn a_contest_is_won_by_the_better_hidden_eval_loss_and_a_copier_is_caught(
 	for p in committee.iter_mut() {
 		p.wait_for_log("registered as a validator", Duration::from_secs(120));
 	}
-	// Two cheats, registered like Bob (his backend class), each claiming a replica and
-	// training nothing: the copier re-signs Bob's result as its own; the rogue republishes
-	// it under a recipe outside the bounds (rank 8: the bounds allow 2 and 4).
-	let caps = || async { chain.miner(&bob).await.unwrap().expect("Bob is registered").capabilities };
-	let copier = Cheat::join(&chain, "Copier", caps().await).await;
-	let rogue = Cheat::join(&chain, "Rogue", caps().await).await;
-	let (copier_id, rogue_id) = (copier.id(), rogue.id());
+	// A cheat by hand, registered like Bob (his backend class), claiming a replica and
+	// training nothing: the rogue republishes Bob's result under a recipe outside the bounds
+	// (rank 8: the bounds allow 2 and 4).
+	let rogue = Cheat::join(&chain, "Rogue", chain.miner(&bob).await.unwrap().expect("Bob is registered").capabilities).await;
+	let rogue_id = rogue.id();
 
 	let start = chain.finalized_number().await.unwrap();
 	let issuance0 = issuance(&chain, start).await;
@@ -794,12 +802,15 @@ async fn a_contest_is_won_by_the_better_hidden_eval_loss_and_a_copier_is_caught(
 		"{:?}",
 		j.spec.work
 	);
-	for cheat in [&copier, &rogue] {
-		chain.submit("Jobs.claim_job", &runtime::tx().jobs().claim_job(id), &cheat.account).await.expect("the cheat claims");
-	}
+	chain.submit("Jobs.claim_job", &runtime::tx().jobs().claim_job(id), &rogue.account).await.expect("the rogue claims");
 	let original = delivery_of(&chain, id, &bob).await;
 	let bob_uri = String::from_utf8(original.result.uri.0.clone()).unwrap();
-	copier.submit(&chain, id, &original, original.recipe_sha256, original.result.sha256, &bob_uri).await;
+	let copy = delivery_of(&chain, id, &copier_id).await;
+	assert_eq!(
+		(copy.result.sha256, copy.recipe_sha256, copy.checkpoint_root),
+		(original.result.sha256, original.recipe_sha256, original.checkpoint_root),
+		"the copier attests Bob's result, recipe and checkpoints"
+	);
 	// The rogue: Bob's recipe with rank 8, Bob's manifest naming it, Bob's training record.
 	let mut manifest: serde_json::Value = serde_json::from_str(&fetch_text(&bob_uri)).unwrap();
 	let bob_recipe = fetch_text(manifest["recipe_uri"].as_str().expect("a contest's manifest names its recipe"));
@@ -831,6 +842,9 @@ async fn a_contest_is_won_by_the_better_hidden_eval_loss_and_a_copier_is_caught(
 	for m in miners.iter_mut() {
 		assert!(m.wait_exit(Duration::from_secs(120)).success(), "{}", m.log());
 	}
+	let copier_log = miners[2].log();
+	assert!(copier_log.contains("--copy-from") && !copier_log.contains("trained and published"), "the copier trained nothing:\n{copier_log}");
+	assert!(copier_log.contains("judged my result fraud"), "{copier_log}");
 	let end = chain.finalized_number().await.unwrap();
 
 	// The rulings: the copy fails replay under the copier's seed; the two honest results

@@ -24,10 +24,12 @@ const alice = keyring.addFromUri('//Alice');
 const bob = keyring.addFromUri('//Bob');
 
 const content = (tag) => ({ sha256: new Uint8Array(32).fill(tag), uri: `https://example.org/blob-${tag}` });
+// A verified compute job, as tests/js/jobs.test.js posts it.
 const spec = {
-  baseModel: content(1), tokenizer: content(2), trainingSet: content(3),
+  work: { Compute: { recipe: content(1), steps: 100, checkpointInterval: 10 } },
   evalCommitment: new Uint8Array(32).fill(4),
-  hyper: { steps: 100, learningRatePpb: 200_000, batchSize: 4, seqLen: 256, loraRank: 16, loraAlpha: 32, seed: 7, checkpointInterval: 10 },
+  minImprovement: 10_000_000, // Perbill: 1%
+  payout: 'Equal',
   requirements: { backend: null, minMemoryMib: 0, minCompletedJobs: 0 },
   replication: 1,
 };
@@ -35,10 +37,11 @@ const attestationType = api.tx.jobs.submitResult.meta.args[1].type.toString();
 function attest(jobId, miner, key) {
   const attestation = api.createType(attestationType, {
     jobId, genesisHash: api.genesisHash, miner: miner.address,
+    recipeSha256: new Uint8Array(32).fill(1),
     resultSha256: new Uint8Array(32).fill(9), resultUri: 'https://example.org/adapter',
-    checkpointRoot: new Uint8Array(32).fill(8), steps: 100, finalTrainLossPpm: 1_000_000,
+    checkpointRoot: new Uint8Array(32).fill(8), steps: 100, checkpointInterval: 10, finalTrainLossPpm: 1_000_000,
   });
-  const message = u8aConcat(stringToU8a('molting/attestation/v1'), attestation.toU8a());
+  const message = u8aConcat(stringToU8a('molting/attestation/v3'), attestation.toU8a());
   return [attestation, key.sign(message)];
 }
 
@@ -122,8 +125,9 @@ results.push(await sustained('balances.transferKeepAlive',
   await signAll(Array.from({ length: N }, () => api.tx.balances.transferKeepAlive(bob.address, MOLT)), alice)));
 
 const h = await now();
-// Deadlines spread over many blocks: at most MaxDuePerBlock jobs fall due in one block.
-const postCall = (i) => api.tx.jobs.postJob(spec, 2n * MOLT, { claimBy: h + 2000, submitBy: h + 4000 + i });
+// Deadlines spread over many blocks, so that no block settles many jobs at once.
+const postCall = (i) => api.tx.jobs.postJob(spec, 2n * MOLT,
+  { claimBy: h + 2000, submitBy: h + 4000 + i, revealBy: h + 4400 + i, judgeBy: h + 4800 + i });
 capacity.push(['jobs.postJob', await perBlock(postCall(0), alice)]);
 const firstJob = (await api.query.jobs.nextJobId()).toNumber();
 results.push(await sustained('jobs.postJob', await signAll(Array.from({ length: N }, (_, i) => postCall(i)), alice)));

@@ -171,6 +171,11 @@ enum Command {
 		/// lazy miner would (what validators must catch).
 		#[arg(long, hide = true)]
 		fake_after: Option<u64>,
+		/// Tests only: train nothing; attest, as this miner's own, the result that ACCOUNT
+		/// (SS58 or `//Name`) delivers for the same job, as a copier would (what replay under
+		/// this miner's seed must catch).
+		#[arg(long, hide = true, value_name = "ACCOUNT")]
+		copy_from: Option<String>,
 		/// In contests, the recipe this miner writes: a JSON file of `lora` and `train`
 		/// fields (`{"train":{"lr":0.005}}`) laid over the bounds' suggested recipe (without
 		/// it, the suggestion as is). A choice outside a contest's bounds skips that contest.
@@ -726,6 +731,7 @@ fn run(cli: Cli) -> Result<()> {
 			exit_after,
 			allow_file_uris,
 			fake_after,
+			copy_from,
 			contest_choice,
 		} => {
 			let data = data.unwrap_or_else(|| keystore.join("data"));
@@ -753,6 +759,7 @@ fn run(cli: Cli) -> Result<()> {
 				exit_after,
 				allow_file_uris,
 				fake_after,
+				copy_from: copy_from.as_deref().map(job::parse_account).transpose().context("--copy-from")?,
 				contest_choice,
 			};
 			on_runtime(mine::mine(opts))?

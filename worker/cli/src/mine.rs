@@ -61,6 +61,9 @@ pub struct MineOptions {
 	pub allow_file_uris: bool,
 	/// Tests only: train to this step, then fabricate the rest (a lazy miner).
 	pub fake_after: Option<u64>,
+	/// Tests only: train nothing, attest this account's delivery of the same job as ours
+	/// (a copier).
+	pub copy_from: Option<AccountId32>,
 	/// In contests, the fields laid over the bounds' suggested recipe (a JSON object).
 	pub contest_choice: serde_json::Value,
 }
@@ -691,6 +694,9 @@ impl Miner {
 			}
 			return Ok(());
 		}
+		if let Some(original) = self.opts.copy_from.clone() {
+			return self.copy_delivery(chain, id, &job, &original, &dir).await;
+		}
 		// Inputs first (a restart may find the cache gone): a bad input gives the job up, and
 		// the owner is refunded at the deadline; an unreachable one is tried again.
 		let recipe = t.recipe.clone();
@@ -723,6 +729,45 @@ impl Miner {
 			t.task = Some(task);
 		}
 		Ok(())
+	}
+
+	/// `--copy-from`: once `original` has delivered job `id`, signs its attestation with
+	/// this miner's worker key as this miner's own, records it in `delivery.json` and
+	/// submits it. Its recipe, root and result are the original's; the seed the validators
+	/// replay under is this miner's, so checkpoint 0 cannot match.
+	async fn copy_delivery(&mut self, chain: &Chain, id: u64, job: &molting_chain::Job, original: &AccountId32, dir: &Path) -> Result<()> {
+		let delivered = job.claims.0.iter().find(|c| &c.miner == original).and_then(|c| match &c.state {
+			jobs::ClaimState::Submitted { delivery } => Some(delivery),
+			_ => None,
+		});
+		let Some(d) = delivered else { return Ok(()) };
+		let attestation = Attestation {
+			job_id: id,
+			genesis_hash: chain.genesis_hash(),
+			miner: self.me.0,
+			recipe_sha256: d.recipe_sha256,
+			result_sha256: d.result.sha256,
+			result_uri: d.result.uri.0.clone(),
+			checkpoint_root: d.checkpoint_root,
+			steps: d.steps,
+			checkpoint_interval: d.checkpoint_interval,
+			final_train_loss_ppm: d.final_train_loss_ppm,
+		};
+		let signature = self.keys.worker.sign(&molting_chain::attestation_message(&attestation));
+		let delivery = Delivery {
+			job_id: id,
+			result_sha256: hex::encode(d.result.sha256),
+			result_uri: String::from_utf8_lossy(&d.result.uri.0).into_owned(),
+			checkpoint_root: hex::encode(d.checkpoint_root),
+			steps: d.steps,
+			checkpoint_interval: d.checkpoint_interval,
+			final_train_loss_ppm: d.final_train_loss_ppm,
+			recipe_sha256: hex::encode(d.recipe_sha256),
+			signature: hex::encode(signature.0),
+		};
+		tracing::warn!(job = id, "attesting {original}'s result as mine (--copy-from)");
+		molting_engine::checkpoint::write_atomic(&dir.join("delivery.json"), &serde_json::to_vec_pretty(&delivery)?)?;
+		self.submit(chain, id, d.recipe_sha256, delivery).await
 	}
 
 	fn retry_later(&mut self, id: u64, reason: &str) {
