@@ -11,3 +11,5 @@ export MOLTING_WORKER_BIN="${MOLTING_WORKER_BIN:-$CARGO_TARGET_DIR/$PROFILE_DIR/
 # Where models live (scripts/fetch-models.sh fills it; the worker's tests read it).
 export MOLTING_MODELS="${MOLTING_MODELS:-$HOME/.cache/molting/models}"
 say() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0" .sh)" "$*"; }
+# NVIDIA's runtime compiler for the CUDA kernels' compile test (scripts/fetch-nvrtc.sh).
+export MOLTING_NVRTC_DIR="${MOLTING_NVRTC_DIR:-$HOME/.cache/molting/nvrtc}"

@@ -11,6 +11,8 @@
 #      for the end-to-end tests, node-llama-cpp (its prebuilt linux-x64 llama.cpp only) for
 #      the check of the worker's GGUF adapters
 #   5. SmolLM2-135M-Instruct (GGUF) in the model cache (scripts/fetch-models.sh)
+#   6. libnvrtc (CUDA 13.5, from the PyPI wheel nvidia-cuda-nvrtc) in $MOLTING_NVRTC_DIR,
+#      so the tests compile every CUDA kernel without a GPU (scripts/fetch-nvrtc.sh)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -105,5 +107,8 @@ npm_install "$REPO/tests/llamacpp" install --omit=optional --ignore-scripts
 
 # --- 5. Models: SmolLM2-135M-Instruct for the worker's tests and demo --------------------
 "$REPO/scripts/fetch-models.sh"
+
+# --- 6. NVIDIA's runtime compiler, for the test that compiles every CUDA kernel ----------
+"$REPO/scripts/fetch-nvrtc.sh"
 
 say "done"

@@ -39,6 +39,8 @@ stage deps check_one_sdk_line
 # `--workspace` everywhere, so that building and testing resolve the same features and
 # share one build of the node.
 stage build cargo build --profile "$MOLTING_PROFILE" --workspace
+# The CUDA kernels must compile here (NVRTC from step 6 of the setup), not be skipped.
+export MOLTING_REQUIRE_NVRTC=1
 stage rust-tests cargo test --profile "$MOLTING_PROFILE" --workspace
 # The pallets' benchmarks, run once each on the mock runtimes, so they cannot rot between
 # weight measurements (`scripts/bench-weights.sh` runs them in the real runtime).

@@ -29,6 +29,10 @@ struct Cli {
 	/// Worker threads (default: all cores). Results do not depend on it.
 	#[arg(long, global = true)]
 	threads: Option<usize>,
+	/// Compute backend: `auto` takes a CUDA GPU where a driver and one are present, else
+	/// the CPU (saying why in one line); `cpu` the CPU reference; `cuda` a GPU or an error.
+	#[arg(long, global = true, value_enum, default_value_t = BackendChoice::Auto)]
+	backend: BackendChoice,
 	#[command(subcommand)]
 	command: Command,
 }
@@ -373,8 +377,48 @@ pub(crate) fn progress_if_terminal(total: u64, done: u64) -> Option<ProgressBar>
 	std::io::stderr().is_terminal().then(|| progress(total, done))
 }
 
-/// The backend for `precision`.
+/// `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BackendChoice {
+	Auto,
+	Cpu,
+	Cuda,
+}
+
+/// `--backend`, as given on the command line (set once in `main`).
+static BACKEND_CHOICE: std::sync::OnceLock<BackendChoice> = std::sync::OnceLock::new();
+
+/// Where `--backend` sends the work: `Ok` for the CPU (after a one-line notice, once per
+/// process, where `auto` found no usable GPU), or why `cuda` cannot be had.
+fn device_for_backend() -> Result<()> {
+	static DECIDED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+	let choice = *BACKEND_CHOICE.get().unwrap_or(&BackendChoice::Auto);
+	let decided = DECIDED.get_or_init(|| {
+		// The CUDA backend's kernels compile (molting-cuda, NVRTC) but no training step runs
+		// on them yet: a GPU, where there is one, is named and not used.
+		let not_yet = "the CUDA backend is compiled and host-tested but does not run a training step yet";
+		match (choice, molting_cuda::detect()) {
+			(BackendChoice::Cpu, _) => Ok(()),
+			(BackendChoice::Auto, d @ molting_cuda::Detection::Unavailable(_)) => {
+				eprintln!("molt-worker: {}", d.fallback_notice().unwrap_or_default());
+				Ok(())
+			},
+			(BackendChoice::Auto, molting_cuda::Detection::Gpu { name, compute_capability: (ma, mi), .. }) => {
+				eprintln!("molt-worker: found {name} (sm_{ma}{mi}), but {not_yet}; using the CPU backend");
+				Ok(())
+			},
+			(BackendChoice::Cuda, molting_cuda::Detection::Unavailable(why)) => Err(format!("--backend cuda: {why}")),
+			(BackendChoice::Cuda, molting_cuda::Detection::Gpu { name, .. }) => {
+				Err(format!("--backend cuda: found {name}, but {not_yet}; use --backend cpu or auto"))
+			},
+		}
+	});
+	decided.clone().map_err(anyhow::Error::msg)
+}
+
+/// The backend for `precision` (on the device `--backend` chose).
 pub(crate) fn backend_for(precision: Precision) -> Result<Box<dyn Backend>> {
+	device_for_backend()?;
 	Ok(match precision {
 		Precision::Fp32 => Box::new(Cpu),
 		Precision::Bf16 => Box::new(CpuBf16::new().ok_or_else(|| {
@@ -469,6 +513,7 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+	let _ = BACKEND_CHOICE.set(cli.backend);
 	if let Some(n) = cli.threads {
 		rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("thread pool")?;
 	}

@@ -92,3 +92,31 @@ fn bad_arguments_and_inputs_are_one_line_errors() {
 	assert!(!out.status.success());
 	assert!(String::from_utf8_lossy(&out.stderr).contains("not a model"));
 }
+
+#[test]
+fn backend_auto_without_a_gpu_trains_on_the_cpu_after_one_line_and_cuda_says_why_not() {
+	let dir = tempfile::tempdir().unwrap();
+	let spec = write_tiny_job(dir.path(), |s| s.replace("steps = 12", "steps = 2"));
+	let train = |backend: &str, out: &str| {
+		worker().args(["--backend", backend, "train", "--spec"]).arg(&spec).arg("--out").arg(dir.path().join(out)).output().unwrap()
+	};
+	let gpu = matches!(molting_cuda::detect(), molting_cuda::Detection::Gpu { .. });
+	let auto = train("auto", "auto");
+	let err = String::from_utf8_lossy(&auto.stderr);
+	assert!(auto.status.success(), "{err}");
+	let notices: Vec<&str> = err.lines().filter(|l| l.contains("using the CPU backend")).collect();
+	assert_eq!(notices.len(), 1, "one notice line:\n{err}");
+	if !gpu {
+		assert!(notices[0].starts_with("molt-worker: no CUDA GPU to train on ("), "{}", notices[0]);
+	}
+	let cpu = train("cpu", "cpu");
+	assert!(cpu.status.success());
+	assert!(!String::from_utf8_lossy(&cpu.stderr).contains("CPU backend"), "no notice for --backend cpu");
+	assert_eq!(final_hash(&dir.path().join("auto")), final_hash(&dir.path().join("cpu")), "auto fell back to the same CPU class");
+	let cuda = train("cuda", "cuda");
+	assert!(!cuda.status.success(), "no CUDA training step exists yet");
+	let err = String::from_utf8_lossy(&cuda.stderr);
+	assert_eq!(err.lines().count(), 1, "{err}");
+	assert!(err.starts_with("molt-worker: --backend cuda: "), "{err}");
+	assert!(!dir.path().join("cuda").join("summary.json").exists(), "nothing trained");
+}

@@ -1,0 +1,124 @@
+//! The kernels' CUDA C source, embedded, and their compilation by NVRTC.
+//!
+//! Each `.cu` file in `kernels/` includes `common.cuh` (the fixed-order block reductions
+//! and the engine's counter-based random stream); the header is spliced in here, so
+//! NVRTC needs no include path and the compiled source is exactly what is embedded.
+
+use cudarc::nvrtc::{CompileOptions, Ptx};
+
+/// One kernel file: its name, source, and the `extern "C"` entry points it defines.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelSource {
+	pub file: &'static str,
+	pub source: &'static str,
+	pub entries: &'static [&'static str],
+}
+
+const COMMON: &str = include_str!("../kernels/common.cuh");
+
+/// Every kernel of the CUDA backend.
+pub const KERNELS: &[KernelSource] = &[
+	KernelSource {
+		file: "rmsnorm.cu",
+		source: include_str!("../kernels/rmsnorm.cu"),
+		entries: &["rmsnorm_forward", "rmsnorm_backward"],
+	},
+	KernelSource { file: "rope.cu", source: include_str!("../kernels/rope.cu"), entries: &["rope"] },
+	KernelSource {
+		file: "attention.cu",
+		source: include_str!("../kernels/attention.cu"),
+		entries: &["attention_forward", "attention_delta", "attention_backward_dq", "attention_backward_dkdv"],
+	},
+	KernelSource {
+		file: "swiglu.cu",
+		source: include_str!("../kernels/swiglu.cu"),
+		entries: &["swiglu_forward", "swiglu_backward"],
+	},
+	KernelSource { file: "xent.cu", source: include_str!("../kernels/xent.cu"), entries: &["cross_entropy"] },
+	KernelSource {
+		file: "dropout.cu",
+		source: include_str!("../kernels/dropout.cu"),
+		entries: &["dropout_forward", "dropout_backward"],
+	},
+	KernelSource {
+		file: "optim.cu",
+		source: include_str!("../kernels/optim.cu"),
+		entries: &["adamw", "sumsq_partials", "sum_partials"],
+	},
+	KernelSource {
+		file: "elementwise.cu",
+		source: include_str!("../kernels/elementwise.cu"),
+		entries: &["add_assign", "axpy", "scale", "add_bias", "embedding_gather"],
+	},
+];
+
+/// A kernel NVRTC would not compile, or a compiler that is not there.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+	#[error("libnvrtc cannot be loaded ({0}); `scripts/fetch-nvrtc.sh` fetches it into $MOLTING_NVRTC_DIR")]
+	NoCompiler(String),
+	#[error("kernels/{file} does not compile for {arch} with NVRTC:\n{log}")]
+	Refused { file: String, arch: String, log: String },
+	#[error("kernels/{file}: NVRTC failed before it compiled anything: {message}")]
+	Nvrtc { file: String, message: String },
+	#[error("kernels/{file} compiled for {arch}, but its PTX lacks the entry point `{entry}`")]
+	MissingEntry { file: String, arch: String, entry: String },
+}
+
+/// The source NVRTC compiles for `kernel`: the shared header spliced in where it is
+/// included.
+pub fn full_source(kernel: &KernelSource) -> String {
+	let header: String = COMMON.lines().filter(|l| l.trim() != "#pragma once").collect::<Vec<_>>().join("\n");
+	kernel.source.replace("#include \"common.cuh\"", &header)
+}
+
+/// The options every kernel is compiled with: IEEE division and square roots, denormals
+/// kept, and no fused multiply-add (see the crate doc: the bits then do not depend on
+/// the PTX assembler's contractions).
+pub fn options(arch: &'static str) -> CompileOptions {
+	CompileOptions {
+		ftz: Some(false),
+		prec_div: Some(true),
+		prec_sqrt: Some(true),
+		fmad: Some(false),
+		arch: Some(arch),
+		options: vec!["--std=c++17".into()],
+		..Default::default()
+	}
+}
+
+/// Compiles `kernel` for the virtual architecture `arch` (`compute_80`, `compute_90`)
+/// and checks that every entry point it declares is in the PTX.
+pub fn compile(kernel: &KernelSource, arch: &'static str) -> Result<Ptx, CompileError> {
+	crate::detect::nvrtc_loads().map_err(CompileError::NoCompiler)?;
+	let ptx = compile_source(kernel.file, &full_source(kernel), arch)?;
+	let text = ptx.to_src();
+	for entry in kernel.entries {
+		if !text.contains(&format!(".entry {entry}(")) {
+			return Err(CompileError::MissingEntry { file: kernel.file.into(), arch: arch.into(), entry: (*entry).into() });
+		}
+	}
+	Ok(ptx)
+}
+
+/// Compiles CUDA C `source` (named `file` in errors) with the kernels' options.
+pub fn compile_source(file: &str, source: &str, arch: &'static str) -> Result<Ptx, CompileError> {
+	crate::detect::nvrtc_loads().map_err(CompileError::NoCompiler)?;
+	let opts = CompileOptions { name: Some(file.to_string()), ..options(arch) };
+	cudarc::nvrtc::compile_ptx_with_opts(source, opts).map_err(|e| match e {
+		cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+			CompileError::Refused { file: file.into(), arch: arch.into(), log: log.to_string_lossy().trim_end().to_string() }
+		},
+		cudarc::nvrtc::CompileError::CreationError(err)
+		| cudarc::nvrtc::CompileError::GetLogError(err)
+		| cudarc::nvrtc::CompileError::GetPtxError(err)
+		| cudarc::nvrtc::CompileError::DestroyError(err) => {
+			CompileError::Nvrtc { file: file.into(), message: format!("{err:?}") }
+		},
+	})
+}
+
+/// Every kernel compiled for `arch`, in [`KERNELS`]' order.
+pub fn compile_all(arch: &'static str) -> Result<Vec<(&'static KernelSource, Ptx)>, CompileError> {
+	KERNELS.iter().map(|k| compile(k, arch).map(|p| (k, p))).collect()
+}

@@ -1,0 +1,248 @@
+//! Each kernel on a GPU against the CPU reference backend (molting-engine's `Cpu`). They
+//! run where a CUDA driver and a GPU are present, and say SKIPPED otherwise: on machines
+//! without one only the compile tests (`nvrtc.rs`) and the host code's tests run.
+//!
+//! Tolerances: the CUDA class is its own (another summation order than the CPU's), so
+//! float results are compared to the CPU within a relative bound per element; what is
+//! computed by the same operations in the same order (the dropout mask, AdamW) is
+//! compared bit for bit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, PushKernelArg};
+use molting_cuda::launch;
+use molting_engine::backend::cpu::Cpu;
+use molting_engine::backend::{AttnShape, Backend};
+use molting_engine::rng::{stream_key, uniform_at, Rng};
+
+struct Gpu {
+	stream: Arc<CudaStream>,
+	functions: HashMap<&'static str, CudaFunction>,
+	_modules: Vec<Arc<CudaModule>>,
+}
+
+/// The GPU with every kernel loaded, or `None` (after a visible line) without one.
+fn gpu() -> Option<Gpu> {
+	let d = molting_cuda::detect();
+	let molting_cuda::Detection::Gpu { compute_capability: (major, minor), .. } = d else {
+		eprintln!("SKIPPED: no GPU: {}", d.fallback_notice().unwrap_or_default());
+		return None;
+	};
+	if molting_cuda::detect::nvrtc_loads().is_err() {
+		eprintln!("SKIPPED: a GPU but no libnvrtc (scripts/fetch-nvrtc.sh)");
+		return None;
+	}
+	let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
+	let ctx = CudaContext::new(0).expect("GPU 0");
+	let stream = ctx.default_stream();
+	let mut functions = HashMap::new();
+	let mut modules = Vec::new();
+	for (k, ptx) in molting_cuda::compile_all(arch).unwrap_or_else(|e| panic!("{e}")) {
+		let m = ctx.load_module(ptx).unwrap_or_else(|e| panic!("{}: {e:?}", k.file));
+		for e in k.entries {
+			functions.insert(*e, m.load_function(e).unwrap_or_else(|err| panic!("{e}: {err:?}")));
+		}
+		modules.push(m);
+	}
+	Some(Gpu { stream, functions, _modules: modules })
+}
+
+fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+	let mut r = Rng::new(seed);
+	(0..n).map(|_| (r.uniform() * 2.0 - 1.0) * scale).collect()
+}
+
+/// Each element within `rel` of the reference, relative to the reference's largest
+/// magnitude in its row of `row` elements (a row's values share one softmax or norm).
+#[track_caller]
+fn close(what: &str, got: &[f32], want: &[f32], row: usize, rel: f32) {
+	assert_eq!(got.len(), want.len(), "{what}: length");
+	for (r, (g, w)) in got.chunks(row).zip(want.chunks(row)).enumerate() {
+		let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+		for (i, (a, b)) in g.iter().zip(w).enumerate() {
+			assert!((a - b).abs() <= rel * scale, "{what}: row {r} element {i}: GPU {a} vs CPU {b} (row scale {scale})");
+		}
+	}
+}
+
+#[test]
+fn rmsnorm_swiglu_rope_and_cross_entropy_match_the_cpu() {
+	let Some(g) = gpu() else { return };
+	let s = &g.stream;
+	let (rows, dim) = (37usize, 576usize);
+	let (x, w) = (random(rows * dim, 1, 3.0), random(dim, 2, 1.0));
+	let (mut out, mut rstd) = (vec![0f32; rows * dim], vec![0f32; rows]);
+	Cpu.rmsnorm_forward(&mut out, &mut rstd, &x, &w, dim, 1e-5);
+	let (x_, w_) = (s.clone_htod(&x).unwrap(), s.clone_htod(&w).unwrap());
+	let (mut out_, mut rstd_) = (s.alloc_zeros::<f32>(rows * dim).unwrap(), s.alloc_zeros::<f32>(rows).unwrap());
+	let (dim_i, eps) = (dim as i32, 1e-5f32);
+	let plan = launch::per_row("rmsnorm_forward", rows as u64, dim as u64).unwrap().unwrap();
+	let mut b = s.launch_builder(&g.functions["rmsnorm_forward"]);
+	b.arg(&mut out_).arg(&mut rstd_).arg(&x_).arg(&w_).arg(&dim_i).arg(&eps);
+	unsafe { b.launch(plan.config()) }.unwrap();
+	close("rmsnorm forward", &s.clone_dtoh(&out_).unwrap(), &out, dim, 1e-5);
+	close("rmsnorm rstd", &s.clone_dtoh(&rstd_).unwrap(), &rstd, rows, 1e-5);
+	let dy = random(rows * dim, 3, 1.0);
+	let mut dx = random(rows * dim, 4, 1.0); // accumulated into
+	let dx0 = dx.clone();
+	Cpu.rmsnorm_backward(&mut dx, &dy, &x, &w, &rstd, dim);
+	let (dy_, mut dxg) = (s.clone_htod(&dy).unwrap(), s.clone_htod(&dx0).unwrap());
+	let mut b = s.launch_builder(&g.functions["rmsnorm_backward"]);
+	b.arg(&mut dxg).arg(&dy_).arg(&x_).arg(&w_).arg(&rstd_).arg(&dim_i);
+	unsafe { b.launch(plan.config()) }.unwrap();
+	close("rmsnorm backward", &s.clone_dtoh(&dxg).unwrap(), &dx, dim, 1e-5);
+
+	// SwiGLU.
+	let n = rows * dim;
+	let (gate, up, dh) = (random(n, 5, 6.0), random(n, 6, 2.0), random(n, 7, 1.0));
+	let mut h = vec![0f32; n];
+	Cpu.swiglu_forward(&mut h, &gate, &up);
+	let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
+	Cpu.swiglu_backward(&mut dg, &mut du, &dh, &gate, &up);
+	let (gate_, up_, dh_) = (s.clone_htod(&gate).unwrap(), s.clone_htod(&up).unwrap(), s.clone_htod(&dh).unwrap());
+	let (mut h_, mut dg_, mut du_) = (s.alloc_zeros::<f32>(n).unwrap(), s.alloc_zeros::<f32>(n).unwrap(), s.alloc_zeros::<f32>(n).unwrap());
+	let n_i = n as i64;
+	let plan = launch::elementwise("swiglu", n as u64).unwrap().unwrap();
+	let mut b = s.launch_builder(&g.functions["swiglu_forward"]);
+	b.arg(&mut h_).arg(&gate_).arg(&up_).arg(&n_i);
+	unsafe { b.launch(plan.config()) }.unwrap();
+	let mut b = s.launch_builder(&g.functions["swiglu_backward"]);
+	b.arg(&mut dg_).arg(&mut du_).arg(&dh_).arg(&gate_).arg(&up_).arg(&n_i);
+	unsafe { b.launch(plan.config()) }.unwrap();
+	close("swiglu forward", &s.clone_dtoh(&h_).unwrap(), &h, 1, 1e-5);
+	close("swiglu dgate", &s.clone_dtoh(&dg_).unwrap(), &dg, 1, 1e-5);
+	close("swiglu dup", &s.clone_dtoh(&du_).unwrap(), &du, 1, 1e-5);
+
+	// RoPE, forward and inverse, at positions restarting mid-row.
+	let (head_dim, width) = (64usize, 576usize);
+	let positions: Vec<u32> = (0..rows as u32).map(|r| if r < 20 { r } else { r - 20 }).collect();
+	let half = head_dim / 2;
+	let (mut cos, mut sin) = (vec![0f32; rows * half], vec![0f32; rows * half]);
+	for p in 0..rows {
+		for i in 0..half {
+			let a = p as f32 / 10000f32.powf(2.0 * i as f32 / head_dim as f32);
+			(cos[p * half + i], sin[p * half + i]) = (a.cos(), a.sin());
+		}
+	}
+	for inverse in [false, true] {
+		let mut xr = x[..rows * width].to_vec();
+		let mut xg = s.clone_htod(&xr).unwrap();
+		Cpu.rope(&mut xr, width, &cos, &sin, &positions, head_dim, inverse);
+		let (cos_, sin_, pos_) = (s.clone_htod(&cos).unwrap(), s.clone_htod(&sin).unwrap(), s.clone_htod(&positions).unwrap());
+		let (rows_i, width_i, hd_i, inv_i) = (rows as i32, width as i32, head_dim as i32, inverse as i32);
+		let plan = launch::rope(rows as u64, width as u64, head_dim as u64).unwrap().unwrap();
+		let mut b = s.launch_builder(&g.functions["rope"]);
+		b.arg(&mut xg).arg(&rows_i).arg(&width_i).arg(&cos_).arg(&sin_).arg(&pos_).arg(&hd_i).arg(&inv_i);
+		unsafe { b.launch(plan.config()) }.unwrap();
+		close("rope", &s.clone_dtoh(&xg).unwrap(), &xr, width, 1e-6);
+	}
+
+	// Cross-entropy over a 49,152-token vocabulary, one row ignored.
+	let (rows, vocab) = (9usize, 49_152usize);
+	let logits = random(rows * vocab, 8, 8.0);
+	let targets: Vec<i32> = (0..rows as i32).map(|r| if r == 4 { -1 } else { r * 5003 }).collect();
+	let (mut grad, mut losses) = (logits.clone(), vec![0f64; rows]);
+	Cpu.cross_entropy(&mut grad, &targets, vocab, 0.125, &mut losses);
+	let (mut lg, t_, mut l_) = (s.clone_htod(&logits).unwrap(), s.clone_htod(&targets).unwrap(), s.alloc_zeros::<f64>(rows).unwrap());
+	let (vocab_i, scale) = (vocab as i32, 0.125f32);
+	let plan = launch::per_row("cross_entropy", rows as u64, vocab as u64).unwrap().unwrap();
+	let mut b = s.launch_builder(&g.functions["cross_entropy"]);
+	b.arg(&mut lg).arg(&t_).arg(&mut l_).arg(&vocab_i).arg(&scale);
+	unsafe { b.launch(plan.config()) }.unwrap();
+	close("cross-entropy gradient", &s.clone_dtoh(&lg).unwrap(), &grad, vocab, 1e-5);
+	for (r, (a, b)) in s.clone_dtoh(&l_).unwrap().iter().zip(&losses).enumerate() {
+		assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "loss of row {r}: GPU {a} vs CPU {b}");
+	}
+}
+
+#[test]
+fn dropout_draws_the_engines_mask_and_adamw_its_update_bit_for_bit() {
+	let Some(g) = gpu() else { return };
+	let s = &g.stream;
+	let n = 100_003usize;
+	let (p, key) = (0.05f32, stream_key(42, &[3, 7]));
+	let threshold = (p as f64 * (1u64 << 24) as f64).ceil() as u64;
+	let keep = 1.0 / (1.0 - p);
+	let x = random(n, 9, 1.0);
+	let want: Vec<f32> = x.iter().enumerate().map(|(i, &v)| if uniform_at(key, i as u64) < p { 0.0 } else { v * keep }).collect();
+	let (x_, mut out_) = (s.clone_htod(&x).unwrap(), s.alloc_zeros::<f32>(n).unwrap());
+	let n_i = n as i64;
+	let plan = launch::elementwise("dropout", n as u64).unwrap().unwrap();
+	let mut b = s.launch_builder(&g.functions["dropout_forward"]);
+	b.arg(&mut out_).arg(&x_).arg(&n_i).arg(&key).arg(&threshold).arg(&keep);
+	unsafe { b.launch(plan.config()) }.unwrap();
+	let got = s.clone_dtoh(&out_).unwrap();
+	assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "the GPU's mask and scaling are the engine's");
+
+	let hp = molting_engine::optim::AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
+	let (mut params, grads) = (random(n, 10, 0.1), random(n, 11, 1.0));
+	let mut opt = molting_engine::optim::AdamW::new(n);
+	let (p_, g_) = (s.clone_htod(&params).unwrap(), s.clone_htod(&grads).unwrap());
+	let mut p_ = p_;
+	let (mut m_, mut v_) = (s.alloc_zeros::<f32>(n).unwrap(), s.alloc_zeros::<f32>(n).unwrap());
+	let (lr, t) = (2e-3f32, 3u64);
+	opt.update(&mut params, &grads, lr, t, &hp);
+	// The host's scalars, as optim.rs computes them.
+	let bc1 = 1.0 - molting_engine::math::powi_f64(hp.beta1 as f64, t);
+	let bc2_sqrt = (1.0 - molting_engine::math::powi_f64(hp.beta2 as f64, t)).sqrt() as f32;
+	let step_size = (lr as f64 / bc1) as f32;
+	let decay = 1.0 - lr * hp.weight_decay;
+	let mut b = s.launch_builder(&g.functions["adamw"]);
+	b.arg(&mut p_).arg(&g_).arg(&mut m_).arg(&mut v_).arg(&n_i).arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&step_size).arg(&bc2_sqrt).arg(&decay);
+	unsafe { b.launch(plan.config()) }.unwrap();
+	let got = s.clone_dtoh(&p_).unwrap();
+	let same = got.iter().zip(&params).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
+	assert_eq!(same, n, "AdamW's update bit for bit: the same operations in the same order");
+}
+
+#[test]
+fn attention_forward_and_backward_match_the_cpu_across_documents() {
+	let Some(g) = gpu() else { return };
+	let s = &g.stream;
+	// Two rows; the second holds two documents (positions restart at 0).
+	let shape = AttnShape { batch: 2, seq: 70, heads: 6, kv_heads: 2, head_dim: 32 };
+	let (t, qw, kvw) = (shape.seq, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim);
+	let tokens = shape.batch * t;
+	let positions: Vec<u32> = (0..tokens).map(|i| if i < t { i as u32 } else if i < t + 30 { (i - t) as u32 } else { (i - t - 30) as u32 }).collect();
+	let (q, k, v, dout) = (random(tokens * qw, 12, 1.0), random(tokens * kvw, 13, 1.0), random(tokens * kvw, 14, 1.0), random(tokens * qw, 15, 1.0));
+	let mut out = vec![0f32; tokens * qw];
+	let mut probs = vec![0f32; shape.batch * shape.heads * t * t];
+	Cpu.attention_forward(&mut out, &mut probs, &q, &k, &v, &positions, shape);
+	let (mut dq, mut dk, mut dv) = (vec![0f32; q.len()], vec![0f32; k.len()], vec![0f32; v.len()]);
+	Cpu.attention_backward(&mut dq, &mut dk, &mut dv, &dout, &probs, &q, &k, &v, &positions, shape);
+
+	let plans = launch::attention(
+		launch::Attention { batch: 2, seq: t as u64, heads: 6, kv_heads: 2, head_dim: 32 },
+		launch::DEFAULT_SHARED_LIMIT,
+	)
+	.unwrap()
+	.unwrap();
+	let (q_, k_, v_, do_, pos_) = (s.clone_htod(&q).unwrap(), s.clone_htod(&k).unwrap(), s.clone_htod(&v).unwrap(), s.clone_htod(&dout).unwrap(), s.clone_htod(&positions).unwrap());
+	let stats = shape.batch * shape.heads * t;
+	let (mut out_, mut lse_, mut delta_) = (s.alloc_zeros::<f32>(out.len()).unwrap(), s.alloc_zeros::<f32>(stats).unwrap(), s.alloc_zeros::<f32>(stats).unwrap());
+	let (mut dq_, mut dk_, mut dv_) = (s.alloc_zeros::<f32>(dq.len()).unwrap(), s.alloc_zeros::<f32>(dk.len()).unwrap(), s.alloc_zeros::<f32>(dv.len()).unwrap());
+	let (seq_i, h_i, kv_i, d_i, scale) = (t as i32, 6i32, 2i32, 32i32, 1.0 / 32f32.sqrt());
+	let mut b = s.launch_builder(&g.functions["attention_forward"]);
+	b.arg(&mut out_).arg(&mut lse_).arg(&q_).arg(&k_).arg(&v_).arg(&pos_).arg(&seq_i).arg(&h_i).arg(&kv_i).arg(&d_i).arg(&scale);
+	unsafe { b.launch(plans.forward.config()) }.unwrap();
+	close("attention forward", &s.clone_dtoh(&out_).unwrap(), &out, shape.head_dim, 1e-5);
+	let mut b = s.launch_builder(&g.functions["attention_delta"]);
+	b.arg(&mut delta_).arg(&do_).arg(&out_).arg(&seq_i).arg(&h_i).arg(&d_i);
+	unsafe { b.launch(plans.delta.config()) }.unwrap();
+	let mut b = s.launch_builder(&g.functions["attention_backward_dq"]);
+	b.arg(&mut dq_).arg(&do_).arg(&lse_).arg(&delta_).arg(&q_).arg(&k_).arg(&v_).arg(&pos_).arg(&seq_i).arg(&h_i).arg(&kv_i).arg(&d_i).arg(&scale);
+	unsafe { b.launch(plans.backward_dq.config()) }.unwrap();
+	let mut b = s.launch_builder(&g.functions["attention_backward_dkdv"]);
+	b.arg(&mut dk_).arg(&mut dv_).arg(&do_).arg(&lse_).arg(&delta_).arg(&q_).arg(&k_).arg(&v_).arg(&pos_).arg(&seq_i).arg(&h_i).arg(&kv_i).arg(&d_i).arg(&scale);
+	unsafe { b.launch(plans.backward_dkdv.config()) }.unwrap();
+	close("attention dq", &s.clone_dtoh(&dq_).unwrap(), &dq, shape.head_dim, 1e-4);
+	close("attention dk", &s.clone_dtoh(&dk_).unwrap(), &dk, shape.head_dim, 1e-4);
+	close("attention dv", &s.clone_dtoh(&dv_).unwrap(), &dv, shape.head_dim, 1e-4);
+	// Run twice: the same bits.
+	let first = s.clone_dtoh(&dk_).unwrap();
+	let mut b = s.launch_builder(&g.functions["attention_backward_dkdv"]);
+	b.arg(&mut dk_).arg(&mut dv_).arg(&do_).arg(&lse_).arg(&delta_).arg(&q_).arg(&k_).arg(&v_).arg(&pos_).arg(&seq_i).arg(&h_i).arg(&kv_i).arg(&d_i).arg(&scale);
+	unsafe { b.launch(plans.backward_dkdv.config()) }.unwrap();
+	assert!(s.clone_dtoh(&dk_).unwrap().iter().zip(&first).all(|(a, b)| a.to_bits() == b.to_bits()), "dK twice, the same bits");
+}
