@@ -207,10 +207,9 @@ fn attention_forward_and_backward_match_the_cpu_across_documents() {
 	let positions: Vec<u32> = (0..tokens).map(|i| if i < t { i as u32 } else if i < t + 30 { (i - t) as u32 } else { (i - t - 30) as u32 }).collect();
 	let (q, k, v, dout) = (random(tokens * qw, 12, 1.0), random(tokens * kvw, 13, 1.0), random(tokens * kvw, 14, 1.0), random(tokens * qw, 15, 1.0));
 	let mut out = vec![0f32; tokens * qw];
-	let mut probs = vec![0f32; shape.batch * shape.heads * t * t];
-	Cpu.attention_forward(&mut out, &mut probs, &q, &k, &v, &positions, shape);
+	let saved = Cpu.attention_forward(&mut out, &q, &k, &v, &positions, shape);
 	let (mut dq, mut dk, mut dv) = (vec![0f32; q.len()], vec![0f32; k.len()], vec![0f32; v.len()]);
-	Cpu.attention_backward(&mut dq, &mut dk, &mut dv, &dout, &probs, &q, &k, &v, &positions, shape);
+	Cpu.attention_backward(&mut dq, &mut dk, &mut dv, &dout, &saved, &q, &k, &v, &positions, shape);
 
 	let plans = launch::attention(
 		launch::Attention { batch: 2, seq: t as u64, heads: 6, kv_heads: 2, head_dim: 32 },

@@ -7,9 +7,12 @@
 //! replay a miner's training and get the same bits (worker/README.md, "Reproducibility"; the
 //! reproducibility class is the backend's [`Backend::class`]).
 //!
-//! The CPU backend is the reference. The GPU backend (cuBLAS and NVRTC through `cudarc`,
-//! a later issue) is to implement the same kernels, with device buffers in place of the
-//! slices, and be tested against this one.
+//! The CPU backend is the reference. The GPU backend (cuBLAS and NVRTC through `cudarc`;
+//! its kernels are in `worker/cuda`) is to implement the same kernels, with device buffers
+//! in place of the slices, and be tested against this one. What a forward keeps for its
+//! backward is the backend's own already ([`Frozen`] weights, [`AttnSaved`] attention
+//! state); the activations and the operations between the kernels (residual adds, biases,
+//! LoRA scaling, dropout, the embedding gather, AdamW) are still the engine's, on the host.
 
 pub mod cpu;
 
@@ -43,6 +46,25 @@ impl Frozen {
 		self.data
 			.downcast_ref::<T>()
 			.unwrap_or_else(|| panic!("a weight frozen by {} used by another backend", self.class))
+	}
+}
+
+/// What an attention forward keeps for its backward, in the backend's own form: the CPU
+/// keeps the softmax (`[batch × heads × seq × seq]`); a flash-style kernel keeps one
+/// log-sum-exp per query row and recomputes the rest. Only the backend that made it can
+/// read it.
+pub struct AttnSaved {
+	data: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl AttnSaved {
+	pub fn new<T: std::any::Any + Send + Sync>(data: T) -> Self {
+		AttnSaved { data: Box::new(data) }
+	}
+
+	/// The backend's own form; panics if another backend made it.
+	pub fn get<T: 'static>(&self) -> &T {
+		self.data.downcast_ref::<T>().unwrap_or_else(|| panic!("an attention state made by another backend"))
 	}
 }
 
@@ -90,21 +112,12 @@ pub trait Backend: Send + Sync {
 	/// position `p` (`positions`, `[batch·seq]`) sees itself and the `p` tokens before it.
 	/// Positions are 0 at each row's start and where a document starts, else the previous
 	/// plus one. `q`/`out` are `[batch·seq × heads·head_dim]`, `k`/`v`
-	/// `[batch·seq × kv_heads·head_dim]`; `probs` keeps the softmax,
-	/// `[batch × heads × seq × seq]`, of which only the blocks a document sees are written.
-	/// Masked blocks are skipped, not computed and thrown away.
-	#[allow(clippy::too_many_arguments)]
-	fn attention_forward(
-		&self,
-		out: &mut [f32],
-		probs: &mut [f32],
-		q: &[f32],
-		k: &[f32],
-		v: &[f32],
-		positions: &[u32],
-		s: AttnShape,
-	);
-	/// Gradients of the above; `dq`, `dk`, `dv` are overwritten.
+	/// `[batch·seq × kv_heads·head_dim]`. Returns what the backward needs, in the
+	/// backend's form ([`AttnSaved`]). Masked blocks are skipped, not computed and thrown
+	/// away.
+	fn attention_forward(&self, out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], positions: &[u32], s: AttnShape)
+		-> AttnSaved;
+	/// Gradients of the above from its saved state; `dq`, `dk`, `dv` are overwritten.
 	#[allow(clippy::too_many_arguments)]
 	fn attention_backward(
 		&self,
@@ -112,7 +125,7 @@ pub trait Backend: Send + Sync {
 		dk: &mut [f32],
 		dv: &mut [f32],
 		dout: &[f32],
-		probs: &[f32],
+		saved: &AttnSaved,
 		q: &[f32],
 		k: &[f32],
 		v: &[f32],

@@ -8,7 +8,7 @@
 
 use super::linear::{self, Dims, DropMask, LoraBranch};
 use super::Engine;
-use crate::backend::AttnShape;
+use crate::backend::{AttnSaved, AttnShape};
 use crate::lora::Target;
 use crate::model::LayerWeights;
 
@@ -20,7 +20,8 @@ pub struct BlockActs {
 	q: Vec<f32>,
 	k: Vec<f32>,
 	v: Vec<f32>,
-	probs: Vec<f32>,
+	/// The attention's saved state, in the backend's form.
+	attn: AttnSaved,
 	att: Vec<f32>,
 	x2: Vec<f32>,
 	x3: Vec<f32>,
@@ -65,8 +66,7 @@ impl Engine<'_> {
 		be.rope(&mut k, kvd, &self.rope_cos, &self.rope_sin, pass.positions, c.head_dim, false);
 		let shape = self.attn_shape(pass);
 		let mut att = vec![0f32; n * qd];
-		let mut probs = vec![0f32; pass.batch * c.num_heads * pass.seq * pass.seq];
-		be.attention_forward(&mut att, &mut probs, &q, &k, &v, pass.positions, shape);
+		let attn = be.attention_forward(&mut att, &q, &k, &v, pass.positions, shape);
 		let mut x2 = vec![0f32; n * h];
 		lin(Target::O, &mut x2, &att, &[], qd, h);
 		x2.iter_mut().zip(&x).for_each(|(o, x)| *o += x);
@@ -83,7 +83,7 @@ impl Engine<'_> {
 		lin(Target::Down, &mut out, &hidden, &[], f, h);
 		out.iter_mut().zip(&x2).for_each(|(o, x)| *o += x);
 
-		let acts = BlockActs { x, x1, rstd1, q, k, v, probs, att, x2, x3, rstd2, gate, up, hidden, xa, masks };
+		let acts = BlockActs { x, x1, rstd1, q, k, v, attn, att, x2, x3, rstd2, gate, up, hidden, xa, masks };
 		(out, acts)
 	}
 
@@ -138,7 +138,7 @@ impl Engine<'_> {
 		lin(Target::O, Some((&mut datt, false)), &dx2, &a.att, grads, qd, h);
 		let (mut dq, mut dk, mut dv) = (vec![0f32; n * qd], vec![0f32; n * kvd], vec![0f32; n * kvd]);
 		let shape = self.attn_shape(pass);
-		be.attention_backward(&mut dq, &mut dk, &mut dv, &datt, &a.probs, &a.q, &a.k, &a.v, pass.positions, shape);
+		be.attention_backward(&mut dq, &mut dk, &mut dv, &datt, &a.attn, &a.q, &a.k, &a.v, pass.positions, shape);
 		be.rope(&mut dq, qd, &self.rope_cos, &self.rope_sin, pass.positions, c.head_dim, true);
 		be.rope(&mut dk, kvd, &self.rope_cos, &self.rope_sin, pass.positions, c.head_dim, true);
 		let mut dx1 = need_dx.then(|| vec![0f32; n * h]);

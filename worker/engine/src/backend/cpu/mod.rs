@@ -17,7 +17,7 @@ mod sgemm_bf16;
 mod swiglu;
 mod xent;
 
-use super::{AttnShape, Backend, Frozen};
+use super::{AttnSaved, AttnShape, Backend, Frozen};
 
 /// The CPU backend in f32: the reference. Stateless: the thread count is the enclosing
 /// rayon pool's.
@@ -65,6 +65,12 @@ enum CpuFrozen {
 struct Bf16Frozen {
 	forward: sgemm_bf16::PackedBf16,
 	backward: sgemm_bf16::PackedBf16,
+}
+
+/// The CPU attention's saved state: the softmax, `[batch × heads × seq × seq]`, of which
+/// only the blocks a document sees are written.
+struct CpuAttnSaved {
+	probs: Vec<f32>,
 }
 
 /// A raw pointer that may cross threads; every use writes disjoint elements.
@@ -200,17 +206,10 @@ impl Backend for Cpu {
 		rope::apply(x, width, cos, sin, positions, head_dim, inverse)
 	}
 
-	fn attention_forward(
-		&self,
-		out: &mut [f32],
-		probs: &mut [f32],
-		q: &[f32],
-		k: &[f32],
-		v: &[f32],
-		positions: &[u32],
-		s: AttnShape,
-	) {
-		attention::forward(out, probs, q, k, v, positions, s)
+	fn attention_forward(&self, out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], positions: &[u32], s: AttnShape) -> AttnSaved {
+		let mut probs = vec![0f32; s.batch * s.heads * s.seq * s.seq];
+		attention::forward(out, &mut probs, q, k, v, positions, s);
+		AttnSaved::new(CpuAttnSaved { probs })
 	}
 
 	fn attention_backward(
@@ -219,14 +218,14 @@ impl Backend for Cpu {
 		dk: &mut [f32],
 		dv: &mut [f32],
 		dout: &[f32],
-		probs: &[f32],
+		saved: &AttnSaved,
 		q: &[f32],
 		k: &[f32],
 		v: &[f32],
 		positions: &[u32],
 		s: AttnShape,
 	) {
-		attention::backward(dq, dk, dv, dout, probs, q, k, v, positions, s)
+		attention::backward(dq, dk, dv, dout, &saved.get::<CpuAttnSaved>().probs, q, k, v, positions, s)
 	}
 
 	fn swiglu_forward(&self, out: &mut [f32], gate: &[f32], up: &[f32]) {
@@ -317,17 +316,8 @@ impl Backend for CpuBf16 {
 		Cpu.rope(x, width, cos, sin, positions, head_dim, inverse)
 	}
 
-	fn attention_forward(
-		&self,
-		out: &mut [f32],
-		probs: &mut [f32],
-		q: &[f32],
-		k: &[f32],
-		v: &[f32],
-		positions: &[u32],
-		s: AttnShape,
-	) {
-		Cpu.attention_forward(out, probs, q, k, v, positions, s)
+	fn attention_forward(&self, out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], positions: &[u32], s: AttnShape) -> AttnSaved {
+		Cpu.attention_forward(out, q, k, v, positions, s)
 	}
 
 	fn attention_backward(
@@ -336,14 +326,14 @@ impl Backend for CpuBf16 {
 		dk: &mut [f32],
 		dv: &mut [f32],
 		dout: &[f32],
-		probs: &[f32],
+		saved: &AttnSaved,
 		q: &[f32],
 		k: &[f32],
 		v: &[f32],
 		positions: &[u32],
 		s: AttnShape,
 	) {
-		Cpu.attention_backward(dq, dk, dv, dout, probs, q, k, v, positions, s)
+		Cpu.attention_backward(dq, dk, dv, dout, saved, q, k, v, positions, s)
 	}
 
 	fn swiglu_forward(&self, out: &mut [f32], gate: &[f32], up: &[f32]) {

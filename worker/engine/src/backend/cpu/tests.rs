@@ -183,12 +183,11 @@ fn rope_uses_each_rows_position_and_its_backward_matches_finite_differences() {
 	check_grad("rope", &x, &dx, |x| dot(&f(x), &r));
 }
 
-/// Attention over `positions` (one row of `seq`): output and probabilities.
-fn attend(q: &[f32], k: &[f32], v: &[f32], positions: &[u32], s: AttnShape) -> (Vec<f32>, Vec<f32>) {
+/// Attention over `positions` (one row of `seq`): output and saved state.
+fn attend(q: &[f32], k: &[f32], v: &[f32], positions: &[u32], s: AttnShape) -> (Vec<f32>, AttnSaved) {
 	let mut out = vec![0.0; q.len()];
-	let mut probs = vec![0.0; s.batch * s.heads * s.seq * s.seq];
-	Cpu.attention_forward(&mut out, &mut probs, q, k, v, positions, s);
-	(out, probs)
+	let saved = Cpu.attention_forward(&mut out, q, k, v, positions, s);
+	(out, saved)
 }
 
 #[test]
@@ -199,7 +198,7 @@ fn attention_backward_matches_finite_differences_across_documents() {
 	let (q, k, v) = (random(nq, 30), random(nkv, 31), random(nkv, 32));
 	let r = random(nq, 33);
 	let f = |q: &[f32], k: &[f32], v: &[f32]| attend(q, k, v, &positions, s);
-	let (out, probs) = f(&q, &k, &v);
+	let (out, saved) = f(&q, &k, &v);
 	// The first token of each document attends to itself only: its output is its value.
 	let (qw, kvw) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
 	for row in [0, 3, 5] {
@@ -211,7 +210,7 @@ fn attention_backward_matches_finite_differences_across_documents() {
 		}
 	}
 	let (mut dq, mut dk, mut dv) = (vec![0.0; nq], vec![0.0; nkv], vec![0.0; nkv]);
-	Cpu.attention_backward(&mut dq, &mut dk, &mut dv, &r, &probs, &q, &k, &v, &positions, s);
+	Cpu.attention_backward(&mut dq, &mut dk, &mut dv, &r, &saved, &q, &k, &v, &positions, s);
 	check_grad("attention dq", &q, &dq, |q| dot(&f(q, &k, &v).0, &r));
 	check_grad("attention dk", &k, &dk, |k| dot(&f(&q, k, &v).0, &r));
 	check_grad("attention dv", &v, &dv, |v| dot(&f(&q, &k, v).0, &r));
