@@ -293,9 +293,10 @@ enum JobCommand {
 		/// runtime's commit and reveal windows together).
 		#[arg(long, default_value_t = 20)]
 		judge_blocks: u32,
-		/// Require this backend class (results replay bit-exactly only within one).
-		#[arg(long)]
-		backend: Option<String>,
+		/// Require miners of this reproducibility class (`cpu/x86_64-avx512f/k2/v0.1.0`:
+		/// results replay bit-exactly only within one).
+		#[arg(long, value_name = "CLASS")]
+		require_class: Option<String>,
 		/// The hidden eval set (JSONL conversations): only its commitment is posted; the
 		/// salt is kept in `--secrets` until `job reveal`. Without it, results are judged on
 		/// replay alone.
@@ -836,7 +837,7 @@ fn run(cli: Cli) -> Result<()> {
 					submit_blocks,
 					reveal_blocks,
 					judge_blocks,
-					backend,
+					require_class,
 					eval,
 					secrets,
 					min_improvement,
@@ -859,7 +860,7 @@ fn run(cli: Cli) -> Result<()> {
 						submit_blocks,
 						reveal_blocks,
 						judge_blocks,
-						backend: backend.as_deref(),
+						backend: require_class.as_deref(),
 						eval: eval.as_deref(),
 						secrets: &secrets,
 						min_improvement_ppb: (min_improvement * 1e7).round() as u32,
@@ -910,4 +911,25 @@ fn run(cli: Cli) -> Result<()> {
 		},
 	}
 	Ok(())
+}
+
+#[cfg(test)]
+mod cli_tests {
+	use clap::Parser;
+
+	use super::{BackendChoice, Cli, Command, JobCommand};
+
+	#[test]
+	fn the_global_backend_flag_and_job_posts_class_parse_apart() {
+		let post = ["molt-worker", "job", "post", "--recipe", "r.toml", "--budget", "1", "--store", "s", "--account", "//Alice"];
+		let cli = Cli::try_parse_from(post).unwrap();
+		assert_eq!(cli.backend, BackendChoice::Auto);
+		let with = [&post[..], &["--require-class", "cpu/x"], &["--backend", "cpu"]].concat();
+		let cli = Cli::try_parse_from(with).unwrap();
+		assert_eq!(cli.backend, BackendChoice::Cpu);
+		let Command::Job { command: JobCommand::Post { require_class, .. }, .. } = cli.command else { panic!("a job post") };
+		assert_eq!(require_class.as_deref(), Some("cpu/x"));
+		let cli = Cli::try_parse_from(["molt-worker", "bench", "--backend", "cuda", "--spec", "s.toml"]).unwrap();
+		assert_eq!(cli.backend, BackendChoice::Cuda);
+	}
 }

@@ -9,7 +9,9 @@
 // row) that walks its query heads and rows in a fixed order. Every sum runs in the order
 // fixed by the block size, so the bits depend on the inputs and the launch plan only.
 // Scores live in dynamic shared memory: `seq` floats per block (the host's launch plan
-// checks it fits). Layouts as the engine's: q/out [batch*seq x heads*head_dim], k/v
+// checks it fits). The positions are trusted: the launcher passes only a batch whose
+// positions start every row at 0 and count up by one within a document (the engine's
+// `Batch::check`), as the RoPE tables cover every position and targets are < vocab. Layouts as the engine's: q/out [batch*seq x heads*head_dim], k/v
 // [batch*seq x kv_heads*head_dim].
 #include "common.cuh"
 

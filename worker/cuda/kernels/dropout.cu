@@ -12,10 +12,11 @@ extern "C" __global__ void dropout_forward(float* __restrict__ out, const float*
 	out[i] = uniform_bits(key, (unsigned long long)i) >= threshold ? x[i] * keep : 0.0f;
 }
 
-// dx += kept ? t * keep : 0.
+// dx += kept ? t * keep : +0 (a dropped element adds +0, as the CPU's masked add does:
+// a -0 in dx becomes +0 there too).
 extern "C" __global__ void dropout_backward(float* __restrict__ dx, const float* __restrict__ t, long long n,
 	unsigned long long key, unsigned long long threshold, float keep) {
 	const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
 	if (i >= n) return;
-	if (uniform_bits(key, (unsigned long long)i) >= threshold) dx[i] += t[i] * keep;
+	dx[i] += uniform_bits(key, (unsigned long long)i) >= threshold ? t[i] * keep : 0.0f;
 }

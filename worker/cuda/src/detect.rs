@@ -1,9 +1,9 @@
 //! Whether this machine can compile and run the CUDA kernels, found without panicking.
 //!
-//! cudarc's loaders panic when a library is missing (or too old to hold every symbol of
-//! the CUDA version it was built for), and creating a context without a driver panics
-//! too. So each library is probed first, inside `catch_unwind` (the workspace builds with
-//! `panic = "unwind"`), and only then is a device counted.
+//! cudarc's loaders panic when a library is missing (or too old to hold a symbol of the
+//! CUDA version it was built for), and creating a context without a driver panics too. So
+//! every probe runs inside `catch_unwind` (the workspace builds with `panic = "unwind"`)
+//! with the panic message silenced, once per process.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -26,14 +26,20 @@ impl Detection {
 	}
 }
 
-/// Runs a loader probe, turning its panic into `false`.
-fn loads(probe: impl FnOnce() -> bool) -> bool {
-	// The default hook would print the loader's panic; this is a question, not a failure.
+/// Runs `f`, turning a panic into `None` without printing it: cudarc's loaders panic on a
+/// library that is missing or lacks a symbol, which here is an answer, not a failure.
+/// The panic hook is process-wide, so every probe runs once per process (`OnceLock`s).
+fn quietly<T>(f: impl FnOnce() -> T) -> Option<T> {
 	let hook = std::panic::take_hook();
 	std::panic::set_hook(Box::new(|_| {}));
-	let ok = catch_unwind(AssertUnwindSafe(probe)).unwrap_or(false);
+	let r = catch_unwind(AssertUnwindSafe(f)).ok();
 	std::panic::set_hook(hook);
-	ok
+	r
+}
+
+/// Runs a loader probe, turning its panic into `false`.
+fn loads(probe: impl FnOnce() -> bool) -> bool {
+	quietly(probe).unwrap_or(false)
 }
 
 /// Loads libnvrtc (and the builtins it opens while compiling) from `$MOLTING_NVRTC_DIR`
@@ -78,31 +84,36 @@ pub fn nvrtc_loads() -> Result<(), String> {
 	}
 }
 
-/// Whether a CUDA driver and a GPU are present: never panics.
+/// Whether a CUDA driver and a GPU are present: never panics, and asks the driver once
+/// per process.
 pub fn detect() -> Detection {
-	static DRIVER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-	// SAFETY: as above.
-	if !*DRIVER.get_or_init(|| loads(|| unsafe { cudarc::driver::sys::is_culib_present() })) {
+	static FOUND: std::sync::OnceLock<Detection> = std::sync::OnceLock::new();
+	FOUND.get_or_init(|| quietly(find).unwrap_or_else(|| Detection::Unavailable("the CUDA driver failed".into()))).clone()
+}
+
+fn find() -> Detection {
+	// SAFETY: only opens the library and resolves its symbols; nothing is called.
+	if !unsafe { cudarc::driver::sys::is_culib_present() } {
 		return Detection::Unavailable("no CUDA 13 driver: libcuda.so could not be loaded".into());
 	}
-	let count = match catch_unwind(cudarc::driver::CudaContext::device_count) {
-		Ok(Ok(n)) => n,
-		Ok(Err(e)) => return Detection::Unavailable(format!("the CUDA driver reports {e:?}")),
-		Err(_) => return Detection::Unavailable("the CUDA driver failed to initialise".into()),
+	// cudarc resolves each driver function when first called: one a too old libcuda lacks
+	// panics (caught by `quietly`).
+	let count = match cudarc::driver::CudaContext::device_count() {
+		Ok(n) => n,
+		Err(e) => return Detection::Unavailable(format!("the CUDA driver reports {e:?}")),
 	};
 	if count <= 0 {
 		return Detection::Unavailable("the CUDA driver sees no GPU".into());
 	}
-	let first = catch_unwind(|| {
+	let first = (|| {
 		let ctx = cudarc::driver::CudaContext::new(0).map_err(|e| format!("{e:?}"))?;
 		let name = ctx.name().map_err(|e| format!("{e:?}"))?;
 		let (major, minor) = ctx.compute_capability().map_err(|e| format!("{e:?}"))?;
 		Ok::<_, String>((name, (major.max(0) as u32, minor.max(0) as u32)))
-	});
+	})();
 	match first {
-		Ok(Ok((name, compute_capability))) => Detection::Gpu { devices: count as u32, name, compute_capability },
-		Ok(Err(e)) => Detection::Unavailable(format!("GPU 0 cannot be opened: {e}")),
-		Err(_) => Detection::Unavailable("GPU 0 cannot be opened".into()),
+		Ok((name, compute_capability)) => Detection::Gpu { devices: count as u32, name, compute_capability },
+		Err(e) => Detection::Unavailable(format!("GPU 0 cannot be opened: {e}")),
 	}
 }
 

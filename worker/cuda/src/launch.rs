@@ -80,6 +80,7 @@ pub fn rope(rows: u64, width: u64, head_dim: u64) -> Result<Option<Plan>, Launch
 		});
 	}
 	too_large("rope", "the number of rows", rows, i32::MAX as u64)?;
+	too_large("rope", "the row width", width, i32::MAX as u64)?;
 	elementwise("rope", rows * (width / 2))
 }
 
@@ -104,7 +105,9 @@ pub struct AttentionPlans {
 	pub backward_dkdv: Plan,
 }
 
-/// Plans for `a`, with `shared_limit` bytes of dynamic shared memory per block.
+/// Plans for `a`, with `shared_limit` bytes of dynamic shared memory per block. Above
+/// [`DEFAULT_SHARED_LIMIT`] the launcher must first raise each kernel's
+/// `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES` to the limit it plans with.
 pub fn attention(a: Attention, shared_limit: u32) -> Result<Option<AttentionPlans>, LaunchError> {
 	let kernel = "attention";
 	if a.kv_heads == 0 || a.heads % a.kv_heads != 0 {

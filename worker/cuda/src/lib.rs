@@ -2,8 +2,9 @@
 //! (embedded, compiled at run time by NVRTC), the plan by which each is launched, and
 //! whether this machine can run them at all.
 //!
-//! Nothing of CUDA is linked: `cudarc` opens `libnvrtc`, `libcuda` and `libcublas` when
-//! they are first used (its `dynamic-loading`), so this crate builds and the worker runs,
+//! Nothing of CUDA is linked: `cudarc` opens `libnvrtc` and `libcuda` when they are first
+//! used (its `dynamic-loading`; cuBLAS joins them with the training step), so this crate
+//! builds and the worker runs,
 //! on the CPU, on machines without a GPU, a driver or a toolkit. [`detect`] says which
 //! of those this machine has without ever panicking.
 //!

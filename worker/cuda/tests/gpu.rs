@@ -1,4 +1,4 @@
-//! Each kernel on a GPU against the CPU reference backend (molting-engine's `Cpu`). They
+//! The kernels on a GPU against the CPU reference backend (molting-engine's `Cpu`). They
 //! run where a CUDA driver and a GPU are present, and say SKIPPED otherwise: on machines
 //! without one only the compile tests (`nvrtc.rs`) and the host code's tests run.
 //!
@@ -39,7 +39,15 @@ fn gpu() -> Option<Gpu> {
 	let mut functions = HashMap::new();
 	let mut modules = Vec::new();
 	for (k, ptx) in molting_cuda::compile_all(arch).unwrap_or_else(|e| panic!("{e}")) {
-		let m = ctx.load_module(ptx).unwrap_or_else(|e| panic!("{}: {e:?}", k.file));
+		let m = match ctx.load_module(ptx) {
+			Ok(m) => m,
+			// PTX of a newer CUDA than the driver's: this machine needs an older NVRTC.
+			Err(e) if format!("{e:?}").contains("UNSUPPORTED_PTX_VERSION") => {
+				eprintln!("SKIPPED: the driver is older than NVRTC's PTX ({e:?}); fetch an NVRTC no newer than the driver");
+				return None;
+			},
+			Err(e) => panic!("{}: {e:?}", k.file),
+		};
 		for e in k.entries {
 			functions.insert(*e, m.load_function(e).unwrap_or_else(|err| panic!("{e}: {err:?}")));
 		}
@@ -101,7 +109,9 @@ fn rmsnorm_swiglu_rope_and_cross_entropy_match_the_cpu() {
 	let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
 	Cpu.swiglu_backward(&mut dg, &mut du, &dh, &gate, &up);
 	let (gate_, up_, dh_) = (s.clone_htod(&gate).unwrap(), s.clone_htod(&up).unwrap(), s.clone_htod(&dh).unwrap());
-	let (mut h_, mut dg_, mut du_) = (s.alloc_zeros::<f32>(n).unwrap(), s.alloc_zeros::<f32>(n).unwrap(), s.alloc_zeros::<f32>(n).unwrap());
+	// Outputs the kernels overwrite start as junk.
+	let junk = random(n, 99, 1e3);
+	let (mut h_, mut dg_, mut du_) = (s.clone_htod(&junk).unwrap(), s.clone_htod(&junk).unwrap(), s.clone_htod(&junk).unwrap());
 	let n_i = n as i64;
 	let plan = launch::elementwise("swiglu", n as u64).unwrap().unwrap();
 	let mut b = s.launch_builder(&g.functions["swiglu_forward"]);
@@ -111,7 +121,8 @@ fn rmsnorm_swiglu_rope_and_cross_entropy_match_the_cpu() {
 	b.arg(&mut dg_).arg(&mut du_).arg(&dh_).arg(&gate_).arg(&up_).arg(&n_i);
 	unsafe { b.launch(plan.config()) }.unwrap();
 	close("swiglu forward", &s.clone_dtoh(&h_).unwrap(), &h, 1, 1e-5);
-	close("swiglu dgate", &s.clone_dtoh(&dg_).unwrap(), &dg, 1, 1e-5);
+	// dgate's factor 1 + g(1 − σ(g)) cancels near g ≈ −1.28: relative to its row there.
+	close("swiglu dgate", &s.clone_dtoh(&dg_).unwrap(), &dg, dim, 1e-5);
 	close("swiglu dup", &s.clone_dtoh(&du_).unwrap(), &du, 1, 1e-5);
 
 	// RoPE, forward and inverse, at positions restarting mid-row.
@@ -182,18 +193,27 @@ fn dropout_draws_the_engines_mask_and_adamw_its_update_bit_for_bit() {
 	let mut p_ = p_;
 	let (mut m_, mut v_) = (s.alloc_zeros::<f32>(n).unwrap(), s.alloc_zeros::<f32>(n).unwrap());
 	let (lr, t) = (2e-3f32, 3u64);
-	opt.update(&mut params, &grads, lr, t, &hp);
-	// The host's scalars, as optim.rs computes them.
-	let bc1 = 1.0 - molting_engine::math::powi_f64(hp.beta1 as f64, t);
-	let bc2_sqrt = (1.0 - molting_engine::math::powi_f64(hp.beta2 as f64, t)).sqrt() as f32;
-	let step_size = (lr as f64 / bc1) as f32;
-	let decay = 1.0 - lr * hp.weight_decay;
+	opt.update(&Cpu, &mut params, &grads, lr, t, &hp);
+	// The host's scalars, as every backend gets them.
+	let molting_engine::backend::AdamWStep { step_size, bc2_sqrt, decay, .. } = molting_engine::optim::adamw_step(lr, t, &hp);
 	let mut b = s.launch_builder(&g.functions["adamw"]);
 	b.arg(&mut p_).arg(&g_).arg(&mut m_).arg(&mut v_).arg(&n_i).arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&step_size).arg(&bc2_sqrt).arg(&decay);
 	unsafe { b.launch(plan.config()) }.unwrap();
-	let got = s.clone_dtoh(&p_).unwrap();
-	let same = got.iter().zip(&params).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
-	assert_eq!(same, n, "AdamW's update bit for bit: the same operations in the same order");
+	let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+	assert!(bits(&s.clone_dtoh(&p_).unwrap()) == bits(&params), "AdamW's parameters bit for bit: the same operations in the same order");
+	assert!(bits(&s.clone_dtoh(&m_).unwrap()) == bits(&opt.m), "first moments bit for bit");
+	assert!(bits(&s.clone_dtoh(&v_).unwrap()) == bits(&opt.v), "second moments bit for bit");
+
+	// The backward: dx += kept ? t·keep : +0, onto a non-zero dx.
+	let (t, dx0) = (random(n, 16, 1.0), random(n, 17, 1.0));
+	let mut dx = dx0.clone();
+	let mask = Cpu.dropout_mask(p, key, n);
+	Cpu.dropout_add_kept(&mut dx, &t, &mask);
+	let (t_, mut dx_) = (s.clone_htod(&t).unwrap(), s.clone_htod(&dx0).unwrap());
+	let mut b = s.launch_builder(&g.functions["dropout_backward"]);
+	b.arg(&mut dx_).arg(&t_).arg(&n_i).arg(&key).arg(&threshold).arg(&keep);
+	unsafe { b.launch(plan.config()) }.unwrap();
+	assert!(bits(&s.clone_dtoh(&dx_).unwrap()) == bits(&dx), "dropout's backward bit for bit");
 }
 
 #[test]
@@ -220,7 +240,12 @@ fn attention_forward_and_backward_match_the_cpu_across_documents() {
 	let (q_, k_, v_, do_, pos_) = (s.clone_htod(&q).unwrap(), s.clone_htod(&k).unwrap(), s.clone_htod(&v).unwrap(), s.clone_htod(&dout).unwrap(), s.clone_htod(&positions).unwrap());
 	let stats = shape.batch * shape.heads * t;
 	let (mut out_, mut lse_, mut delta_) = (s.alloc_zeros::<f32>(out.len()).unwrap(), s.alloc_zeros::<f32>(stats).unwrap(), s.alloc_zeros::<f32>(stats).unwrap());
-	let (mut dq_, mut dk_, mut dv_) = (s.alloc_zeros::<f32>(dq.len()).unwrap(), s.alloc_zeros::<f32>(dk.len()).unwrap(), s.alloc_zeros::<f32>(dv.len()).unwrap());
+	// Gradients the kernels overwrite start as junk.
+	let (mut dq_, mut dk_, mut dv_) = (
+		s.clone_htod(&random(dq.len(), 97, 1e3)).unwrap(),
+		s.clone_htod(&random(dk.len(), 98, 1e3)).unwrap(),
+		s.clone_htod(&random(dv.len(), 99, 1e3)).unwrap(),
+	);
 	let (seq_i, h_i, kv_i, d_i, scale) = (t as i32, 6i32, 2i32, 32i32, 1.0 / 32f32.sqrt());
 	let mut b = s.launch_builder(&g.functions["attention_forward"]);
 	b.arg(&mut out_).arg(&mut lse_).arg(&q_).arg(&k_).arg(&v_).arg(&pos_).arg(&seq_i).arg(&h_i).arg(&kv_i).arg(&d_i).arg(&scale);
@@ -238,10 +263,72 @@ fn attention_forward_and_backward_match_the_cpu_across_documents() {
 	close("attention dq", &s.clone_dtoh(&dq_).unwrap(), &dq, shape.head_dim, 1e-4);
 	close("attention dk", &s.clone_dtoh(&dk_).unwrap(), &dk, shape.head_dim, 1e-4);
 	close("attention dv", &s.clone_dtoh(&dv_).unwrap(), &dv, shape.head_dim, 1e-4);
-	// Run twice: the same bits.
-	let first = s.clone_dtoh(&dk_).unwrap();
-	let mut b = s.launch_builder(&g.functions["attention_backward_dkdv"]);
-	b.arg(&mut dk_).arg(&mut dv_).arg(&do_).arg(&lse_).arg(&delta_).arg(&q_).arg(&k_).arg(&v_).arg(&pos_).arg(&seq_i).arg(&h_i).arg(&kv_i).arg(&d_i).arg(&scale);
-	unsafe { b.launch(plans.backward_dkdv.config()) }.unwrap();
-	assert!(s.clone_dtoh(&dk_).unwrap().iter().zip(&first).all(|(a, b)| a.to_bits() == b.to_bits()), "dK twice, the same bits");
+}
+
+#[test]
+fn the_elementwise_kernels_and_the_clipping_norm_match_the_cpu() {
+	let Some(g) = gpu() else { return };
+	let s = &g.stream;
+	let (rows, dim) = (33usize, 576usize);
+	let n = rows * dim;
+	let (y0, x, bias) = (random(n, 20, 1.0), random(n, 21, 1.0), random(dim, 22, 1.0));
+	let n_i = n as i64;
+	let plan = launch::elementwise("elementwise", n as u64).unwrap().unwrap();
+	let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+	let x_ = s.clone_htod(&x).unwrap();
+	// y += x, y += bias per row, x *= a, y += a·x: one rounding each, so bit for bit.
+	let mut want = y0.clone();
+	Cpu.add_assign(&mut want, &x);
+	let mut y_ = s.clone_htod(&y0).unwrap();
+	let mut b = s.launch_builder(&g.functions["add_assign"]);
+	b.arg(&mut y_).arg(&x_).arg(&n_i);
+	unsafe { b.launch(plan.config()) }.unwrap();
+	assert!(bits(&s.clone_dtoh(&y_).unwrap()) == bits(&want), "add_assign");
+	Cpu.add_bias(&mut want, &bias);
+	let (bias_, rows_i, dim_i) = (s.clone_htod(&bias).unwrap(), rows as i64, dim as i32);
+	let mut b = s.launch_builder(&g.functions["add_bias"]);
+	b.arg(&mut y_).arg(&bias_).arg(&rows_i).arg(&dim_i);
+	unsafe { b.launch(plan.config()) }.unwrap();
+	assert!(bits(&s.clone_dtoh(&y_).unwrap()) == bits(&want), "add_bias");
+	Cpu.scale(&mut want, 0.37);
+	let a = 0.37f32;
+	let mut b = s.launch_builder(&g.functions["scale"]);
+	b.arg(&mut y_).arg(&a).arg(&n_i);
+	unsafe { b.launch(plan.config()) }.unwrap();
+	assert!(bits(&s.clone_dtoh(&y_).unwrap()) == bits(&want), "scale");
+	let axpy: Vec<f32> = want.iter().zip(&x).map(|(y, x)| y + a * x).collect();
+	let mut b = s.launch_builder(&g.functions["axpy"]);
+	b.arg(&mut y_).arg(&x_).arg(&a).arg(&n_i);
+	unsafe { b.launch(plan.config()) }.unwrap();
+	assert!(bits(&s.clone_dtoh(&y_).unwrap()) == bits(&axpy), "axpy");
+
+	// The embedding gather.
+	let (vocab, tokens) = (50usize, vec![3u32, 49, 0, 3, 17]);
+	let table = random(vocab * dim, 23, 1.0);
+	let mut want = vec![0f32; tokens.len() * dim];
+	Cpu.embedding_gather(&mut want, &table, &tokens, dim);
+	let (table_, tokens_) = (s.clone_htod(&table).unwrap(), s.clone_htod(&tokens).unwrap());
+	let mut out_ = s.clone_htod(&random(want.len(), 24, 1e3)).unwrap();
+	let t_rows = tokens.len() as i64;
+	let gather = launch::elementwise("embedding_gather", want.len() as u64).unwrap().unwrap();
+	let mut b = s.launch_builder(&g.functions["embedding_gather"]);
+	b.arg(&mut out_).arg(&table_).arg(&tokens_).arg(&t_rows).arg(&dim_i);
+	unsafe { b.launch(gather.config()) }.unwrap();
+	assert!(bits(&s.clone_dtoh(&out_).unwrap()) == bits(&want), "embedding_gather");
+
+	// The clipping norm's square: another order than the CPU's sequential sum, in f64.
+	let grads = random(3 * launch::SUMSQ_PER_BLOCK as usize + 5, 25, 1.0);
+	let cpu = Cpu.sum_squares(&grads);
+	let (first, second, partials) = launch::sum_of_squares(grads.len() as u64).unwrap().unwrap();
+	let (g_, mut part_, mut out_) = (s.clone_htod(&grads).unwrap(), s.alloc_zeros::<f64>(partials as usize).unwrap(), s.alloc_zeros::<f64>(1).unwrap());
+	let (len, per) = (grads.len() as i64, launch::SUMSQ_PER_BLOCK as i64);
+	let mut b = s.launch_builder(&g.functions["sumsq_partials"]);
+	b.arg(&mut part_).arg(&g_).arg(&len).arg(&per);
+	unsafe { b.launch(first.config()) }.unwrap();
+	let count = partials as i32;
+	let mut b = s.launch_builder(&g.functions["sum_partials"]);
+	b.arg(&mut out_).arg(&part_).arg(&count);
+	unsafe { b.launch(second.config()) }.unwrap();
+	let gpu = s.clone_dtoh(&out_).unwrap()[0];
+	assert!((gpu - cpu).abs() <= 1e-12 * cpu, "sum of squares: GPU {gpu} vs CPU {cpu}");
 }

@@ -1,9 +1,9 @@
 //! AdamW with PyTorch's update order, transformers' warm-up + cosine learning-rate
-//! schedule, and global-norm gradient clipping. Element-wise work may run on any thread;
-//! the one reduction (the gradient norm) runs sequentially in f64, in canonical order.
+//! schedule, and global-norm gradient clipping. The scalars are computed here, on the
+//! host; the per-element work is the backend's ([`Backend::adamw`], [`Backend::sum_squares`],
+//! [`Backend::scale`]).
 
-use rayon::prelude::*;
-
+use crate::backend::{AdamWStep, Backend};
 use crate::math::{cos_f64, powi_f64};
 
 /// AdamW's hyperparameters.
@@ -25,8 +25,6 @@ pub struct Schedule {
 	pub min_lr_ratio: f32,
 }
 
-const CHUNK: usize = 1 << 14;
-
 /// The optimizer's moments, in the adapter's canonical layout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdamW {
@@ -41,25 +39,21 @@ impl AdamW {
 
 	/// One update at 1-based step `t`, as `torch.optim.AdamW` does it: decoupled decay,
 	/// then `p −= (lr / bc1) · m / (√v / √bc2 + eps)`.
-	pub fn update(&mut self, params: &mut [f32], grads: &[f32], lr: f32, t: u64, hp: &AdamWConfig) {
-		let (b1, b2) = (hp.beta1, hp.beta2);
-		let bc1 = 1.0 - powi_f64(b1 as f64, t);
-		let bc2_sqrt = (1.0 - powi_f64(b2 as f64, t)).sqrt() as f32;
-		let step_size = (lr as f64 / bc1) as f32;
-		let decay = 1.0 - lr * hp.weight_decay;
-		params
-			.par_chunks_mut(CHUNK)
-			.zip(grads.par_chunks(CHUNK))
-			.zip(self.m.par_chunks_mut(CHUNK).zip(self.v.par_chunks_mut(CHUNK)))
-			.for_each(|((p, g), (m, v))| {
-				for i in 0..p.len() {
-					p[i] *= decay;
-					m[i] += (g[i] - m[i]) * (1.0 - b1);
-					v[i] = v[i] * b2 + (1.0 - b2) * g[i] * g[i];
-					let denom = v[i].sqrt() / bc2_sqrt + hp.eps;
-					p[i] -= step_size * m[i] / denom;
-				}
-			});
+	pub fn update(&mut self, be: &dyn Backend, params: &mut [f32], grads: &[f32], lr: f32, t: u64, hp: &AdamWConfig) {
+		be.adamw(params, grads, &mut self.m, &mut self.v, adamw_step(lr, t, hp));
+	}
+}
+
+/// The scalars of AdamW's update at 1-based step `t` (bias corrections in f64).
+pub fn adamw_step(lr: f32, t: u64, hp: &AdamWConfig) -> AdamWStep {
+	let bc1 = 1.0 - powi_f64(hp.beta1 as f64, t);
+	AdamWStep {
+		beta1: hp.beta1,
+		beta2: hp.beta2,
+		eps: hp.eps,
+		step_size: (lr as f64 / bc1) as f32,
+		bc2_sqrt: (1.0 - powi_f64(hp.beta2 as f64, t)).sqrt() as f32,
+		decay: 1.0 - lr * hp.weight_decay,
 	}
 }
 
@@ -80,11 +74,11 @@ pub fn learning_rate(step: u64, s: &Schedule) -> f32 {
 
 /// Scales `grads` so their global L2 norm is at most `max_norm` (as
 /// `torch.nn.utils.clip_grad_norm_`); returns the norm before clipping.
-pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
-	let norm = grads.iter().map(|&g| g as f64 * g as f64).sum::<f64>().sqrt() as f32;
+pub fn clip_grad_norm(be: &dyn Backend, grads: &mut [f32], max_norm: f32) -> f32 {
+	let norm = be.sum_squares(grads).sqrt() as f32;
 	let coef = max_norm / (norm + 1e-6);
 	if coef < 1.0 {
-		grads.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|g| *g *= coef));
+		be.scale(grads, coef);
 	}
 	norm
 }
@@ -92,6 +86,7 @@ pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
 #[cfg(test)]
 mod tests {
 	use super::*;
+	use crate::backend::cpu::Cpu;
 
 	const ADAMW: AdamWConfig = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
 
@@ -118,13 +113,13 @@ mod tests {
 		let mut p = vec![1.0f32, -2.0, 0.5];
 		let g = [0.3f32, -4.0, 1e-3];
 		let mut opt = AdamW::new(3);
-		opt.update(&mut p, &g, 0.01, 1, &ADAMW);
+		opt.update(&Cpu, &mut p, &g, 0.01, 1, &ADAMW);
 		for (after, (before, g)) in p.iter().zip([1.0f32, -2.0, 0.5].iter().zip(g)) {
 			let moved = before - after;
 			assert!((moved - 0.01 * g.signum()).abs() < 1e-4, "{moved}");
 		}
 		let mut big = vec![3.0f32, 4.0];
-		assert_eq!(clip_grad_norm(&mut big, 1.0), 5.0);
+		assert_eq!(clip_grad_norm(&Cpu, &mut big, 1.0), 5.0);
 		assert!((big[0] - 0.6).abs() < 1e-5 && (big[1] - 0.8).abs() < 1e-5);
 	}
 
@@ -140,7 +135,7 @@ mod tests {
 		let mut opt = AdamW::new(2);
 		let (mut pw, mut m, mut v) = ([1.0f64, -0.5], [0f64; 2], [0f64; 2]);
 		for (t, g) in grads.iter().enumerate() {
-			opt.update(&mut p, g, 0.1, t as u64 + 1, &hp);
+			opt.update(&Cpu, &mut p, g, 0.1, t as u64 + 1, &hp);
 			let t = t as i32 + 1;
 			for i in 0..2 {
 				let g = g[i] as f64;

@@ -392,10 +392,10 @@ impl Job {
 		}
 		drop(engine);
 		state.params = adapter.params;
-		let grad_norm = clip_grad_norm(&mut grads, hp.max_grad_norm);
+		let grad_norm = clip_grad_norm(backend, &mut grads, hp.max_grad_norm);
 		let lr = learning_rate(state.step, &hp.schedule());
 		let mut opt = AdamW { m: std::mem::take(&mut state.m), v: std::mem::take(&mut state.v) };
-		opt.update(&mut state.params, &grads, lr, state.step + 1, &hp.adamw());
+		opt.update(backend, &mut state.params, &grads, lr, state.step + 1, &hp.adamw());
 		state.m = opt.m;
 		state.v = opt.v;
 		state.step += 1;

@@ -11,8 +11,9 @@
 //! its kernels are in `worker/cuda`) is to implement the same kernels, with device buffers
 //! in place of the slices, and be tested against this one. What a forward keeps for its
 //! backward is the backend's own already ([`Frozen`] weights, [`AttnSaved`] attention
-//! state); the activations and the operations between the kernels (residual adds, biases,
-//! LoRA scaling, dropout, the embedding gather, AdamW) are still the engine's, on the host.
+//! state, [`DropSaved`] dropout masks), and every operation of a training step is a method
+//! here; the buffers are still host slices the engine owns (worker/cuda/README.md has the
+//! plan for buffers the backend owns).
 
 pub mod cpu;
 
@@ -66,6 +67,38 @@ impl AttnSaved {
 	pub fn get<T: 'static>(&self) -> &T {
 		self.data.downcast_ref::<T>().unwrap_or_else(|| panic!("an attention state made by another backend"))
 	}
+}
+
+/// A dropout mask drawn by [`Backend::dropout_mask`], in the backend's own form: the CPU
+/// keeps one bit per element; a GPU may keep only the key and recompute the bits from it.
+pub struct DropSaved {
+	data: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl DropSaved {
+	pub fn new<T: std::any::Any + Send + Sync>(data: T) -> Self {
+		DropSaved { data: Box::new(data) }
+	}
+
+	/// The backend's own form; panics if another backend made it.
+	pub fn get<T: 'static>(&self) -> &T {
+		self.data.downcast_ref::<T>().unwrap_or_else(|| panic!("a dropout mask made by another backend"))
+	}
+}
+
+/// One AdamW step's scalars, computed once on the host by `optim` (bias corrections in
+/// f64, as PyTorch does) so that every backend applies the same numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+	pub beta1: f32,
+	pub beta2: f32,
+	pub eps: f32,
+	/// `lr / (1 − β₁ᵗ)`.
+	pub step_size: f32,
+	/// `√(1 − β₂ᵗ)`.
+	pub bc2_sqrt: f32,
+	/// `1 − lr · weight_decay`.
+	pub decay: f32,
 }
 
 pub trait Backend: Send + Sync {
@@ -137,6 +170,28 @@ pub trait Backend: Send + Sync {
 	fn swiglu_forward(&self, out: &mut [f32], gate: &[f32], up: &[f32]);
 	/// `dgate`, `dup` (overwritten) from `dout`.
 	fn swiglu_backward(&self, dgate: &mut [f32], dup: &mut [f32], dout: &[f32], gate: &[f32], up: &[f32]);
+
+	/// `out[r] = table[tokens[r]]`, rows of `dim` (the tokens checked against the table
+	/// before).
+	fn embedding_gather(&self, out: &mut [f32], table: &[f32], tokens: &[u32], dim: usize);
+	/// `y += x` (residual connections).
+	fn add_assign(&self, y: &mut [f32], x: &[f32]);
+	/// Every row of `y` (rows of `bias.len()`) `+= bias`.
+	fn add_bias(&self, y: &mut [f32], bias: &[f32]);
+	/// `x *= a` (LoRA's `α/r`, clipping).
+	fn scale(&self, x: &mut [f32], a: f32);
+	/// `dst[o·rows + j] += src[j·cols + o]`: `src` (`[rows × cols]`) added transposed.
+	fn add_transposed(&self, dst: &mut [f32], src: &[f32], rows: usize, cols: usize);
+	/// The mask of `len` elements: element `i` dropped iff `rng::uniform_at(key, i) < p`.
+	fn dropout_mask(&self, p: f32, key: u64, len: usize) -> DropSaved;
+	/// `out = drop(x)`: dropped elements 0, kept ones times `1/(1−p)`.
+	fn dropout_apply(&self, out: &mut [f32], x: &[f32], mask: &DropSaved);
+	/// `dx += drop'(t)`: `t · 1/(1−p)` where the input was kept.
+	fn dropout_add_kept(&self, dx: &mut [f32], t: &[f32], mask: &DropSaved);
+	/// `Σ x²` in f64 (the square of the clipping norm).
+	fn sum_squares(&self, x: &[f32]) -> f64;
+	/// AdamW with decoupled weight decay on `params`, its moments `m`, `v` and `grads`.
+	fn adamw(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], step: AdamWStep);
 
 	/// Cross-entropy of logits rows `[rows × vocab]` against `targets` (negative: ignored).
 	/// Overwrites the logits with `scale · ∂loss/∂logits` and writes each row's loss

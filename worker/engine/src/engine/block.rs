@@ -6,9 +6,9 @@
 //! x3 = rmsnorm(x2)           out = x2 + (silu(x3 Wgᵀ) ⊙ x3 Wuᵀ) Wdᵀ
 //! ```
 
-use super::linear::{self, Dims, DropMask, LoraBranch};
+use super::linear::{self, Dims, LoraBranch};
 use super::Engine;
-use crate::backend::{AttnSaved, AttnShape};
+use crate::backend::{AttnSaved, AttnShape, DropSaved};
 use crate::lora::Target;
 use crate::model::LayerWeights;
 
@@ -31,7 +31,7 @@ pub struct BlockActs {
 	hidden: Vec<f32>,
 	/// The LoRA branches' `(α/r) drop(x) Aᵀ` and dropout masks, by target.
 	xa: [Vec<f32>; 7],
-	masks: [Option<DropMask>; 7],
+	masks: [Option<DropSaved>; 7],
 }
 
 fn idx(t: Target) -> usize {
@@ -47,7 +47,7 @@ impl Engine<'_> {
 		let n = pass.batch * pass.seq;
 		let (h, qd, kvd, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
 		let mut xa: [Vec<f32>; 7] = Default::default();
-		let mut masks: [Option<DropMask>; 7] = Default::default();
+		let mut masks: [Option<DropSaved>; 7] = Default::default();
 		let frozen = self.frozen();
 		let mut lin = |t: Target, y: &mut [f32], x: &[f32], b: &[f32], in_dim: usize, out_dim: usize| {
 			let branch = self.branch(l, t, pass);
@@ -69,7 +69,7 @@ impl Engine<'_> {
 		let attn = be.attention_forward(&mut att, &q, &k, &v, pass.positions, shape);
 		let mut x2 = vec![0f32; n * h];
 		lin(Target::O, &mut x2, &att, &[], qd, h);
-		x2.iter_mut().zip(&x).for_each(|(o, x)| *o += x);
+		be.add_assign(&mut x2, &x);
 
 		let mut x3 = vec![0f32; n * h];
 		let mut rstd2 = vec![0f32; n];
@@ -81,7 +81,7 @@ impl Engine<'_> {
 		be.swiglu_forward(&mut hidden, &gate, &up);
 		let mut out = vec![0f32; n * h];
 		lin(Target::Down, &mut out, &hidden, &[], f, h);
-		out.iter_mut().zip(&x2).for_each(|(o, x)| *o += x);
+		be.add_assign(&mut out, &x2);
 
 		let acts = BlockActs { x, x1, rstd1, q, k, v, attn, att, x2, x3, rstd2, gate, up, hidden, xa, masks };
 		(out, acts)

@@ -181,12 +181,12 @@ impl<'a> Engine<'a> {
 
 	fn embed(&self, tokens: &[u32]) -> Vec<f32> {
 		let h = self.model.config.hidden_size;
-		let mut x = vec![0f32; tokens.len() * h];
-		for (row, &t) in x.chunks_exact_mut(h).zip(tokens) {
-			let t = t as usize;
-			assert!(t < self.model.config.vocab_size, "token {t} outside the model's vocabulary");
-			row.copy_from_slice(&self.model.embed[t * h..(t + 1) * h]);
+		let vocab = self.model.config.vocab_size;
+		if let Some(&t) = tokens.iter().find(|&&t| t as usize >= vocab) {
+			panic!("token {t} outside the model's vocabulary");
 		}
+		let mut x = vec![0f32; tokens.len() * h];
+		self.backend.embedding_gather(&mut x, &self.model.embed, tokens, h);
 		x
 	}
 

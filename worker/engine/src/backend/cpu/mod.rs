@@ -6,6 +6,8 @@
 //! pool (rayon's) only decides who computes a piece, never how.
 
 mod attention;
+mod dropout;
+mod elementwise;
 mod matmul;
 mod reduce;
 mod rmsnorm;
@@ -17,7 +19,7 @@ mod sgemm_bf16;
 mod swiglu;
 mod xent;
 
-use super::{AttnSaved, AttnShape, Backend, Frozen};
+use super::{AdamWStep, AttnSaved, AttnShape, Backend, DropSaved, Frozen};
 
 /// The CPU backend in f32: the reference. Stateless: the thread count is the enclosing
 /// rayon pool's.
@@ -236,6 +238,46 @@ impl Backend for Cpu {
 		swiglu::backward(dgate, dup, dout, gate, up)
 	}
 
+	fn embedding_gather(&self, out: &mut [f32], table: &[f32], tokens: &[u32], dim: usize) {
+		elementwise::embedding_gather(out, table, tokens, dim)
+	}
+
+	fn add_assign(&self, y: &mut [f32], x: &[f32]) {
+		elementwise::add_assign(y, x)
+	}
+
+	fn add_bias(&self, y: &mut [f32], bias: &[f32]) {
+		elementwise::add_bias(y, bias)
+	}
+
+	fn scale(&self, x: &mut [f32], a: f32) {
+		elementwise::scale(x, a)
+	}
+
+	fn add_transposed(&self, dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
+		elementwise::add_transposed(dst, src, rows, cols)
+	}
+
+	fn dropout_mask(&self, p: f32, key: u64, len: usize) -> DropSaved {
+		DropSaved::new(dropout::DropMask::new(p, key, len))
+	}
+
+	fn dropout_apply(&self, out: &mut [f32], x: &[f32], mask: &DropSaved) {
+		mask.get::<dropout::DropMask>().apply(out, x)
+	}
+
+	fn dropout_add_kept(&self, dx: &mut [f32], t: &[f32], mask: &DropSaved) {
+		mask.get::<dropout::DropMask>().add_kept(dx, t)
+	}
+
+	fn sum_squares(&self, x: &[f32]) -> f64 {
+		elementwise::sum_squares(x)
+	}
+
+	fn adamw(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], step: AdamWStep) {
+		elementwise::adamw(params, grads, m, v, step)
+	}
+
 	fn cross_entropy(&self, logits: &mut [f32], targets: &[i32], vocab: usize, scale: f32, losses: &mut [f64]) {
 		xent::forward_backward(logits, targets, vocab, scale, losses)
 	}
@@ -342,6 +384,46 @@ impl Backend for CpuBf16 {
 
 	fn swiglu_backward(&self, dgate: &mut [f32], dup: &mut [f32], dout: &[f32], gate: &[f32], up: &[f32]) {
 		Cpu.swiglu_backward(dgate, dup, dout, gate, up)
+	}
+
+	fn embedding_gather(&self, out: &mut [f32], table: &[f32], tokens: &[u32], dim: usize) {
+		Cpu.embedding_gather(out, table, tokens, dim)
+	}
+
+	fn add_assign(&self, y: &mut [f32], x: &[f32]) {
+		Cpu.add_assign(y, x)
+	}
+
+	fn add_bias(&self, y: &mut [f32], bias: &[f32]) {
+		Cpu.add_bias(y, bias)
+	}
+
+	fn scale(&self, x: &mut [f32], a: f32) {
+		Cpu.scale(x, a)
+	}
+
+	fn add_transposed(&self, dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
+		Cpu.add_transposed(dst, src, rows, cols)
+	}
+
+	fn dropout_mask(&self, p: f32, key: u64, len: usize) -> DropSaved {
+		Cpu.dropout_mask(p, key, len)
+	}
+
+	fn dropout_apply(&self, out: &mut [f32], x: &[f32], mask: &DropSaved) {
+		Cpu.dropout_apply(out, x, mask)
+	}
+
+	fn dropout_add_kept(&self, dx: &mut [f32], t: &[f32], mask: &DropSaved) {
+		Cpu.dropout_add_kept(dx, t, mask)
+	}
+
+	fn sum_squares(&self, x: &[f32]) -> f64 {
+		Cpu.sum_squares(x)
+	}
+
+	fn adamw(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], step: AdamWStep) {
+		Cpu.adamw(params, grads, m, v, step)
 	}
 
 	fn cross_entropy(&self, logits: &mut [f32], targets: &[i32], vocab: usize, scale: f32, losses: &mut [f64]) {
