@@ -1,5 +1,5 @@
 // The small operations between the layers: residual adds, biases, scaling (LoRA's
-// alpha/r, clipping), the embedding gather. One thread per element.
+// alpha/r, clipping), row gathers and scatters. One thread per element.
 #include "common.cuh"
 
 // y += x.
@@ -26,12 +26,21 @@ extern "C" __global__ void add_bias(float* __restrict__ y, const float* __restri
 	if (i < rows * dim) y[i] += bias[i % dim];
 }
 
-// out[r] = table[tokens[r]] for each of `rows` tokens (dim wide). Tokens are checked
-// against the vocabulary on the host before any launch.
-extern "C" __global__ void embedding_gather(float* __restrict__ out, const float* __restrict__ table,
-	const unsigned* __restrict__ tokens, long long rows, int dim) {
+// out[j] = x[index[j]] for each of `rows` rows (dim wide): the embedding lookup, the LM
+// head's counted rows. The indices are checked on the host before any launch.
+extern "C" __global__ void gather_rows(float* __restrict__ out, const float* __restrict__ x,
+	const unsigned* __restrict__ index, long long rows, int dim) {
 	const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
 	if (i >= rows * dim) return;
 	const long long r = i / dim;
-	out[i] = table[(long long)tokens[r] * dim + i % dim];
+	out[i] = x[(long long)index[r] * dim + i % dim];
+}
+
+// dst[index[j]] = src[j]; the other rows of dst untouched (the indices distinct).
+extern "C" __global__ void scatter_rows(float* __restrict__ dst, const float* __restrict__ src,
+	const unsigned* __restrict__ index, long long rows, int dim) {
+	const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= rows * dim) return;
+	const long long r = i / dim;
+	dst[(long long)index[r] * dim + i % dim] = src[i];
 }

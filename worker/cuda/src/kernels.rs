@@ -48,7 +48,7 @@ pub const KERNELS: &[KernelSource] = &[
 	KernelSource {
 		file: "elementwise.cu",
 		source: include_str!("../kernels/elementwise.cu"),
-		entries: &["add_assign", "axpy", "scale", "add_bias", "embedding_gather"],
+		entries: &["add_assign", "axpy", "scale", "add_bias", "gather_rows", "scatter_rows"],
 	},
 ];
 

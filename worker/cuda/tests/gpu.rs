@@ -302,19 +302,30 @@ fn the_elementwise_kernels_and_the_clipping_norm_match_the_cpu() {
 	unsafe { b.launch(plan.config()) }.unwrap();
 	assert!(bits(&s.clone_dtoh(&y_).unwrap()) == bits(&axpy), "axpy");
 
-	// The embedding gather.
+	// Row gathers (the embedding lookup) and scatters (the LM head's gradient rows).
 	let (vocab, tokens) = (50usize, vec![3u32, 49, 0, 3, 17]);
 	let table = random(vocab * dim, 23, 1.0);
 	let mut want = vec![0f32; tokens.len() * dim];
-	Cpu.embedding_gather(&mut want, &table, &tokens, dim);
+	Cpu.gather_rows(&mut want, &table, &tokens, dim);
 	let (table_, tokens_) = (s.clone_htod(&table).unwrap(), s.clone_htod(&tokens).unwrap());
 	let mut out_ = s.clone_htod(&random(want.len(), 24, 1e3)).unwrap();
 	let t_rows = tokens.len() as i64;
-	let gather = launch::elementwise("embedding_gather", want.len() as u64).unwrap().unwrap();
-	let mut b = s.launch_builder(&g.functions["embedding_gather"]);
+	let rows_plan = launch::elementwise("gather_rows", want.len() as u64).unwrap().unwrap();
+	let mut b = s.launch_builder(&g.functions["gather_rows"]);
 	b.arg(&mut out_).arg(&table_).arg(&tokens_).arg(&t_rows).arg(&dim_i);
-	unsafe { b.launch(gather.config()) }.unwrap();
-	assert!(bits(&s.clone_dtoh(&out_).unwrap()) == bits(&want), "embedding_gather");
+	unsafe { b.launch(rows_plan.config()) }.unwrap();
+	assert!(bits(&s.clone_dtoh(&out_).unwrap()) == bits(&want), "gather_rows");
+	let distinct = vec![7u32, 0, 32, 5];
+	let src = random(distinct.len() * dim, 26, 1.0);
+	let mut dst = random(rows * dim, 27, 1.0);
+	let mut dst_ = s.clone_htod(&dst).unwrap();
+	Cpu.scatter_rows(&mut dst, &src, &distinct, dim);
+	let (src_, idx_, s_rows) = (s.clone_htod(&src).unwrap(), s.clone_htod(&distinct).unwrap(), distinct.len() as i64);
+	let plan_s = launch::elementwise("scatter_rows", src.len() as u64).unwrap().unwrap();
+	let mut b = s.launch_builder(&g.functions["scatter_rows"]);
+	b.arg(&mut dst_).arg(&src_).arg(&idx_).arg(&s_rows).arg(&dim_i);
+	unsafe { b.launch(plan_s.config()) }.unwrap();
+	assert!(bits(&s.clone_dtoh(&dst_).unwrap()) == bits(&dst), "scatter_rows: the rows written, the others kept");
 
 	// The clipping norm's square: another order than the CPU's sequential sum, in f64.
 	let grads = random(3 * launch::SUMSQ_PER_BLOCK as usize + 5, 25, 1.0);

@@ -171,9 +171,11 @@ pub trait Backend: Send + Sync {
 	/// `dgate`, `dup` (overwritten) from `dout`.
 	fn swiglu_backward(&self, dgate: &mut [f32], dup: &mut [f32], dout: &[f32], gate: &[f32], up: &[f32]);
 
-	/// `out[r] = table[tokens[r]]`, rows of `dim` (the tokens checked against the table
-	/// before).
-	fn embedding_gather(&self, out: &mut [f32], table: &[f32], tokens: &[u32], dim: usize);
+	/// `out[j] = x[rows[j]]`, rows of `dim` (the embedding lookup; the LM head's counted
+	/// rows). The rows checked against `x` before.
+	fn gather_rows(&self, out: &mut [f32], x: &[f32], rows: &[u32], dim: usize);
+	/// `dst[rows[j]] = src[j]`, rows of `dim`; the other rows of `dst` untouched.
+	fn scatter_rows(&self, dst: &mut [f32], src: &[f32], rows: &[u32], dim: usize);
 	/// `y += x` (residual connections).
 	fn add_assign(&self, y: &mut [f32], x: &[f32]);
 	/// Every row of `y` (rows of `bias.len()`) `+= bias`.

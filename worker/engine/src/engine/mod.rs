@@ -186,7 +186,7 @@ impl<'a> Engine<'a> {
 			panic!("token {t} outside the model's vocabulary");
 		}
 		let mut x = vec![0f32; tokens.len() * h];
-		self.backend.embedding_gather(&mut x, &self.model.embed, tokens, h);
+		self.backend.gather_rows(&mut x, &self.model.embed, tokens, h);
 		x
 	}
 
@@ -246,7 +246,9 @@ impl<'a> Engine<'a> {
 			return losses;
 		}
 		let rows = counted.len();
-		let xs: Vec<f32> = counted.iter().flat_map(|&i| x[i * h..(i + 1) * h].iter().copied()).collect();
+		let counted_rows: Vec<u32> = counted.iter().map(|&i| i as u32).collect();
+		let mut xs = vec![0f32; rows * h];
+		be.gather_rows(&mut xs, x, &counted_rows, h);
 		let ts: Vec<i32> = counted.iter().map(|&i| targets[i]).collect();
 		let mut xf = vec![0f32; rows * h];
 		let mut rstd = vec![0f32; rows];
@@ -270,9 +272,7 @@ impl<'a> Engine<'a> {
 		if let (Some((dx, _)), Some(dxf)) = (dx, dxf) {
 			let mut dxs = vec![0f32; rows * h];
 			be.rmsnorm_backward(&mut dxs, &dxf, &xs, &self.model.final_norm, &rstd, h);
-			for (j, &i) in counted.iter().enumerate() {
-				dx[i * h..(i + 1) * h].copy_from_slice(&dxs[j * h..(j + 1) * h]);
-			}
+			be.scatter_rows(dx, &dxs, &counted_rows, h);
 		}
 		for (j, &i) in counted.iter().enumerate() {
 			losses[i] = ls[j];

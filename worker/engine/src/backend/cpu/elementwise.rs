@@ -1,4 +1,4 @@
-//! The small operations between the layers, and the optimizer's: the embedding gather,
+//! The small operations between the layers, and the optimizer's: row gathers and scatters,
 //! residual adds, biases, scaling, the transposed add of LoRA's dB, the clipping norm and
 //! AdamW. Element-wise (any split gives the same bits), except the sum of squares, which
 //! runs in one sequential f64 sum.
@@ -9,11 +9,19 @@ use crate::backend::AdamWStep;
 
 const CHUNK: usize = 1 << 14;
 
-pub(super) fn embedding_gather(out: &mut [f32], table: &[f32], tokens: &[u32], dim: usize) {
-	assert_eq!(out.len(), tokens.len() * dim, "embedding buffers");
-	for (row, &t) in out.chunks_exact_mut(dim).zip(tokens) {
-		let t = t as usize;
-		row.copy_from_slice(&table[t * dim..(t + 1) * dim]);
+pub(super) fn gather_rows(out: &mut [f32], x: &[f32], rows: &[u32], dim: usize) {
+	assert_eq!(out.len(), rows.len() * dim, "gather buffers");
+	for (row, &r) in out.chunks_exact_mut(dim).zip(rows) {
+		let r = r as usize;
+		row.copy_from_slice(&x[r * dim..(r + 1) * dim]);
+	}
+}
+
+pub(super) fn scatter_rows(dst: &mut [f32], src: &[f32], rows: &[u32], dim: usize) {
+	assert_eq!(src.len(), rows.len() * dim, "scatter buffers");
+	for (row, &r) in src.chunks_exact(dim).zip(rows) {
+		let r = r as usize;
+		dst[r * dim..(r + 1) * dim].copy_from_slice(row);
 	}
 }
 

@@ -238,8 +238,12 @@ impl Backend for Cpu {
 		swiglu::backward(dgate, dup, dout, gate, up)
 	}
 
-	fn embedding_gather(&self, out: &mut [f32], table: &[f32], tokens: &[u32], dim: usize) {
-		elementwise::embedding_gather(out, table, tokens, dim)
+	fn gather_rows(&self, out: &mut [f32], x: &[f32], rows: &[u32], dim: usize) {
+		elementwise::gather_rows(out, x, rows, dim)
+	}
+
+	fn scatter_rows(&self, dst: &mut [f32], src: &[f32], rows: &[u32], dim: usize) {
+		elementwise::scatter_rows(dst, src, rows, dim)
 	}
 
 	fn add_assign(&self, y: &mut [f32], x: &[f32]) {
@@ -386,8 +390,12 @@ impl Backend for CpuBf16 {
 		Cpu.swiglu_backward(dgate, dup, dout, gate, up)
 	}
 
-	fn embedding_gather(&self, out: &mut [f32], table: &[f32], tokens: &[u32], dim: usize) {
-		Cpu.embedding_gather(out, table, tokens, dim)
+	fn gather_rows(&self, out: &mut [f32], x: &[f32], rows: &[u32], dim: usize) {
+		Cpu.gather_rows(out, x, rows, dim)
+	}
+
+	fn scatter_rows(&self, dst: &mut [f32], src: &[f32], rows: &[u32], dim: usize) {
+		Cpu.scatter_rows(dst, src, rows, dim)
 	}
 
 	fn add_assign(&self, y: &mut [f32], x: &[f32]) {
