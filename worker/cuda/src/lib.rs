@@ -2,9 +2,8 @@
 //! (embedded, compiled at run time by NVRTC), the plan by which each is launched, and
 //! whether this machine can run them at all.
 //!
-//! Nothing of CUDA is linked: `cudarc` opens `libnvrtc` and `libcuda` when they are first
-//! used (its `dynamic-loading`; cuBLAS joins them with the training step), so this crate
-//! builds and the worker runs,
+//! Nothing of CUDA is linked: `cudarc` opens `libnvrtc`, `libcuda` and `libcublas` when
+//! they are first used (its `dynamic-loading`), so this crate builds and the worker runs,
 //! on the CPU, on machines without a GPU, a driver or a toolkit. [`detect`] says which
 //! of those this machine has without ever panicking.
 //!
@@ -13,10 +12,12 @@
 //!
 //! What the CUDA reproducibility class will depend on, once the backend runs a step
 //! (issue 15): the GPU's architecture (`sm_XY`), NVRTC's version (it compiles these
-//! sources; `--fmad=false`, so no multiply-add is contracted), cuBLAS's version and its
-//! fixed algorithm and workspace, and [`KERNELS_VERSION`]. Every kernel here reduces in a
+//! sources; `--fmad=false`, so no multiply-add is contracted), cuBLAS's version (its
+//! products run with a fixed workspace, no atomics, pedantic math: [`blas`]), and
+//! [`KERNELS_VERSION`]. Every kernel here reduces in a
 //! fixed order that depends only on its launch plan ([`launch`]), with no atomics.
 
+pub mod blas;
 pub mod detect;
 pub mod kernels;
 pub mod launch;

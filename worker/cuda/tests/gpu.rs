@@ -343,3 +343,46 @@ fn the_elementwise_kernels_and_the_clipping_norm_match_the_cpu() {
 	let gpu = s.clone_dtoh(&out_).unwrap()[0];
 	assert!((gpu - cpu).abs() <= 1e-12 * cpu, "sum of squares: GPU {gpu} vs CPU {cpu}");
 }
+
+#[test]
+fn cublas_products_match_the_cpu_and_repeat_to_the_bit() {
+	use molting_cuda::blas::{Blas, Product};
+	let Some(g) = gpu() else { return };
+	let s = &g.stream;
+	let blas = Blas::new(s.clone()).unwrap_or_else(|e| panic!("{e}"));
+	// A LoRA-sized and a layer-sized product, odd sizes on purpose.
+	for (m, k, n) in [(37usize, 576usize, 16usize), (130, 576, 1536)] {
+		for (product, a_len, b_len) in [(Product::Nt, m * k, n * k), (Product::Nn, m * k, k * n), (Product::Tn, k * m, k * n)] {
+			let (a, b, c0) = (random(a_len, 30, 1.0), random(b_len, 31, 1.0), random(m * n, 32, 1.0));
+			for accumulate in [false, true] {
+				let mut want = c0.clone();
+				match product {
+					Product::Nt => Cpu.matmul_nt(&mut want, &a, &b, m, k, n, accumulate),
+					Product::Nn => Cpu.matmul_nn(&mut want, &a, &b, m, k, n, accumulate),
+					Product::Tn => Cpu.matmul_tn(&mut want, &a, &b, m, k, n, accumulate),
+				}
+				let (a_, b_) = (s.clone_htod(&a).unwrap(), s.clone_htod(&b).unwrap());
+				let mut c_ = s.clone_htod(&c0).unwrap();
+				blas.matmul(product, &mut c_, &a_, &b_, m, k, n, accumulate).unwrap();
+				let got = s.clone_dtoh(&c_).unwrap();
+				// f32 sums of k products in another order: within k·2⁻²⁴ of the row's scale.
+				close(&format!("{product:?} {m}x{k}x{n} accumulate={accumulate}"), &got, &want, n, k as f32 * 6e-8);
+				let mut again = s.clone_htod(&c0).unwrap();
+				blas.matmul(product, &mut again, &a_, &b_, m, k, n, accumulate).unwrap();
+				let twice = s.clone_dtoh(&again).unwrap();
+				assert!(got.iter().zip(&twice).all(|(x, y)| x.to_bits() == y.to_bits()), "{product:?}: the same bits twice");
+			}
+		}
+	}
+	// bf16 inputs, f32 accumulation: within bf16's rounding of the inputs.
+	let (m, k, n) = (64usize, 576usize, 192usize);
+	let (a, b) = (random(m * k, 33, 1.0), random(n * k, 34, 1.0));
+	let round = |v: &[f32]| v.iter().map(|&x| half::bf16::from_f32(x)).collect::<Vec<_>>();
+	let (a16, b16) = (round(&a), round(&b));
+	let (ar, br): (Vec<f32>, Vec<f32>) = (a16.iter().map(|x| x.to_f32()).collect(), b16.iter().map(|x| x.to_f32()).collect());
+	let mut want = vec![0f32; m * n];
+	Cpu.matmul_nt(&mut want, &ar, &br, m, k, n, false);
+	let mut c_ = s.alloc_zeros::<f32>(m * n).unwrap();
+	blas.matmul_bf16(Product::Nt, &mut c_, &s.clone_htod(&a16).unwrap(), &s.clone_htod(&b16).unwrap(), m, k, n, false).unwrap();
+	close("bf16 Nt", &s.clone_dtoh(&c_).unwrap(), &want, n, k as f32 * 6e-8);
+}
