@@ -1,10 +1,11 @@
 //! The matrix products on cuBLAS, with what a reproducibility class needs held fixed: one
-//! handle on one stream; a workspace of fixed size set once (so cuBLAS never chooses an
-//! algorithm by what memory it happens to get); atomics disallowed (no split-K partial
-//! sums added in whatever order blocks finish); pedantic math and `COMPUTE_32F_PEDANTIC`
-//! (no TF32, no reduced-precision reductions); the default algorithm, which cuBLAS picks
-//! from the shape alone for a given GPU architecture and cuBLAS version, both part of the
-//! class.
+//! handle on one stream, the only one active; a workspace of fixed size set once (so cuBLAS
+//! never chooses an algorithm by what memory it happens to get); pedantic math and
+//! `COMPUTE_32F_PEDANTIC` (no TF32, no reduced-precision reductions); atomics disallowed
+//! (cuBLAS's default, set so that no library default can change it); the default
+//! algorithm. cuBLAS documents bit-identical results only for the same cuBLAS version, the
+//! same GPU architecture and the same number of SMs, so the class must name all three (an
+//! H100 PCIe and an H100 SXM, or a MIG slice, are different classes).
 //!
 //! The engine's matrices are row-major; cuBLAS's are column-major. A row-major `X[r × c]`
 //! is the column-major `Xᵀ` with leading dimension `c`, so each row-major product is
@@ -34,7 +35,7 @@ pub enum Product {
 }
 
 /// A column-major `gemm` call: `C'[m'×n'] = op(A')·op(B')` with `A'` the engine's `b` and
-/// `B'` its `a`.
+/// `B'` its `a` ([`Gemm::operands`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gemm {
 	pub trans_a: bool,
@@ -46,6 +47,14 @@ pub struct Gemm {
 	pub lda: usize,
 	pub ldb: usize,
 	pub ldc: usize,
+}
+
+impl Gemm {
+	/// `(A', B')` from the engine's `(a, b)`: every product is computed as its transpose,
+	/// so the operands swap.
+	pub fn operands<T>(a: T, b: T) -> (T, T) {
+		(b, a)
+	}
 }
 
 impl Product {
@@ -65,6 +74,8 @@ impl Product {
 /// cuBLAS refused a setting or a product.
 #[derive(Debug, thiserror::Error)]
 pub enum BlasError {
+	#[error("cuBLAS cannot be used: {0}")]
+	NoLibrary(String),
 	#[error("cuBLAS: {what}: {err}")]
 	Cublas { what: &'static str, err: result::CublasError },
 	#[error("cuBLAS workspace: {0:?}")]
@@ -88,6 +99,7 @@ pub struct Blas {
 
 impl Blas {
 	pub fn new(stream: Arc<CudaStream>) -> Result<Self, BlasError> {
+		crate::detect::cublas_loads().map_err(BlasError::NoLibrary)?;
 		let blas = CudaBlas::new(stream.clone()).map_err(|err| BlasError::Cublas { what: "create a handle", err })?;
 		let mut workspace = stream.alloc_zeros::<u8>(WORKSPACE_BYTES).map_err(BlasError::Alloc)?;
 		let handle = *blas.handle();
@@ -126,8 +138,9 @@ impl Blas {
 		self.gemm(product, c, a, b, (m, k, n), accumulate, cudaDataType::CUDA_R_32F)
 	}
 
-	/// `c (+)= product(a, b)` with bf16 inputs and f32 accumulation and output: the fast
-	/// path for the frozen weights' products.
+	/// `c (+)= product(a, b)` with bf16 inputs and f32 accumulation and output, for the
+	/// frozen weights' products. (Whether cuBLAS runs it on tensor cores under pedantic
+	/// math is to be seen in a profile on a GPU.)
 	#[allow(clippy::too_many_arguments)]
 	pub fn matmul_bf16(
 		&self,
@@ -162,13 +175,21 @@ impl Blas {
 		if m == 0 || n == 0 {
 			return Ok(());
 		}
+		if k == 0 {
+			// An empty sum: cuBLAS refuses the leading dimensions of 0 this would need.
+			if !accumulate {
+				self.stream.memset_zeros(c).map_err(BlasError::Alloc)?;
+			}
+			return Ok(());
+		}
 		let g = product.plan(m, k, n);
 		let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
 		let (alpha, beta) = (1.0f32, if accumulate { 1.0f32 } else { 0.0 });
 		let (gm, gn, gk) = (int("m", g.m)?, int("n", g.n)?, int("k", g.k)?);
 		let (lda, ldb, ldc) = (int("lda", g.lda)?, int("ldb", g.ldb)?, int("ldc", g.ldc)?);
-		let (pa, _ra) = b.device_ptr(&self.stream);
-		let (pb, _rb) = a.device_ptr(&self.stream);
+		let (a_prime, b_prime) = Gemm::operands(a, b);
+		let (pa, _ra) = a_prime.device_ptr(&self.stream);
+		let (pb, _rb) = b_prime.device_ptr(&self.stream);
 		let (pc, _wc) = c.device_ptr_mut(&self.stream);
 		// SAFETY: the pointers are live device buffers of the sizes checked above, on the
 		// handle's stream; alpha and beta are host scalars (the default pointer mode).
@@ -206,6 +227,9 @@ mod tests {
 	/// The column-major call run by hand on the host (the reference BLAS semantics:
 	/// `C'[i + j·ldc] = Σ_p op(A')[i,p]·op(B')[p,j]`), against the row-major product.
 	fn run(g: Gemm, a_prime: &[f32], b_prime: &[f32]) -> Vec<f32> {
+		// cuBLAS's rule for the leading dimensions.
+		let rows = |t: bool, r: usize, c: usize| if t { c } else { r };
+		assert!(g.lda >= rows(g.trans_a, g.m, g.k).max(1) && g.ldb >= rows(g.trans_b, g.k, g.n).max(1) && g.ldc >= g.m.max(1));
 		let at = |i: usize, p: usize| if g.trans_a { a_prime[p + i * g.lda] } else { a_prime[i + p * g.lda] };
 		let bt = |p: usize, j: usize| if g.trans_b { b_prime[j + p * g.ldb] } else { b_prime[p + j * g.ldb] };
 		let mut c = vec![0f32; g.ldc * g.n];
@@ -229,7 +253,8 @@ mod tests {
 		for (product, want) in [(Product::Nt, &nt as &dyn Fn(usize, usize) -> f32), (Product::Nn, &nn), (Product::Tn, &tn)] {
 			let g = product.plan(m, k, n);
 			// C' is Cᵀ column-major: element (j, i) at j + i·ldc, i.e. C row-major.
-			let c = run(g, &b, &a);
+			let (a_prime, b_prime) = Gemm::operands(&a[..], &b[..]);
+			let c = run(g, a_prime, b_prime);
 			for i in 0..m {
 				for j in 0..n {
 					assert!((c[i * n + j] - want(i, j)).abs() < 1e-5, "{product:?} ({i}, {j}): {} vs {}", c[i * n + j], want(i, j));

@@ -84,6 +84,17 @@ pub fn nvrtc_loads() -> Result<(), String> {
 	}
 }
 
+/// `Ok` if libcublas (CUDA 13) can be loaded here; else why not.
+pub fn cublas_loads() -> Result<(), String> {
+	static LOADS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+	// SAFETY: only opens the library and resolves its symbols; nothing is called.
+	if *LOADS.get_or_init(|| loads(|| unsafe { cudarc::cublas::sys::is_culib_present() })) {
+		Ok(())
+	} else {
+		Err("no libcublas.so.13 (or one without CUDA 13's symbols) on the library path".into())
+	}
+}
+
 /// Whether a CUDA driver and a GPU are present: never panics, and asks the driver once
 /// per process.
 pub fn detect() -> Detection {

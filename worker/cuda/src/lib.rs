@@ -12,9 +12,9 @@
 //!
 //! What the CUDA reproducibility class will depend on, once the backend runs a step
 //! (issue 15): the GPU's architecture (`sm_XY`), NVRTC's version (it compiles these
-//! sources; `--fmad=false`, so no multiply-add is contracted), cuBLAS's version (its
-//! products run with a fixed workspace, no atomics, pedantic math: [`blas`]), and
-//! [`KERNELS_VERSION`]. Every kernel here reduces in a
+//! sources; `--fmad=false`, so no multiply-add is contracted), cuBLAS's version and the
+//! GPU's number of SMs (cuBLAS's own condition for the same bits; its products run with a
+//! fixed workspace and pedantic math on one stream: [`blas`]), and [`KERNELS_VERSION`]. Every kernel here reduces in a
 //! fixed order that depends only on its launch plan ([`launch`]), with no atomics.
 
 pub mod blas;

@@ -33,6 +33,10 @@ fn gpu() -> Option<Gpu> {
 		eprintln!("SKIPPED: a GPU but no libnvrtc (scripts/fetch-nvrtc.sh)");
 		return None;
 	}
+	if let Err(why) = molting_cuda::detect::cublas_loads() {
+		eprintln!("SKIPPED: a GPU but {why}");
+		return None;
+	}
 	let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
 	let ctx = CudaContext::new(0).expect("GPU 0");
 	let stream = ctx.default_stream();
@@ -54,6 +58,11 @@ fn gpu() -> Option<Gpu> {
 		modules.push(m);
 	}
 	Some(Gpu { stream, functions, _modules: modules })
+}
+
+/// What an output buffer starts as, so that a kernel that skips writing an element fails.
+fn junk<T: cudarc::driver::DeviceRepr + Copy>(s: &Arc<CudaStream>, n: usize, value: T) -> cudarc::driver::CudaSlice<T> {
+	s.clone_htod(&vec![value; n]).unwrap()
 }
 
 fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
@@ -83,7 +92,7 @@ fn rmsnorm_swiglu_rope_and_cross_entropy_match_the_cpu() {
 	let (mut out, mut rstd) = (vec![0f32; rows * dim], vec![0f32; rows]);
 	Cpu.rmsnorm_forward(&mut out, &mut rstd, &x, &w, dim, 1e-5);
 	let (x_, w_) = (s.clone_htod(&x).unwrap(), s.clone_htod(&w).unwrap());
-	let (mut out_, mut rstd_) = (s.alloc_zeros::<f32>(rows * dim).unwrap(), s.alloc_zeros::<f32>(rows).unwrap());
+	let (mut out_, mut rstd_) = (junk(s, rows * dim, 777f32), junk(s, rows, 777f32));
 	let (dim_i, eps) = (dim as i32, 1e-5f32);
 	let plan = launch::per_row("rmsnorm_forward", rows as u64, dim as u64).unwrap().unwrap();
 	let mut b = s.launch_builder(&g.functions["rmsnorm_forward"]);
@@ -110,8 +119,7 @@ fn rmsnorm_swiglu_rope_and_cross_entropy_match_the_cpu() {
 	Cpu.swiglu_backward(&mut dg, &mut du, &dh, &gate, &up);
 	let (gate_, up_, dh_) = (s.clone_htod(&gate).unwrap(), s.clone_htod(&up).unwrap(), s.clone_htod(&dh).unwrap());
 	// Outputs the kernels overwrite start as junk.
-	let junk = random(n, 99, 1e3);
-	let (mut h_, mut dg_, mut du_) = (s.clone_htod(&junk).unwrap(), s.clone_htod(&junk).unwrap(), s.clone_htod(&junk).unwrap());
+	let (mut h_, mut dg_, mut du_) = (junk(s, n, 777f32), junk(s, n, 777f32), junk(s, n, 777f32));
 	let n_i = n as i64;
 	let plan = launch::elementwise("swiglu", n as u64).unwrap().unwrap();
 	let mut b = s.launch_builder(&g.functions["swiglu_forward"]);
@@ -155,7 +163,7 @@ fn rmsnorm_swiglu_rope_and_cross_entropy_match_the_cpu() {
 	let targets: Vec<i32> = (0..rows as i32).map(|r| if r == 4 { -1 } else { r * 5003 }).collect();
 	let (mut grad, mut losses) = (logits.clone(), vec![0f64; rows]);
 	Cpu.cross_entropy(&mut grad, &targets, vocab, 0.125, &mut losses);
-	let (mut lg, t_, mut l_) = (s.clone_htod(&logits).unwrap(), s.clone_htod(&targets).unwrap(), s.alloc_zeros::<f64>(rows).unwrap());
+	let (mut lg, t_, mut l_) = (s.clone_htod(&logits).unwrap(), s.clone_htod(&targets).unwrap(), junk(s, rows, 777f64));
 	let (vocab_i, scale) = (vocab as i32, 0.125f32);
 	let plan = launch::per_row("cross_entropy", rows as u64, vocab as u64).unwrap().unwrap();
 	let mut b = s.launch_builder(&g.functions["cross_entropy"]);
@@ -177,7 +185,7 @@ fn dropout_draws_the_engines_mask_and_adamw_its_update_bit_for_bit() {
 	let keep = 1.0 / (1.0 - p);
 	let x = random(n, 9, 1.0);
 	let want: Vec<f32> = x.iter().enumerate().map(|(i, &v)| if uniform_at(key, i as u64) < p { 0.0 } else { v * keep }).collect();
-	let (x_, mut out_) = (s.clone_htod(&x).unwrap(), s.alloc_zeros::<f32>(n).unwrap());
+	let (x_, mut out_) = (s.clone_htod(&x).unwrap(), junk(s, n, 777f32));
 	let n_i = n as i64;
 	let plan = launch::elementwise("dropout", n as u64).unwrap().unwrap();
 	let mut b = s.launch_builder(&g.functions["dropout_forward"]);
@@ -239,7 +247,7 @@ fn attention_forward_and_backward_match_the_cpu_across_documents() {
 	.unwrap();
 	let (q_, k_, v_, do_, pos_) = (s.clone_htod(&q).unwrap(), s.clone_htod(&k).unwrap(), s.clone_htod(&v).unwrap(), s.clone_htod(&dout).unwrap(), s.clone_htod(&positions).unwrap());
 	let stats = shape.batch * shape.heads * t;
-	let (mut out_, mut lse_, mut delta_) = (s.alloc_zeros::<f32>(out.len()).unwrap(), s.alloc_zeros::<f32>(stats).unwrap(), s.alloc_zeros::<f32>(stats).unwrap());
+	let (mut out_, mut lse_, mut delta_) = (junk(s, out.len(), 777f32), junk(s, stats, 777f32), junk(s, stats, 777f32));
 	// Gradients the kernels overwrite start as junk.
 	let (mut dq_, mut dk_, mut dv_) = (
 		s.clone_htod(&random(dq.len(), 97, 1e3)).unwrap(),
@@ -331,7 +339,7 @@ fn the_elementwise_kernels_and_the_clipping_norm_match_the_cpu() {
 	let grads = random(3 * launch::SUMSQ_PER_BLOCK as usize + 5, 25, 1.0);
 	let cpu = Cpu.sum_squares(&grads);
 	let (first, second, partials) = launch::sum_of_squares(grads.len() as u64).unwrap().unwrap();
-	let (g_, mut part_, mut out_) = (s.clone_htod(&grads).unwrap(), s.alloc_zeros::<f64>(partials as usize).unwrap(), s.alloc_zeros::<f64>(1).unwrap());
+	let (g_, mut part_, mut out_) = (s.clone_htod(&grads).unwrap(), junk(s, partials as usize, 777f64), junk(s, 1, 777f64));
 	let (len, per) = (grads.len() as i64, launch::SUMSQ_PER_BLOCK as i64);
 	let mut b = s.launch_builder(&g.functions["sumsq_partials"]);
 	b.arg(&mut part_).arg(&g_).arg(&len).arg(&per);
@@ -350,8 +358,9 @@ fn cublas_products_match_the_cpu_and_repeat_to_the_bit() {
 	let Some(g) = gpu() else { return };
 	let s = &g.stream;
 	let blas = Blas::new(s.clone()).unwrap_or_else(|e| panic!("{e}"));
-	// A LoRA-sized and a layer-sized product, odd sizes on purpose.
-	for (m, k, n) in [(37usize, 576usize, 16usize), (130, 576, 1536)] {
+	// A LoRA-sized and a layer-sized product, odd sizes on purpose, and a weight
+	// gradient's long reduction (k = tokens), where cuBLAS would split K if it could.
+	for (m, k, n) in [(37usize, 576usize, 16usize), (130, 576, 1536), (16, 8192, 576)] {
 		for (product, a_len, b_len) in [(Product::Nt, m * k, n * k), (Product::Nn, m * k, k * n), (Product::Tn, k * m, k * n)] {
 			let (a, b, c0) = (random(a_len, 30, 1.0), random(b_len, 31, 1.0), random(m * n, 32, 1.0));
 			for accumulate in [false, true] {
@@ -374,15 +383,43 @@ fn cublas_products_match_the_cpu_and_repeat_to_the_bit() {
 			}
 		}
 	}
-	// bf16 inputs, f32 accumulation: within bf16's rounding of the inputs.
+	// bf16 inputs, f32 accumulation, every product, plain and accumulating, twice: against
+	// the CPU's f32 product of the same bf16-rounded inputs (their products are exact in f32).
 	let (m, k, n) = (64usize, 576usize, 192usize);
-	let (a, b) = (random(m * k, 33, 1.0), random(n * k, 34, 1.0));
 	let round = |v: &[f32]| v.iter().map(|&x| half::bf16::from_f32(x)).collect::<Vec<_>>();
-	let (a16, b16) = (round(&a), round(&b));
-	let (ar, br): (Vec<f32>, Vec<f32>) = (a16.iter().map(|x| x.to_f32()).collect(), b16.iter().map(|x| x.to_f32()).collect());
-	let mut want = vec![0f32; m * n];
-	Cpu.matmul_nt(&mut want, &ar, &br, m, k, n, false);
-	let mut c_ = s.alloc_zeros::<f32>(m * n).unwrap();
-	blas.matmul_bf16(Product::Nt, &mut c_, &s.clone_htod(&a16).unwrap(), &s.clone_htod(&b16).unwrap(), m, k, n, false).unwrap();
-	close("bf16 Nt", &s.clone_dtoh(&c_).unwrap(), &want, n, k as f32 * 6e-8);
+	let widen = |v: &[half::bf16]| v.iter().map(|x| x.to_f32()).collect::<Vec<f32>>();
+	for (product, a_len, b_len) in [(Product::Nt, m * k, n * k), (Product::Nn, m * k, k * n), (Product::Tn, k * m, k * n)] {
+		let (a16, b16) = (round(&random(a_len, 33, 1.0)), round(&random(b_len, 34, 1.0)));
+		let (ar, br) = (widen(&a16), widen(&b16));
+		let c0 = random(m * n, 35, 1.0);
+		for accumulate in [false, true] {
+			let mut want = c0.clone();
+			match product {
+				Product::Nt => Cpu.matmul_nt(&mut want, &ar, &br, m, k, n, accumulate),
+				Product::Nn => Cpu.matmul_nn(&mut want, &ar, &br, m, k, n, accumulate),
+				Product::Tn => Cpu.matmul_tn(&mut want, &ar, &br, m, k, n, accumulate),
+			}
+			let (a_, b_) = (s.clone_htod(&a16).unwrap(), s.clone_htod(&b16).unwrap());
+			let run = || {
+				let mut c_ = s.clone_htod(&c0).unwrap();
+				blas.matmul_bf16(product, &mut c_, &a_, &b_, m, k, n, accumulate).unwrap();
+				s.clone_dtoh(&c_).unwrap()
+			};
+			let (got, twice) = (run(), run());
+			close(&format!("bf16 {product:?} accumulate={accumulate}"), &got, &want, n, k as f32 * 6e-8);
+			assert!(got.iter().zip(&twice).all(|(x, y)| x.to_bits() == y.to_bits()), "bf16 {product:?}: the same bits twice");
+		}
+	}
+	// An empty sum (k = 0): c is zeroed, or kept when accumulating, as on the CPU.
+	let c0 = random(6, 36, 1.0);
+	let (Ok(a0), Ok(b0)) = (s.alloc_zeros::<f32>(0), s.alloc_zeros::<f32>(0)) else {
+		eprintln!("SKIPPED: the k = 0 case (the driver refuses empty buffers)");
+		return;
+	};
+	for accumulate in [false, true] {
+		let mut c_ = s.clone_htod(&c0).unwrap();
+		blas.matmul(Product::Nt, &mut c_, &a0, &b0, 2, 0, 3, accumulate).unwrap();
+		let want = if accumulate { c0.clone() } else { vec![0.0; 6] };
+		assert_eq!(s.clone_dtoh(&c_).unwrap(), want, "k = 0, accumulate = {accumulate}");
+	}
 }

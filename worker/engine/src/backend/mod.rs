@@ -174,7 +174,8 @@ pub trait Backend: Send + Sync {
 	/// `out[j] = x[rows[j]]`, rows of `dim` (the embedding lookup; the LM head's counted
 	/// rows). The rows checked against `x` before.
 	fn gather_rows(&self, out: &mut [f32], x: &[f32], rows: &[u32], dim: usize);
-	/// `dst[rows[j]] = src[j]`, rows of `dim`; the other rows of `dst` untouched.
+	/// `dst[rows[j]] = src[j]`, rows of `dim` (the rows distinct); the other rows of `dst`
+	/// untouched.
 	fn scatter_rows(&self, dst: &mut [f32], src: &[f32], rows: &[u32], dim: usize);
 	/// `y += x` (residual connections).
 	fn add_assign(&self, y: &mut [f32], x: &[f32]);

@@ -15,6 +15,8 @@ const DROPOUT_CHUNK: usize = 1 << 15;
 pub(super) struct DropMask {
 	bits: Vec<u64>,
 	keep: f32,
+	/// The elements it covers: a mask is only ever applied to a buffer of its own length.
+	len: usize,
 }
 
 impl DropMask {
@@ -32,7 +34,7 @@ impl DropMask {
 			}
 			keep_bits(words, key, first, threshold);
 		});
-		DropMask { bits, keep: 1.0 / (1.0 - p) }
+		DropMask { bits, keep: 1.0 / (1.0 - p), len }
 	}
 
 	#[cfg(test)]
@@ -42,7 +44,7 @@ impl DropMask {
 
 	/// `out = drop(x)`: dropped elements 0, kept ones scaled by `1/(1−p)`.
 	pub(super) fn apply(&self, out: &mut [f32], x: &[f32]) {
-		assert_eq!(out.len(), x.len(), "dropout buffers");
+		assert!(out.len() == self.len && x.len() == self.len, "a dropout mask of {} elements applied to {}", self.len, x.len());
 		out.par_chunks_mut(DROPOUT_CHUNK).zip(x.par_chunks(DROPOUT_CHUNK)).enumerate().for_each(|(c, (out, x))| {
 			let words = &self.bits[c * DROPOUT_CHUNK / 64..];
 			#[cfg(target_arch = "x86_64")]
@@ -61,6 +63,7 @@ impl DropMask {
 
 	/// `dx += drop'(t)`: `t · 1/(1−p)` where the input was kept.
 	pub(super) fn add_kept(&self, dx: &mut [f32], t: &[f32]) {
+		assert!(dx.len() == self.len && t.len() == self.len, "a dropout mask of {} elements applied to {}", self.len, t.len());
 		dx.par_chunks_mut(DROPOUT_CHUNK).zip(t.par_chunks(DROPOUT_CHUNK)).enumerate().for_each(|(c, (dx, t))| {
 			let words = &self.bits[c * DROPOUT_CHUNK / 64..];
 			#[cfg(target_arch = "x86_64")]
