@@ -10,7 +10,8 @@
 // Every block reduction here runs on a power-of-two block (the host's launch plan
 // guarantees it, worker/cuda/src/launch.rs) in one fixed tree: thread t adds t + w for
 // w = blockDim/2, /4, ..., 1. The result depends only on the inputs and the block size.
-__device__ __forceinline__ float block_sum(float v, float* sh) {
+template <typename T>
+__device__ __forceinline__ T block_sum(T v, T* sh) {
 	const unsigned t = threadIdx.x;
 	sh[t] = v;
 	__syncthreads();
@@ -18,20 +19,7 @@ __device__ __forceinline__ float block_sum(float v, float* sh) {
 		if (t < w) sh[t] += sh[t + w];
 		__syncthreads();
 	}
-	const float r = sh[0];
-	__syncthreads();
-	return r;
-}
-
-__device__ __forceinline__ double block_sum_f64(double v, double* sh) {
-	const unsigned t = threadIdx.x;
-	sh[t] = v;
-	__syncthreads();
-	for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {
-		if (t < w) sh[t] += sh[t + w];
-		__syncthreads();
-	}
-	const double r = sh[0];
+	const T r = sh[0];
 	__syncthreads();
 	return r;
 }

@@ -28,7 +28,7 @@ extern "C" __global__ void sumsq_partials(double* __restrict__ partials, const f
 	const long long end = start + per_block < n ? start + per_block : n;
 	double acc = 0.0;
 	for (long long i = start + threadIdx.x; i < end; i += blockDim.x) acc += (double)x[i] * (double)x[i];
-	acc = block_sum_f64(acc, shd);
+	acc = block_sum(acc, shd);
 	if (threadIdx.x == 0) partials[blockIdx.x] = acc;
 }
 
@@ -37,6 +37,6 @@ extern "C" __global__ void sum_partials(double* __restrict__ out, const double* 
 	extern __shared__ double shd[];
 	double acc = 0.0;
 	for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
-	acc = block_sum_f64(acc, shd);
+	acc = block_sum(acc, shd);
 	if (threadIdx.x == 0) out[0] = acc;
 }
