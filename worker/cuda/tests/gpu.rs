@@ -13,7 +13,10 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, PushKernelArg};
 use molting_cuda::launch;
 use molting_engine::backend::cpu::Cpu;
-use molting_engine::backend::{AttnShape, Backend};
+use molting_engine::backend::{AttnShape, OnHost};
+
+/// The CPU reference's operations on host slices.
+const CPU: OnHost = OnHost(&Cpu);
 use molting_engine::rng::{stream_key, uniform_at, Rng};
 
 struct Gpu {
@@ -90,7 +93,7 @@ fn rmsnorm_swiglu_rope_and_cross_entropy_match_the_cpu() {
 	let (rows, dim) = (37usize, 576usize);
 	let (x, w) = (random(rows * dim, 1, 3.0), random(dim, 2, 1.0));
 	let (mut out, mut rstd) = (vec![0f32; rows * dim], vec![0f32; rows]);
-	Cpu.rmsnorm_forward(&mut out, &mut rstd, &x, &w, dim, 1e-5);
+	CPU.rmsnorm_forward(&mut out, &mut rstd, &x, &w, dim, 1e-5);
 	let (x_, w_) = (s.clone_htod(&x).unwrap(), s.clone_htod(&w).unwrap());
 	let (mut out_, mut rstd_) = (junk(s, rows * dim, 777f32), junk(s, rows, 777f32));
 	let (dim_i, eps) = (dim as i32, 1e-5f32);
@@ -103,7 +106,7 @@ fn rmsnorm_swiglu_rope_and_cross_entropy_match_the_cpu() {
 	let dy = random(rows * dim, 3, 1.0);
 	let mut dx = random(rows * dim, 4, 1.0); // accumulated into
 	let dx0 = dx.clone();
-	Cpu.rmsnorm_backward(&mut dx, &dy, &x, &w, &rstd, dim);
+	CPU.rmsnorm_backward(&mut dx, &dy, &x, &w, &rstd, dim);
 	let (dy_, mut dxg) = (s.clone_htod(&dy).unwrap(), s.clone_htod(&dx0).unwrap());
 	let mut b = s.launch_builder(&g.functions["rmsnorm_backward"]);
 	b.arg(&mut dxg).arg(&dy_).arg(&x_).arg(&w_).arg(&rstd_).arg(&dim_i);
@@ -114,9 +117,9 @@ fn rmsnorm_swiglu_rope_and_cross_entropy_match_the_cpu() {
 	let n = rows * dim;
 	let (gate, up, dh) = (random(n, 5, 6.0), random(n, 6, 2.0), random(n, 7, 1.0));
 	let mut h = vec![0f32; n];
-	Cpu.swiglu_forward(&mut h, &gate, &up);
+	CPU.swiglu_forward(&mut h, &gate, &up);
 	let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
-	Cpu.swiglu_backward(&mut dg, &mut du, &dh, &gate, &up);
+	CPU.swiglu_backward(&mut dg, &mut du, &dh, &gate, &up);
 	let (gate_, up_, dh_) = (s.clone_htod(&gate).unwrap(), s.clone_htod(&up).unwrap(), s.clone_htod(&dh).unwrap());
 	// Outputs the kernels overwrite start as junk.
 	let (mut h_, mut dg_, mut du_) = (junk(s, n, 777f32), junk(s, n, 777f32), junk(s, n, 777f32));
@@ -147,7 +150,7 @@ fn rmsnorm_swiglu_rope_and_cross_entropy_match_the_cpu() {
 	for inverse in [false, true] {
 		let mut xr = x[..rows * width].to_vec();
 		let mut xg = s.clone_htod(&xr).unwrap();
-		Cpu.rope(&mut xr, width, &cos, &sin, &positions, head_dim, inverse);
+		CPU.rope(&mut xr, width, &cos, &sin, &positions, head_dim, inverse);
 		let (cos_, sin_, pos_) = (s.clone_htod(&cos).unwrap(), s.clone_htod(&sin).unwrap(), s.clone_htod(&positions).unwrap());
 		let (rows_i, width_i, hd_i, inv_i) = (rows as i32, width as i32, head_dim as i32, inverse as i32);
 		let plan = launch::rope(rows as u64, width as u64, head_dim as u64).unwrap().unwrap();
@@ -162,7 +165,7 @@ fn rmsnorm_swiglu_rope_and_cross_entropy_match_the_cpu() {
 	let logits = random(rows * vocab, 8, 8.0);
 	let targets: Vec<i32> = (0..rows as i32).map(|r| if r == 4 { -1 } else { r * 5003 }).collect();
 	let (mut grad, mut losses) = (logits.clone(), vec![0f64; rows]);
-	Cpu.cross_entropy(&mut grad, &targets, vocab, 0.125, &mut losses);
+	CPU.cross_entropy(&mut grad, &targets, vocab, 0.125, &mut losses);
 	let (mut lg, t_, mut l_) = (s.clone_htod(&logits).unwrap(), s.clone_htod(&targets).unwrap(), junk(s, rows, 777f64));
 	let (vocab_i, scale) = (vocab as i32, 0.125f32);
 	let plan = launch::per_row("cross_entropy", rows as u64, vocab as u64).unwrap().unwrap();
@@ -196,12 +199,12 @@ fn dropout_draws_the_engines_mask_and_adamw_its_update_bit_for_bit() {
 
 	let hp = molting_engine::optim::AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
 	let (mut params, grads) = (random(n, 10, 0.1), random(n, 11, 1.0));
-	let mut opt = molting_engine::optim::AdamW::new(n);
+	let (mut m_host, mut v_host) = (vec![0f32; n], vec![0f32; n]);
 	let (p_, g_) = (s.clone_htod(&params).unwrap(), s.clone_htod(&grads).unwrap());
 	let mut p_ = p_;
 	let (mut m_, mut v_) = (s.alloc_zeros::<f32>(n).unwrap(), s.alloc_zeros::<f32>(n).unwrap());
 	let (lr, t) = (2e-3f32, 3u64);
-	opt.update(&Cpu, &mut params, &grads, lr, t, &hp);
+	CPU.adamw(&mut params, &grads, &mut m_host, &mut v_host, molting_engine::optim::adamw_step(lr, t, &hp));
 	// The host's scalars, as every backend gets them.
 	let molting_engine::backend::AdamWStep { step_size, bc2_sqrt, decay, .. } = molting_engine::optim::adamw_step(lr, t, &hp);
 	let mut b = s.launch_builder(&g.functions["adamw"]);
@@ -209,14 +212,14 @@ fn dropout_draws_the_engines_mask_and_adamw_its_update_bit_for_bit() {
 	unsafe { b.launch(plan.config()) }.unwrap();
 	let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
 	assert!(bits(&s.clone_dtoh(&p_).unwrap()) == bits(&params), "AdamW's parameters bit for bit: the same operations in the same order");
-	assert!(bits(&s.clone_dtoh(&m_).unwrap()) == bits(&opt.m), "first moments bit for bit");
-	assert!(bits(&s.clone_dtoh(&v_).unwrap()) == bits(&opt.v), "second moments bit for bit");
+	assert!(bits(&s.clone_dtoh(&m_).unwrap()) == bits(&m_host), "first moments bit for bit");
+	assert!(bits(&s.clone_dtoh(&v_).unwrap()) == bits(&v_host), "second moments bit for bit");
 
 	// The backward: dx += kept ? t·keep : +0, onto a non-zero dx.
 	let (t, dx0) = (random(n, 16, 1.0), random(n, 17, 1.0));
 	let mut dx = dx0.clone();
-	let mask = Cpu.dropout_mask(p, key, n);
-	Cpu.dropout_add_kept(&mut dx, &t, &mask);
+	let mask = CPU.dropout_mask(p, key, n);
+	CPU.dropout_add_kept(&mut dx, &t, &mask);
 	let (t_, mut dx_) = (s.clone_htod(&t).unwrap(), s.clone_htod(&dx0).unwrap());
 	let mut b = s.launch_builder(&g.functions["dropout_backward"]);
 	b.arg(&mut dx_).arg(&t_).arg(&n_i).arg(&key).arg(&threshold).arg(&keep);
@@ -235,9 +238,9 @@ fn attention_forward_and_backward_match_the_cpu_across_documents() {
 	let positions: Vec<u32> = (0..tokens).map(|i| if i < t { i as u32 } else if i < t + 30 { (i - t) as u32 } else { (i - t - 30) as u32 }).collect();
 	let (q, k, v, dout) = (random(tokens * qw, 12, 1.0), random(tokens * kvw, 13, 1.0), random(tokens * kvw, 14, 1.0), random(tokens * qw, 15, 1.0));
 	let mut out = vec![0f32; tokens * qw];
-	let saved = Cpu.attention_forward(&mut out, &q, &k, &v, &positions, shape);
+	let saved = CPU.attention_forward(&mut out, &q, &k, &v, &positions, shape);
 	let (mut dq, mut dk, mut dv) = (vec![0f32; q.len()], vec![0f32; k.len()], vec![0f32; v.len()]);
-	Cpu.attention_backward(&mut dq, &mut dk, &mut dv, &dout, &saved, &q, &k, &v, &positions, shape);
+	CPU.attention_backward(&mut dq, &mut dk, &mut dv, &dout, &saved, &q, &k, &v, &positions, shape);
 
 	let plans = launch::attention(
 		launch::Attention { batch: 2, seq: t as u64, heads: 6, kv_heads: 2, head_dim: 32 },
@@ -286,19 +289,19 @@ fn the_elementwise_kernels_and_the_clipping_norm_match_the_cpu() {
 	let x_ = s.clone_htod(&x).unwrap();
 	// y += x, y += bias per row, x *= a, y += a·x: one rounding each, so bit for bit.
 	let mut want = y0.clone();
-	Cpu.add_assign(&mut want, &x);
+	CPU.add_assign(&mut want, &x);
 	let mut y_ = s.clone_htod(&y0).unwrap();
 	let mut b = s.launch_builder(&g.functions["add_assign"]);
 	b.arg(&mut y_).arg(&x_).arg(&n_i);
 	unsafe { b.launch(plan.config()) }.unwrap();
 	assert!(bits(&s.clone_dtoh(&y_).unwrap()) == bits(&want), "add_assign");
-	Cpu.add_bias(&mut want, &bias);
+	CPU.add_bias(&mut want, &bias);
 	let (bias_, rows_i, dim_i) = (s.clone_htod(&bias).unwrap(), rows as i64, dim as i32);
 	let mut b = s.launch_builder(&g.functions["add_bias"]);
 	b.arg(&mut y_).arg(&bias_).arg(&rows_i).arg(&dim_i);
 	unsafe { b.launch(plan.config()) }.unwrap();
 	assert!(bits(&s.clone_dtoh(&y_).unwrap()) == bits(&want), "add_bias");
-	Cpu.scale(&mut want, 0.37);
+	CPU.scale(&mut want, 0.37);
 	let a = 0.37f32;
 	let mut b = s.launch_builder(&g.functions["scale"]);
 	b.arg(&mut y_).arg(&a).arg(&n_i);
@@ -314,7 +317,7 @@ fn the_elementwise_kernels_and_the_clipping_norm_match_the_cpu() {
 	let (vocab, tokens) = (50usize, vec![3u32, 49, 0, 3, 17]);
 	let table = random(vocab * dim, 23, 1.0);
 	let mut want = vec![0f32; tokens.len() * dim];
-	Cpu.gather_rows(&mut want, &table, &tokens, dim);
+	CPU.gather_rows(&mut want, &table, &tokens, dim);
 	let (table_, tokens_) = (s.clone_htod(&table).unwrap(), s.clone_htod(&tokens).unwrap());
 	let mut out_ = s.clone_htod(&random(want.len(), 24, 1e3)).unwrap();
 	let t_rows = tokens.len() as i64;
@@ -327,7 +330,7 @@ fn the_elementwise_kernels_and_the_clipping_norm_match_the_cpu() {
 	let src = random(distinct.len() * dim, 26, 1.0);
 	let mut dst = random(rows * dim, 27, 1.0);
 	let mut dst_ = s.clone_htod(&dst).unwrap();
-	Cpu.scatter_rows(&mut dst, &src, &distinct, dim);
+	CPU.scatter_rows(&mut dst, &src, &distinct, dim);
 	let (src_, idx_, s_rows) = (s.clone_htod(&src).unwrap(), s.clone_htod(&distinct).unwrap(), distinct.len() as i64);
 	let plan_s = launch::elementwise("scatter_rows", src.len() as u64).unwrap().unwrap();
 	let mut b = s.launch_builder(&g.functions["scatter_rows"]);
@@ -337,7 +340,7 @@ fn the_elementwise_kernels_and_the_clipping_norm_match_the_cpu() {
 
 	// The clipping norm's square: another order than the CPU's sequential sum, in f64.
 	let grads = random(3 * launch::SUMSQ_PER_BLOCK as usize + 5, 25, 1.0);
-	let cpu = Cpu.sum_squares(&grads);
+	let cpu = CPU.sum_squares(&grads);
 	let (first, second, partials) = launch::sum_of_squares(grads.len() as u64).unwrap().unwrap();
 	let (g_, mut part_, mut out_) = (s.clone_htod(&grads).unwrap(), junk(s, partials as usize, 777f64), junk(s, 1, 777f64));
 	let (len, per) = (grads.len() as i64, launch::SUMSQ_PER_BLOCK as i64);
@@ -366,9 +369,9 @@ fn cublas_products_match_the_cpu_and_repeat_to_the_bit() {
 			for accumulate in [false, true] {
 				let mut want = c0.clone();
 				match product {
-					Product::Nt => Cpu.matmul_nt(&mut want, &a, &b, m, k, n, accumulate),
-					Product::Nn => Cpu.matmul_nn(&mut want, &a, &b, m, k, n, accumulate),
-					Product::Tn => Cpu.matmul_tn(&mut want, &a, &b, m, k, n, accumulate),
+					Product::Nt => CPU.matmul_nt(&mut want, &a, &b, m, k, n, accumulate),
+					Product::Nn => CPU.matmul_nn(&mut want, &a, &b, m, k, n, accumulate),
+					Product::Tn => CPU.matmul_tn(&mut want, &a, &b, m, k, n, accumulate),
 				}
 				let (a_, b_) = (s.clone_htod(&a).unwrap(), s.clone_htod(&b).unwrap());
 				let mut c_ = s.clone_htod(&c0).unwrap();
@@ -395,9 +398,9 @@ fn cublas_products_match_the_cpu_and_repeat_to_the_bit() {
 		for accumulate in [false, true] {
 			let mut want = c0.clone();
 			match product {
-				Product::Nt => Cpu.matmul_nt(&mut want, &ar, &br, m, k, n, accumulate),
-				Product::Nn => Cpu.matmul_nn(&mut want, &ar, &br, m, k, n, accumulate),
-				Product::Tn => Cpu.matmul_tn(&mut want, &ar, &br, m, k, n, accumulate),
+				Product::Nt => CPU.matmul_nt(&mut want, &ar, &br, m, k, n, accumulate),
+				Product::Nn => CPU.matmul_nn(&mut want, &ar, &br, m, k, n, accumulate),
+				Product::Tn => CPU.matmul_tn(&mut want, &ar, &br, m, k, n, accumulate),
 			}
 			let (a_, b_) = (s.clone_htod(&a16).unwrap(), s.clone_htod(&b16).unwrap());
 			let run = || {

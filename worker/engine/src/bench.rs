@@ -169,15 +169,18 @@ pub fn matmul_gflops(backend: &dyn Backend, c: &ModelConfig, rows: usize) -> Vec
 		let w: Vec<f32> = (0..out_dim * in_dim).map(|_| rng.uniform() - 0.5).collect();
 		let frozen = backend.freeze(&w, out_dim, in_dim);
 		let a: Vec<f32> = (0..m * k).map(|_| rng.uniform() - 0.5).collect();
-		let mut cbuf = vec![0f32; m * n];
+		let a = backend.upload_f32(&a);
+		let mut cbuf = backend.zeros_f32(m * n);
 		let mut best = f64::INFINITY;
-		// One untimed call (first touches of the buffers), then the best of five.
+		// One untimed call (first touches of the buffers), then the best of five; the
+		// product's sum read back is what waits for a device to finish.
 		for rep in 0..6 {
 			let started = Instant::now();
 			match backward {
-				false => backend.frozen_forward(&mut cbuf, &a, &frozen, m, false),
-				true => backend.frozen_backward(&mut cbuf, &a, &frozen, m, false),
+				false => backend.frozen_forward(cbuf.view_mut(), a.view(), &frozen, m, false),
+				true => backend.frozen_backward(cbuf.view_mut(), a.view(), &frozen, m, false),
 			}
+			let _ = backend.sum_squares(cbuf.view());
 			if rep > 0 {
 				best = best.min(started.elapsed().as_secs_f64());
 			}

@@ -2,9 +2,10 @@
 //! temperature + top-p sampling from a seed; stops at the end of the assistant's turn.
 //! An adapter is merged into the weights first (`W + (α/r) B A`), as for serving.
 
-use crate::backend::Backend;
-use crate::lora::Adapter;
-use crate::model::Model;
+use crate::backend::{AttnShape, Backend, Buf, View, ViewMut};
+use crate::engine::FrozenModel;
+use crate::lora::{Adapter, Target};
+use crate::model::{Model, ModelConfig};
 use crate::rng::Rng;
 
 /// How to pick each next token.
@@ -16,16 +17,19 @@ pub struct Sampling {
 	pub seed: u64,
 }
 
-/// A model with merged adapter weights and a KV cache.
+/// A model with merged adapter weights and a KV cache, all in the backend's memory.
 pub struct Generator<'a> {
 	backend: &'a dyn Backend,
-	model: Model,
-	/// Per layer: keys and values of every cached position, `[pos × kv_dim]`.
-	k_cache: Vec<Vec<f32>>,
-	v_cache: Vec<Vec<f32>>,
+	config: ModelConfig,
+	/// The merged weights in the backend's form.
+	frozen: FrozenModel,
+	/// Per layer: keys and values of every position, `[max_seq × kv_dim]`; the first `len`
+	/// are filled.
+	k_cache: Vec<Buf<f32>>,
+	v_cache: Vec<Buf<f32>>,
 	len: usize,
-	rope_cos: Vec<f32>,
-	rope_sin: Vec<f32>,
+	rope_cos: Buf<f32>,
+	rope_sin: Buf<f32>,
 	max_seq: usize,
 }
 
@@ -35,23 +39,26 @@ impl<'a> Generator<'a> {
 		if let Some(a) = adapter {
 			a.merge_into(&mut model, backend);
 		}
-		let (rope_cos, rope_sin) = crate::engine::rope_tables(&model.config.rope_inv_freq(), max_seq);
+		let (cos, sin) = crate::engine::rope_tables(&model.config.rope_inv_freq(), max_seq);
 		let n = model.layers.len();
+		let kvd = model.config.kv_dim();
+		let cache = || (0..n).map(|_| backend.zeros_f32(max_seq * kvd)).collect();
 		Generator {
 			backend,
-			model,
-			k_cache: vec![Vec::new(); n],
-			v_cache: vec![Vec::new(); n],
+			frozen: FrozenModel::new(backend, &model),
+			config: model.config,
+			k_cache: cache(),
+			v_cache: cache(),
 			len: 0,
-			rope_cos,
-			rope_sin,
+			rope_cos: backend.upload_f32(&cos),
+			rope_sin: backend.upload_f32(&sin),
 			max_seq,
 		}
 	}
 
+	/// Forgets the cached positions (their buffers stay, to be written again).
 	pub fn reset(&mut self) {
 		self.len = 0;
-		self.k_cache.iter_mut().chain(self.v_cache.iter_mut()).for_each(Vec::clear);
 	}
 
 	pub fn position(&self) -> usize {
@@ -61,87 +68,62 @@ impl<'a> Generator<'a> {
 	/// Feeds `tokens` after the cached ones; returns the logits after each of them.
 	pub fn feed(&mut self, tokens: &[u32]) -> Vec<f32> {
 		let be = self.backend;
-		let c = self.model.config.clone();
+		let c = &self.config;
 		let n = tokens.len();
 		assert!(self.len + n <= self.max_seq, "context of {} tokens is full", self.max_seq);
 		assert!(n > 0, "nothing to feed");
-		let (h, qd, kvd, f, d) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.head_dim);
-		let mut x: Vec<f32> = tokens
-			.iter()
-			.flat_map(|&t| self.model.embed[t as usize * h..(t as usize + 1) * h].iter().copied())
-			.collect();
-		let mut rstd = vec![0f32; n];
-		for (l, w) in self.model.layers.iter().enumerate() {
-			let mut x1 = vec![0f32; n * h];
-			be.rmsnorm_forward(&mut x1, &mut rstd, &x, &w.attn_norm, h, c.rms_norm_eps);
-			let (mut q, mut k, mut v) = (vec![0f32; n * qd], vec![0f32; n * kvd], vec![0f32; n * kvd]);
-			let linear = |y: &mut [f32], x: &[f32], wt: &[f32], b: &[f32], i: usize, o: usize| {
-				be.matmul_nt(y, x, wt, n, i, o, false);
-				if !b.is_empty() {
-					y.chunks_exact_mut(o).for_each(|r| r.iter_mut().zip(b).for_each(|(y, b)| *y += b));
-				}
-			};
-			linear(&mut q, &x1, &w.wq, &w.bq, h, qd);
-			linear(&mut k, &x1, &w.wk, &w.bk, h, kvd);
-			linear(&mut v, &x1, &w.wv, &w.bv, h, kvd);
-			let positions: Vec<u32> = (self.len..self.len + n).map(|p| p as u32).collect();
-			be.rope(&mut q, qd, &self.rope_cos, &self.rope_sin, &positions, d, false);
-			be.rope(&mut k, kvd, &self.rope_cos, &self.rope_sin, &positions, d, false);
-			self.k_cache[l].extend_from_slice(&k);
-			self.v_cache[l].extend_from_slice(&v);
-			let att = self.attend(l, &q, n);
-			let mut o = vec![0f32; n * h];
-			linear(&mut o, &att, &w.wo, &[], qd, h);
-			x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
-			let mut x3 = vec![0f32; n * h];
-			be.rmsnorm_forward(&mut x3, &mut rstd, &x, &w.ffn_norm, h, c.rms_norm_eps);
-			let (mut g, mut u, mut hid) = (vec![0f32; n * f], vec![0f32; n * f], vec![0f32; n * f]);
-			linear(&mut g, &x3, &w.w_gate, &[], h, f);
-			linear(&mut u, &x3, &w.w_up, &[], h, f);
-			be.swiglu_forward(&mut hid, &g, &u);
-			linear(&mut o, &hid, &w.w_down, &[], f, h);
-			x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
+		if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+			panic!("token {t} outside the model's vocabulary");
+		}
+		let (h, qd, kvd, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+		let shape = AttnShape { batch: 1, seq: n, heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: c.head_dim };
+		let ids = be.upload_u32(tokens);
+		let positions = be.upload_u32(&(self.len..self.len + n).map(|p| p as u32).collect::<Vec<_>>());
+		let (cos, sin, pos) = (self.rope_cos.view(), self.rope_sin.view(), positions.view());
+		let mut x = be.zeros_f32(n * h);
+		be.gather_rows(x.view_mut(), self.frozen.embed().view(), ids.view(), h);
+		let mut rstd = be.zeros_f32(n);
+		let frozen = &self.frozen;
+		let linear = |y: ViewMut<f32>, x: View<f32>, l: usize, t: Target, bias: Option<&Buf<f32>>| {
+			let mut y = y;
+			be.frozen_forward(y.reborrow(), x, frozen.linear(l, t), n, false);
+			if let Some(b) = bias {
+				be.add_bias(y, b.view());
+			}
+		};
+		let cached = self.len * kvd..(self.len + n) * kvd;
+		for l in 0..self.k_cache.len() {
+			let w = frozen.vectors(l);
+			let mut x1 = be.zeros_f32(n * h);
+			be.rmsnorm_forward(x1.view_mut(), rstd.view_mut(), x.view(), w.attn_norm.view(), h, c.rms_norm_eps);
+			let (mut q, mut k, mut v) = (be.zeros_f32(n * qd), be.zeros_f32(n * kvd), be.zeros_f32(n * kvd));
+			linear(q.view_mut(), x1.view(), l, Target::Q, w.bq.as_ref());
+			linear(k.view_mut(), x1.view(), l, Target::K, w.bk.as_ref());
+			linear(v.view_mut(), x1.view(), l, Target::V, w.bv.as_ref());
+			be.rope(q.view_mut(), qd, cos, sin, pos, c.head_dim, false);
+			be.rope(k.view_mut(), kvd, cos, sin, pos, c.head_dim, false);
+			be.copy(self.k_cache[l].slice_mut(cached.clone()), k.view());
+			be.copy(self.v_cache[l].slice_mut(cached.clone()), v.view());
+			let mut att = be.zeros_f32(n * qd);
+			be.attention_cached(att.view_mut(), q.view(), self.k_cache[l].view(), self.v_cache[l].view(), self.len, n, shape);
+			let mut o = be.zeros_f32(n * h);
+			linear(o.view_mut(), att.view(), l, Target::O, None);
+			be.add_assign(x.view_mut(), o.view());
+			let mut x3 = be.zeros_f32(n * h);
+			be.rmsnorm_forward(x3.view_mut(), rstd.view_mut(), x.view(), w.ffn_norm.view(), h, c.rms_norm_eps);
+			let (mut g, mut u, mut hid) = (be.zeros_f32(n * f), be.zeros_f32(n * f), be.zeros_f32(n * f));
+			linear(g.view_mut(), x3.view(), l, Target::Gate, None);
+			linear(u.view_mut(), x3.view(), l, Target::Up, None);
+			be.swiglu_forward(hid.view_mut(), g.view(), u.view());
+			linear(o.view_mut(), hid.view(), l, Target::Down, None);
+			be.add_assign(x.view_mut(), o.view());
 		}
 		self.len += n;
-		let mut xf = vec![0f32; n * h];
-		be.rmsnorm_forward(&mut xf, &mut rstd, &x, &self.model.final_norm, h, c.rms_norm_eps);
-		let mut logits = vec![0f32; n * c.vocab_size];
-		be.matmul_nt(&mut logits, &xf, self.model.lm_head(), n, h, c.vocab_size, false);
-		logits
-	}
-
-	/// Causal attention of `n` new queries over the cache of layer `l`.
-	fn attend(&self, l: usize, q: &[f32], n: usize) -> Vec<f32> {
-		let c = &self.model.config;
-		let (d, kvd, group) = (c.head_dim, c.kv_dim(), c.num_heads / c.num_kv_heads);
-		let scale = 1.0 / (d as f32).sqrt();
-		let (kc, vc) = (&self.k_cache[l], &self.v_cache[l]);
-		let mut out = vec![0f32; n * c.q_dim()];
-		let mut scores = Vec::new();
-		for i in 0..n {
-			let upto = self.len + i + 1;
-			for head in 0..c.num_heads {
-				let kvh = head / group;
-				let qh = &q[i * c.q_dim() + head * d..][..d];
-				scores.clear();
-				scores
-					.extend((0..upto).map(|p| {
-						qh.iter().zip(&kc[p * kvd + kvh * d..][..d]).map(|(a, b)| a * b).sum::<f32>() * scale
-					}));
-				let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-				let mut sum = 0f32;
-				scores.iter_mut().for_each(|s| {
-					*s = crate::math::exp_f32(*s - max);
-					sum += *s;
-				});
-				let o = &mut out[i * c.q_dim() + head * d..][..d];
-				for (p, s) in scores.iter().enumerate() {
-					let w = s / sum;
-					o.iter_mut().zip(&vc[p * kvd + kvh * d..][..d]).for_each(|(o, v)| *o += w * v);
-				}
-			}
-		}
-		out
+		let mut xf = be.zeros_f32(n * h);
+		be.rmsnorm_forward(xf.view_mut(), rstd.view_mut(), x.view(), frozen.final_norm().view(), h, c.rms_norm_eps);
+		let mut logits = be.zeros_f32(n * c.vocab_size);
+		be.frozen_forward(logits.view_mut(), xf.view(), frozen.head(), n, false);
+		be.download_f32(logits.view())
 	}
 
 	/// Generates after `prompt` until a stop token or `max_new` tokens; returns the new ids
@@ -155,7 +137,7 @@ impl<'a> Generator<'a> {
 		mut on_token: impl FnMut(u32),
 	) -> Vec<u32> {
 		self.reset();
-		let vocab = self.model.config.vocab_size;
+		let vocab = self.config.vocab_size;
 		let mut rng = Rng::new(sampling.seed);
 		let logits = self.feed(prompt);
 		let mut last = logits[logits.len() - vocab..].to_vec();
@@ -209,7 +191,7 @@ mod tests {
 	use super::*;
 	use crate::backend::cpu::Cpu;
 	use crate::engine::Engine;
-	use crate::lora::{LoraConfig, Target};
+	use crate::lora::LoraConfig;
 	use crate::testing::{random_model, tiny_config};
 
 	#[test]

@@ -68,11 +68,21 @@ impl Layout {
 	}
 
 	pub fn a<'a>(&self, s: &Slot, v: &'a [f32]) -> &'a [f32] {
-		&v[s.a..s.a + self.rank * s.in_dim]
+		&v[self.a_range(s)]
 	}
 
 	pub fn b<'a>(&self, s: &Slot, v: &'a [f32]) -> &'a [f32] {
-		&v[s.b..s.b + s.out_dim * self.rank]
+		&v[self.b_range(s)]
+	}
+
+	/// Where the slot's `A` (`[r × in]`) lies in the flat vector.
+	pub fn a_range(&self, s: &Slot) -> std::ops::Range<usize> {
+		s.a..s.a + self.rank * s.in_dim
+	}
+
+	/// Where the slot's `B` (`[out × r]`) lies in the flat vector.
+	pub fn b_range(&self, s: &Slot) -> std::ops::Range<usize> {
+		s.b..s.b + s.out_dim * self.rank
 	}
 }
 
@@ -110,17 +120,19 @@ impl Adapter {
 	/// Folds the adapter into `model`'s weights (`W += (α/r) B A`), for serving.
 	pub fn merge_into(&self, model: &mut Model, backend: &dyn Backend) {
 		let (l, scale) = (&self.layout, self.config.scale());
+		let params = backend.upload_f32(&self.params);
 		for s in &l.slots {
-			let mut delta = vec![0f32; s.out_dim * s.in_dim];
+			let mut delta = backend.zeros_f32(s.out_dim * s.in_dim);
 			backend.matmul_nn(
-				&mut delta,
-				l.b(s, &self.params),
-				l.a(s, &self.params),
+				delta.view_mut(),
+				params.slice(l.b_range(s)),
+				params.slice(l.a_range(s)),
 				s.out_dim,
 				l.rank,
 				s.in_dim,
 				false,
 			);
+			let delta = backend.download_f32(delta.view());
 			let w = model.layers[s.layer].linear_mut(s.target);
 			w.iter_mut().zip(&delta).for_each(|(w, d)| *w += scale * d);
 		}

@@ -3,7 +3,7 @@
 //! host; the per-element work is the backend's ([`Backend::adamw`], [`Backend::sum_squares`],
 //! [`Backend::scale`]).
 
-use crate::backend::{AdamWStep, Backend};
+use crate::backend::{AdamWStep, Backend, View, ViewMut};
 use crate::math::{cos_f64, powi_f64};
 
 /// AdamW's hyperparameters.
@@ -25,23 +25,21 @@ pub struct Schedule {
 	pub min_lr_ratio: f32,
 }
 
-/// The optimizer's moments, in the adapter's canonical layout.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AdamW {
-	pub m: Vec<f32>,
-	pub v: Vec<f32>,
-}
-
-impl AdamW {
-	pub fn new(n: usize) -> Self {
-		AdamW { m: vec![0.0; n], v: vec![0.0; n] }
-	}
-
-	/// One update at 1-based step `t`, as `torch.optim.AdamW` does it: decoupled decay,
-	/// then `p −= (lr / bc1) · m / (√v / √bc2 + eps)`.
-	pub fn update(&mut self, be: &dyn Backend, params: &mut [f32], grads: &[f32], lr: f32, t: u64, hp: &AdamWConfig) {
-		be.adamw(params, grads, &mut self.m, &mut self.v, adamw_step(lr, t, hp));
-	}
+/// One AdamW update at 1-based step `t` of `params` with moments `m`, `v` (the adapter's
+/// canonical layout, all in the backend's memory), as `torch.optim.AdamW` does it:
+/// decoupled decay, then `p −= (lr / bc1) · m / (√v / √bc2 + eps)`.
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_update(
+	be: &dyn Backend,
+	params: ViewMut<f32>,
+	grads: View<f32>,
+	m: ViewMut<f32>,
+	v: ViewMut<f32>,
+	lr: f32,
+	t: u64,
+	hp: &AdamWConfig,
+) {
+	be.adamw(params, grads, m, v, adamw_step(lr, t, hp));
 }
 
 /// The scalars of AdamW's update at 1-based step `t` (bias corrections in f64).
@@ -74,8 +72,8 @@ pub fn learning_rate(step: u64, s: &Schedule) -> f32 {
 
 /// Scales `grads` so their global L2 norm is at most `max_norm` (as
 /// `torch.nn.utils.clip_grad_norm_`); returns the norm before clipping.
-pub fn clip_grad_norm(be: &dyn Backend, grads: &mut [f32], max_norm: f32) -> f32 {
-	let norm = be.sum_squares(grads).sqrt() as f32;
+pub fn clip_grad_norm(be: &dyn Backend, grads: ViewMut<f32>, max_norm: f32) -> f32 {
+	let norm = be.sum_squares(grads.as_view()).sqrt() as f32;
 	let coef = max_norm / (norm + 1e-6);
 	if coef < 1.0 {
 		be.scale(grads, coef);
@@ -87,6 +85,33 @@ pub fn clip_grad_norm(be: &dyn Backend, grads: &mut [f32], max_norm: f32) -> f32
 mod tests {
 	use super::*;
 	use crate::backend::cpu::Cpu;
+
+	/// The moments of AdamW on the host, stepped on the CPU backend.
+	struct HostAdamW {
+		m: Vec<f32>,
+		v: Vec<f32>,
+	}
+
+	impl HostAdamW {
+		fn new(n: usize) -> Self {
+			HostAdamW { m: vec![0.0; n], v: vec![0.0; n] }
+		}
+
+		fn update(&mut self, params: &mut Vec<f32>, grads: &[f32], lr: f32, t: u64, hp: &AdamWConfig) {
+			let be = &Cpu;
+			let (mut p, g) = (be.upload_f32(params), be.upload_f32(grads));
+			let (mut m, mut v) = (be.upload_f32(&self.m), be.upload_f32(&self.v));
+			adamw_update(be, p.view_mut(), g.view(), m.view_mut(), v.view_mut(), lr, t, hp);
+			(*params, self.m, self.v) = (be.download_f32(p.view()), be.download_f32(m.view()), be.download_f32(v.view()));
+		}
+	}
+
+	fn clip_on_host(grads: &mut Vec<f32>, max_norm: f32) -> f32 {
+		let mut g = Cpu.upload_f32(grads);
+		let norm = clip_grad_norm(&Cpu, g.view_mut(), max_norm);
+		*grads = Cpu.download_f32(g.view());
+		norm
+	}
 
 	const ADAMW: AdamWConfig = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
 
@@ -112,14 +137,14 @@ mod tests {
 		// At t = 1, m̂ = g and v̂ = g², so each weight moves by lr·sign(g) (decay off).
 		let mut p = vec![1.0f32, -2.0, 0.5];
 		let g = [0.3f32, -4.0, 1e-3];
-		let mut opt = AdamW::new(3);
-		opt.update(&Cpu, &mut p, &g, 0.01, 1, &ADAMW);
+		let mut opt = HostAdamW::new(3);
+		opt.update(&mut p, &g, 0.01, 1, &ADAMW);
 		for (after, (before, g)) in p.iter().zip([1.0f32, -2.0, 0.5].iter().zip(g)) {
 			let moved = before - after;
 			assert!((moved - 0.01 * g.signum()).abs() < 1e-4, "{moved}");
 		}
 		let mut big = vec![3.0f32, 4.0];
-		assert_eq!(clip_grad_norm(&Cpu, &mut big, 1.0), 5.0);
+		assert_eq!(clip_on_host(&mut big, 1.0), 5.0);
 		assert!((big[0] - 0.6).abs() < 1e-5 && (big[1] - 0.8).abs() < 1e-5);
 	}
 
@@ -132,10 +157,10 @@ mod tests {
 		let hp = AdamWConfig { weight_decay: 0.1, ..ADAMW };
 		let grads = [[0.2f32, 0.4], [-0.1, 0.3], [0.5, -0.2]];
 		let mut p = vec![1.0f32, -0.5];
-		let mut opt = AdamW::new(2);
+		let mut opt = HostAdamW::new(2);
 		let (mut pw, mut m, mut v) = ([1.0f64, -0.5], [0f64; 2], [0f64; 2]);
 		for (t, g) in grads.iter().enumerate() {
-			opt.update(&Cpu, &mut p, g, 0.1, t as u64 + 1, &hp);
+			opt.update(&mut p, g, 0.1, t as u64 + 1, &hp);
 			let t = t as i32 + 1;
 			for i in 0..2 {
 				let g = g[i] as f64;

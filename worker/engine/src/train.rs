@@ -18,7 +18,7 @@ use crate::data::{self, Cursor, DataError, Example, Loader, Row};
 use crate::engine::{Batch, Engine, FrozenModel, LossSum};
 use crate::lora::{Adapter, Layout};
 use crate::model::{load_model, Model, ModelError, ModelSource};
-use crate::optim::{clip_grad_norm, learning_rate, AdamW};
+use crate::optim::{adamw_update, clip_grad_norm, learning_rate};
 use crate::recipe::{BlobRef, Inputs, LocalInputs, Recipe, RecipeError};
 use crate::rng::stream_key;
 use crate::spec::{Spec, SpecError};
@@ -370,34 +370,43 @@ impl Job {
 		(batches, loader.cursor)
 	}
 
-	/// One optimizer step from `state`: `grad_accum` micro-batches, clipping, AdamW.
+	/// One optimizer step from `state`: `grad_accum` micro-batches, clipping, AdamW. The
+	/// parameters, gradients, moments and per-row losses live in the backend's memory for
+	/// the whole step; the state is read back once, at its end.
 	pub fn step(&self, backend: &dyn Backend, state: &mut State) -> StepReport {
 		let hp = &self.recipe.train;
 		let started = Instant::now();
-		// The parameters move into the adapter for the forward/backward and back for the update.
-		let adapter =
-			Adapter::from_params(&self.model.config, self.recipe.lora_config(), std::mem::take(&mut state.params));
+		let be = backend;
+		let lora = self.recipe.lora_config();
+		let mut params = be.upload_f32(&state.params);
 		let frozen = self.frozen_for(backend);
-		let engine = Engine::with_frozen(backend, &self.model, &frozen, Some(&adapter), hp.seq_len);
 		let (batches, cursor) = self.step_batches(state);
 		// The objective is the mean over the predicted tokens of the whole accumulated batch
 		// (as transformers' Trainer since 4.46), not a mean of micro-batch means.
 		let counted: usize = batches.iter().map(Batch::counted).sum();
 		let grad_scale = if counted == 0 { 0.0 } else { 1.0 / counted as f32 };
-		let mut grads = vec![0f32; adapter.params.len()];
-		let mut loss = LossSum::default();
-		for (micro, batch) in batches.iter().enumerate() {
-			let key = stream_key(state.seed, &[0xd209, state.step, micro as u64]);
-			loss.add(engine.step(batch, Some(key), Some((&mut grads, grad_scale))));
-		}
+		let mut grads = be.zeros_f32(params.len());
+		let engine = Engine::with_params(backend, &self.model, &frozen, &lora, &params, hp.seq_len);
+		let row_losses: Vec<_> = batches
+			.iter()
+			.enumerate()
+			.map(|(micro, batch)| {
+				let key = stream_key(state.seed, &[0xd209, state.step, micro as u64]);
+				engine.accumulate(batch, Some(key), &mut grads, grad_scale)
+			})
+			.collect();
 		drop(engine);
-		state.params = adapter.params;
-		let grad_norm = clip_grad_norm(backend, &mut grads, hp.max_grad_norm);
+		let grad_norm = clip_grad_norm(be, grads.view_mut(), hp.max_grad_norm);
 		let lr = learning_rate(state.step, &hp.schedule());
-		let mut opt = AdamW { m: std::mem::take(&mut state.m), v: std::mem::take(&mut state.v) };
-		opt.update(backend, &mut state.params, &grads, lr, state.step + 1, &hp.adamw());
-		state.m = opt.m;
-		state.v = opt.v;
+		let (mut m, mut v) = (be.upload_f32(&state.m), be.upload_f32(&state.v));
+		adamw_update(be, params.view_mut(), grads.view(), m.view_mut(), v.view_mut(), lr, state.step + 1, &hp.adamw());
+		let mut loss = LossSum::default();
+		for l in &row_losses {
+			loss.add(l.sum(be));
+		}
+		state.params = be.download_f32(params.view());
+		state.m = be.download_f32(m.view());
+		state.v = be.download_f32(v.view());
 		state.step += 1;
 		state.cursor = cursor;
 		let tokens = hp.batch_size * hp.seq_len * hp.grad_accum;

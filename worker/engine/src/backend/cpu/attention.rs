@@ -244,6 +244,42 @@ pub(super) fn backward(
 	});
 }
 
+/// Causal attention of `n` new queries (positions `past..past + n`) over a KV cache of
+/// `past + n` positions: generation, one (query, head) at a time with the scores in f32,
+/// summed in position order.
+pub(super) fn cached(out: &mut [f32], q: &[f32], k_cache: &[f32], v_cache: &[f32], past: usize, n: usize, s: AttnShape) {
+	let (d, qd, kvd) = (s.head_dim, s.heads * s.head_dim, s.kv_heads * s.head_dim);
+	let group = s.heads / s.kv_heads;
+	let total = past + n;
+	assert!(q.len() == n * qd && out.len() == n * qd, "cached attention: queries and output");
+	assert!(k_cache.len() >= total * kvd && v_cache.len() >= total * kvd, "cached attention: the cache holds fewer than {total} positions");
+	let scale = 1.0 / (d as f32).sqrt();
+	out.fill(0.0);
+	let mut scores = Vec::with_capacity(total);
+	for i in 0..n {
+		let upto = past + i + 1;
+		for head in 0..s.heads {
+			let kvh = head / group;
+			let qh = &q[i * qd + head * d..][..d];
+			scores.clear();
+			scores.extend(
+				(0..upto).map(|p| qh.iter().zip(&k_cache[p * kvd + kvh * d..][..d]).map(|(a, b)| a * b).sum::<f32>() * scale),
+			);
+			let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+			let mut sum = 0f32;
+			scores.iter_mut().for_each(|s| {
+				*s = crate::math::exp_f32(*s - max);
+				sum += *s;
+			});
+			let o = &mut out[i * qd + head * d..][..d];
+			for (p, s) in scores.iter().enumerate() {
+				let w = s / sum;
+				o.iter_mut().zip(&v_cache[p * kvd + kvh * d..][..d]).for_each(|(o, v)| *o += w * v);
+			}
+		}
+	}
+}
+
 #[cfg(test)]
 mod tests {
 	use super::documents;

@@ -19,7 +19,7 @@ mod sgemm_bf16;
 mod swiglu;
 mod xent;
 
-use super::{AdamWStep, AttnSaved, AttnShape, Backend, DropSaved, Frozen};
+use super::{host, host_mut, AdamWStep, AttnSaved, AttnShape, Backend, Buf, DropSaved, Frozen, View, ViewMut};
 
 /// The CPU backend in f32: the reference. Stateless: the thread count is the enclosing
 /// rayon pool's.
@@ -136,6 +136,235 @@ pub fn bf16_class() -> String {
 	format!("cpu-bf16/x86_64-avx512bf16/k{KERNELS_VERSION}/v{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// A CPU buffer: a `Vec` the backend owns.
+fn cpu_buf<T: Send + Sync + 'static>(v: Vec<T>) -> Buf<T> {
+	Buf::new(v.len(), v)
+}
+
+/// `c[m×n] (+)= a[m×k] · b[n×k]ᵀ` on slices.
+#[allow(clippy::too_many_arguments)]
+fn matmul_nt(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
+	// a: (i,p) at i*k + p; bᵀ: (p,j) at j*k + p.
+	matmul::gemm_tiled(c, m, n, k, a, (k, 1), b, (1, k), accumulate);
+}
+
+/// `c[m×n] (+)= a[m×k] · b[k×n]` on slices.
+#[allow(clippy::too_many_arguments)]
+fn matmul_nn(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
+	matmul::gemm_tiled(c, m, n, k, a, (k, 1), b, (n, 1), accumulate);
+}
+
+/// `c[m×n] (+)= a[k×m]ᵀ · b[k×n]` on slices.
+#[allow(clippy::too_many_arguments)]
+fn matmul_tn(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
+	// aᵀ: (i,p) at p*m + i.
+	matmul::gemm_tiled(c, m, n, k, a, (1, m), b, (n, 1), accumulate);
+}
+
+/// Every operation but the frozen products, shared by [`Cpu`] and [`CpuBf16`] (the same
+/// code, so the same bits).
+macro_rules! cpu_operations {
+	() => {
+		fn upload_f32(&self, host: &[f32]) -> Buf<f32> {
+			cpu_buf(host.to_vec())
+		}
+
+		fn upload_u32(&self, host: &[u32]) -> Buf<u32> {
+			cpu_buf(host.to_vec())
+		}
+
+		fn upload_i32(&self, host: &[i32]) -> Buf<i32> {
+			cpu_buf(host.to_vec())
+		}
+
+		fn zeros_f32(&self, len: usize) -> Buf<f32> {
+			cpu_buf(vec![0f32; len])
+		}
+
+		fn zeros_f64(&self, len: usize) -> Buf<f64> {
+			cpu_buf(vec![0f64; len])
+		}
+
+		fn download_f32(&self, x: View<f32>) -> Vec<f32> {
+			host(x).to_vec()
+		}
+
+		fn download_f64(&self, x: View<f64>) -> Vec<f64> {
+			host(x).to_vec()
+		}
+
+		fn copy(&self, dst: ViewMut<f32>, src: View<f32>) {
+			host_mut(dst).copy_from_slice(host(src))
+		}
+
+		fn matmul_nt(&self, c: ViewMut<f32>, a: View<f32>, b: View<f32>, m: usize, k: usize, n: usize, accumulate: bool) {
+			matmul_nt(host_mut(c), host(a), host(b), m, k, n, accumulate)
+		}
+
+		fn matmul_nn(&self, c: ViewMut<f32>, a: View<f32>, b: View<f32>, m: usize, k: usize, n: usize, accumulate: bool) {
+			matmul_nn(host_mut(c), host(a), host(b), m, k, n, accumulate)
+		}
+
+		fn matmul_tn(&self, c: ViewMut<f32>, a: View<f32>, b: View<f32>, m: usize, k: usize, n: usize, accumulate: bool) {
+			matmul_tn(host_mut(c), host(a), host(b), m, k, n, accumulate)
+		}
+
+		fn rmsnorm_forward(&self, out: ViewMut<f32>, rstd: ViewMut<f32>, x: View<f32>, w: View<f32>, dim: usize, eps: f32) {
+			rmsnorm::forward(host_mut(out), host_mut(rstd), host(x), host(w), dim, eps)
+		}
+
+		fn rmsnorm_backward(
+			&self,
+			dx: ViewMut<f32>,
+			dout: View<f32>,
+			x: View<f32>,
+			w: View<f32>,
+			rstd: View<f32>,
+			dim: usize,
+		) {
+			rmsnorm::backward(host_mut(dx), host(dout), host(x), host(w), host(rstd), dim)
+		}
+
+		fn rope(
+			&self,
+			x: ViewMut<f32>,
+			width: usize,
+			cos: View<f32>,
+			sin: View<f32>,
+			positions: View<u32>,
+			head_dim: usize,
+			inverse: bool,
+		) {
+			rope::apply(host_mut(x), width, host(cos), host(sin), host(positions), head_dim, inverse)
+		}
+
+		fn attention_forward(
+			&self,
+			out: ViewMut<f32>,
+			q: View<f32>,
+			k: View<f32>,
+			v: View<f32>,
+			positions: View<u32>,
+			s: AttnShape,
+		) -> AttnSaved {
+			let mut probs = vec![0f32; s.batch * s.heads * s.seq * s.seq];
+			attention::forward(host_mut(out), &mut probs, host(q), host(k), host(v), host(positions), s);
+			AttnSaved::new(CpuAttnSaved { probs })
+		}
+
+		fn attention_backward(
+			&self,
+			dq: ViewMut<f32>,
+			dk: ViewMut<f32>,
+			dv: ViewMut<f32>,
+			dout: View<f32>,
+			saved: &AttnSaved,
+			q: View<f32>,
+			k: View<f32>,
+			v: View<f32>,
+			positions: View<u32>,
+			s: AttnShape,
+		) {
+			let probs = &saved.get::<CpuAttnSaved>().probs;
+			attention::backward(
+				host_mut(dq),
+				host_mut(dk),
+				host_mut(dv),
+				host(dout),
+				probs,
+				host(q),
+				host(k),
+				host(v),
+				host(positions),
+				s,
+			)
+		}
+
+		fn attention_cached(
+			&self,
+			out: ViewMut<f32>,
+			q: View<f32>,
+			k_cache: View<f32>,
+			v_cache: View<f32>,
+			past: usize,
+			n: usize,
+			s: AttnShape,
+		) {
+			attention::cached(host_mut(out), host(q), host(k_cache), host(v_cache), past, n, s)
+		}
+
+		fn swiglu_forward(&self, out: ViewMut<f32>, gate: View<f32>, up: View<f32>) {
+			swiglu::forward(host_mut(out), host(gate), host(up))
+		}
+
+		fn swiglu_backward(
+			&self,
+			dgate: ViewMut<f32>,
+			dup: ViewMut<f32>,
+			dout: View<f32>,
+			gate: View<f32>,
+			up: View<f32>,
+		) {
+			swiglu::backward(host_mut(dgate), host_mut(dup), host(dout), host(gate), host(up))
+		}
+
+		fn gather_rows(&self, out: ViewMut<f32>, x: View<f32>, rows: View<u32>, dim: usize) {
+			elementwise::gather_rows(host_mut(out), host(x), host(rows), dim)
+		}
+
+		fn scatter_rows(&self, dst: ViewMut<f32>, src: View<f32>, rows: View<u32>, dim: usize) {
+			elementwise::scatter_rows(host_mut(dst), host(src), host(rows), dim)
+		}
+
+		fn add_assign(&self, y: ViewMut<f32>, x: View<f32>) {
+			elementwise::add_assign(host_mut(y), host(x))
+		}
+
+		fn add_bias(&self, y: ViewMut<f32>, bias: View<f32>) {
+			elementwise::add_bias(host_mut(y), host(bias))
+		}
+
+		fn scale(&self, x: ViewMut<f32>, a: f32) {
+			elementwise::scale(host_mut(x), a)
+		}
+
+		fn add_transposed(&self, dst: ViewMut<f32>, src: View<f32>, rows: usize, cols: usize) {
+			elementwise::add_transposed(host_mut(dst), host(src), rows, cols)
+		}
+
+		fn dropout_mask(&self, p: f32, key: u64, len: usize) -> DropSaved {
+			DropSaved::new(dropout::DropMask::new(p, key, len))
+		}
+
+		fn dropout_apply(&self, out: ViewMut<f32>, x: View<f32>, mask: &DropSaved) {
+			mask.get::<dropout::DropMask>().apply(host_mut(out), host(x))
+		}
+
+		fn dropout_add_kept(&self, dx: ViewMut<f32>, t: View<f32>, mask: &DropSaved) {
+			mask.get::<dropout::DropMask>().add_kept(host_mut(dx), host(t))
+		}
+
+		fn sum_squares(&self, x: View<f32>) -> f64 {
+			elementwise::sum_squares(host(x))
+		}
+
+		fn adamw(&self, params: ViewMut<f32>, grads: View<f32>, m: ViewMut<f32>, v: ViewMut<f32>, step: AdamWStep) {
+			elementwise::adamw(host_mut(params), host(grads), host_mut(m), host_mut(v), step)
+		}
+
+		fn cross_entropy(
+			&self,
+			logits: ViewMut<f32>,
+			targets: View<i32>,
+			vocab: usize,
+			scale: f32,
+			losses: ViewMut<f64>,
+		) {
+			xent::forward_backward(host_mut(logits), host(targets), vocab, scale, host_mut(losses))
+		}
+	};
+}
+
 impl Backend for Cpu {
 	fn class(&self) -> String {
 		class()
@@ -154,137 +383,28 @@ impl Backend for Cpu {
 		};
 		#[cfg(not(target_arch = "x86_64"))]
 		let data = CpuFrozen::Plain(w.to_vec());
-		Frozen { out_dim, in_dim, class: class(), data: Box::new(data) }
+		Frozen::new(out_dim, in_dim, class(), data)
 	}
 
-	fn frozen_forward(&self, y: &mut [f32], x: &[f32], w: &Frozen, n: usize, accumulate: bool) {
+	fn frozen_forward(&self, y: ViewMut<f32>, x: View<f32>, w: &Frozen, n: usize, accumulate: bool) {
+		let (y, x) = (host_mut(y), host(x));
 		match w.get::<CpuFrozen>() {
 			#[cfg(target_arch = "x86_64")]
 			CpuFrozen::Packed { forward, .. } => matmul::gemm_tiled_packed(y, n, x, forward, accumulate),
-			CpuFrozen::Plain(m) => self.matmul_nt(y, x, m, n, w.in_dim, w.out_dim, accumulate),
+			CpuFrozen::Plain(m) => matmul_nt(y, x, m, n, w.in_dim, w.out_dim, accumulate),
 		}
 	}
 
-	fn frozen_backward(&self, dx: &mut [f32], dy: &[f32], w: &Frozen, n: usize, accumulate: bool) {
+	fn frozen_backward(&self, dx: ViewMut<f32>, dy: View<f32>, w: &Frozen, n: usize, accumulate: bool) {
+		let (dx, dy) = (host_mut(dx), host(dy));
 		match w.get::<CpuFrozen>() {
 			#[cfg(target_arch = "x86_64")]
 			CpuFrozen::Packed { backward, .. } => matmul::gemm_tiled_packed(dx, n, dy, backward, accumulate),
-			CpuFrozen::Plain(m) => self.matmul_nn(dx, dy, m, n, w.out_dim, w.in_dim, accumulate),
+			CpuFrozen::Plain(m) => matmul_nn(dx, dy, m, n, w.out_dim, w.in_dim, accumulate),
 		}
 	}
 
-	fn matmul_nt(&self, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
-		// a: (i,p) at i*k + p; bᵀ: (p,j) at j*k + p.
-		matmul::gemm_tiled(c, m, n, k, a, (k, 1), b, (1, k), accumulate);
-	}
-
-	fn matmul_nn(&self, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
-		matmul::gemm_tiled(c, m, n, k, a, (k, 1), b, (n, 1), accumulate);
-	}
-
-	fn matmul_tn(&self, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
-		// aᵀ: (i,p) at p*m + i.
-		matmul::gemm_tiled(c, m, n, k, a, (1, m), b, (n, 1), accumulate);
-	}
-
-	fn rmsnorm_forward(&self, out: &mut [f32], rstd: &mut [f32], x: &[f32], w: &[f32], dim: usize, eps: f32) {
-		rmsnorm::forward(out, rstd, x, w, dim, eps)
-	}
-
-	fn rmsnorm_backward(&self, dx: &mut [f32], dout: &[f32], x: &[f32], w: &[f32], rstd: &[f32], dim: usize) {
-		rmsnorm::backward(dx, dout, x, w, rstd, dim)
-	}
-
-	fn rope(
-		&self,
-		x: &mut [f32],
-		width: usize,
-		cos: &[f32],
-		sin: &[f32],
-		positions: &[u32],
-		head_dim: usize,
-		inverse: bool,
-	) {
-		rope::apply(x, width, cos, sin, positions, head_dim, inverse)
-	}
-
-	fn attention_forward(&self, out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], positions: &[u32], s: AttnShape) -> AttnSaved {
-		let mut probs = vec![0f32; s.batch * s.heads * s.seq * s.seq];
-		attention::forward(out, &mut probs, q, k, v, positions, s);
-		AttnSaved::new(CpuAttnSaved { probs })
-	}
-
-	fn attention_backward(
-		&self,
-		dq: &mut [f32],
-		dk: &mut [f32],
-		dv: &mut [f32],
-		dout: &[f32],
-		saved: &AttnSaved,
-		q: &[f32],
-		k: &[f32],
-		v: &[f32],
-		positions: &[u32],
-		s: AttnShape,
-	) {
-		attention::backward(dq, dk, dv, dout, &saved.get::<CpuAttnSaved>().probs, q, k, v, positions, s)
-	}
-
-	fn swiglu_forward(&self, out: &mut [f32], gate: &[f32], up: &[f32]) {
-		swiglu::forward(out, gate, up)
-	}
-
-	fn swiglu_backward(&self, dgate: &mut [f32], dup: &mut [f32], dout: &[f32], gate: &[f32], up: &[f32]) {
-		swiglu::backward(dgate, dup, dout, gate, up)
-	}
-
-	fn gather_rows(&self, out: &mut [f32], x: &[f32], rows: &[u32], dim: usize) {
-		elementwise::gather_rows(out, x, rows, dim)
-	}
-
-	fn scatter_rows(&self, dst: &mut [f32], src: &[f32], rows: &[u32], dim: usize) {
-		elementwise::scatter_rows(dst, src, rows, dim)
-	}
-
-	fn add_assign(&self, y: &mut [f32], x: &[f32]) {
-		elementwise::add_assign(y, x)
-	}
-
-	fn add_bias(&self, y: &mut [f32], bias: &[f32]) {
-		elementwise::add_bias(y, bias)
-	}
-
-	fn scale(&self, x: &mut [f32], a: f32) {
-		elementwise::scale(x, a)
-	}
-
-	fn add_transposed(&self, dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
-		elementwise::add_transposed(dst, src, rows, cols)
-	}
-
-	fn dropout_mask(&self, p: f32, key: u64, len: usize) -> DropSaved {
-		DropSaved::new(dropout::DropMask::new(p, key, len))
-	}
-
-	fn dropout_apply(&self, out: &mut [f32], x: &[f32], mask: &DropSaved) {
-		mask.get::<dropout::DropMask>().apply(out, x)
-	}
-
-	fn dropout_add_kept(&self, dx: &mut [f32], t: &[f32], mask: &DropSaved) {
-		mask.get::<dropout::DropMask>().add_kept(dx, t)
-	}
-
-	fn sum_squares(&self, x: &[f32]) -> f64 {
-		elementwise::sum_squares(x)
-	}
-
-	fn adamw(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], step: AdamWStep) {
-		elementwise::adamw(params, grads, m, v, step)
-	}
-
-	fn cross_entropy(&self, logits: &mut [f32], targets: &[i32], vocab: usize, scale: f32, losses: &mut [f64]) {
-		xent::forward_backward(logits, targets, vocab, scale, losses)
-	}
+	cpu_operations!();
 }
 
 /// Everything but the frozen products is [`Cpu`]'s.
@@ -301,142 +421,35 @@ impl Backend for CpuBf16 {
 				forward: sgemm_bf16::PackedBf16::new(w, in_dim, out_dim, (1, in_dim)),
 				backward: sgemm_bf16::PackedBf16::new(w, out_dim, in_dim, (in_dim, 1)),
 			};
-			Frozen { out_dim, in_dim, class: bf16_class(), data: Box::new(data) }
+			Frozen::new(out_dim, in_dim, bf16_class(), data)
 		}
 		#[cfg(not(target_arch = "x86_64"))]
 		unreachable!("CpuBf16 is only made where the CPU has AVX512_BF16")
 	}
 
-	fn frozen_forward(&self, y: &mut [f32], x: &[f32], w: &Frozen, n: usize, accumulate: bool) {
+	fn frozen_forward(&self, y: ViewMut<f32>, x: View<f32>, w: &Frozen, n: usize, accumulate: bool) {
 		#[cfg(target_arch = "x86_64")]
 		{
 			let f = w.get::<Bf16Frozen>();
-			let (a, lda) = sgemm_bf16::rows_to_bf16(x, n, w.in_dim);
-			matmul::gemm_tiled_bf16(y, n, &a, lda, &f.forward, accumulate);
+			let (a, lda) = sgemm_bf16::rows_to_bf16(host(x), n, w.in_dim);
+			matmul::gemm_tiled_bf16(host_mut(y), n, &a, lda, &f.forward, accumulate);
 		}
 		#[cfg(not(target_arch = "x86_64"))]
-		unreachable!("{y:?}{x:?}{n}{accumulate}{}", w.in_dim)
+		unreachable!("{}{}{n}{accumulate}{}", y.len(), x.len(), w.in_dim)
 	}
 
-	fn frozen_backward(&self, dx: &mut [f32], dy: &[f32], w: &Frozen, n: usize, accumulate: bool) {
+	fn frozen_backward(&self, dx: ViewMut<f32>, dy: View<f32>, w: &Frozen, n: usize, accumulate: bool) {
 		#[cfg(target_arch = "x86_64")]
 		{
 			let f = w.get::<Bf16Frozen>();
-			let (a, lda) = sgemm_bf16::rows_to_bf16(dy, n, w.out_dim);
-			matmul::gemm_tiled_bf16(dx, n, &a, lda, &f.backward, accumulate);
+			let (a, lda) = sgemm_bf16::rows_to_bf16(host(dy), n, w.out_dim);
+			matmul::gemm_tiled_bf16(host_mut(dx), n, &a, lda, &f.backward, accumulate);
 		}
 		#[cfg(not(target_arch = "x86_64"))]
-		unreachable!("{dx:?}{dy:?}{n}{accumulate}{}", w.in_dim)
+		unreachable!("{}{}{n}{accumulate}{}", dx.len(), dy.len(), w.in_dim)
 	}
 
-	fn matmul_nt(&self, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
-		Cpu.matmul_nt(c, a, b, m, k, n, accumulate)
-	}
-
-	fn matmul_nn(&self, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
-		Cpu.matmul_nn(c, a, b, m, k, n, accumulate)
-	}
-
-	fn matmul_tn(&self, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
-		Cpu.matmul_tn(c, a, b, m, k, n, accumulate)
-	}
-
-	fn rmsnorm_forward(&self, out: &mut [f32], rstd: &mut [f32], x: &[f32], w: &[f32], dim: usize, eps: f32) {
-		Cpu.rmsnorm_forward(out, rstd, x, w, dim, eps)
-	}
-
-	fn rmsnorm_backward(&self, dx: &mut [f32], dout: &[f32], x: &[f32], w: &[f32], rstd: &[f32], dim: usize) {
-		Cpu.rmsnorm_backward(dx, dout, x, w, rstd, dim)
-	}
-
-	fn rope(
-		&self,
-		x: &mut [f32],
-		width: usize,
-		cos: &[f32],
-		sin: &[f32],
-		positions: &[u32],
-		head_dim: usize,
-		inverse: bool,
-	) {
-		Cpu.rope(x, width, cos, sin, positions, head_dim, inverse)
-	}
-
-	fn attention_forward(&self, out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], positions: &[u32], s: AttnShape) -> AttnSaved {
-		Cpu.attention_forward(out, q, k, v, positions, s)
-	}
-
-	fn attention_backward(
-		&self,
-		dq: &mut [f32],
-		dk: &mut [f32],
-		dv: &mut [f32],
-		dout: &[f32],
-		saved: &AttnSaved,
-		q: &[f32],
-		k: &[f32],
-		v: &[f32],
-		positions: &[u32],
-		s: AttnShape,
-	) {
-		Cpu.attention_backward(dq, dk, dv, dout, saved, q, k, v, positions, s)
-	}
-
-	fn swiglu_forward(&self, out: &mut [f32], gate: &[f32], up: &[f32]) {
-		Cpu.swiglu_forward(out, gate, up)
-	}
-
-	fn swiglu_backward(&self, dgate: &mut [f32], dup: &mut [f32], dout: &[f32], gate: &[f32], up: &[f32]) {
-		Cpu.swiglu_backward(dgate, dup, dout, gate, up)
-	}
-
-	fn gather_rows(&self, out: &mut [f32], x: &[f32], rows: &[u32], dim: usize) {
-		Cpu.gather_rows(out, x, rows, dim)
-	}
-
-	fn scatter_rows(&self, dst: &mut [f32], src: &[f32], rows: &[u32], dim: usize) {
-		Cpu.scatter_rows(dst, src, rows, dim)
-	}
-
-	fn add_assign(&self, y: &mut [f32], x: &[f32]) {
-		Cpu.add_assign(y, x)
-	}
-
-	fn add_bias(&self, y: &mut [f32], bias: &[f32]) {
-		Cpu.add_bias(y, bias)
-	}
-
-	fn scale(&self, x: &mut [f32], a: f32) {
-		Cpu.scale(x, a)
-	}
-
-	fn add_transposed(&self, dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
-		Cpu.add_transposed(dst, src, rows, cols)
-	}
-
-	fn dropout_mask(&self, p: f32, key: u64, len: usize) -> DropSaved {
-		Cpu.dropout_mask(p, key, len)
-	}
-
-	fn dropout_apply(&self, out: &mut [f32], x: &[f32], mask: &DropSaved) {
-		Cpu.dropout_apply(out, x, mask)
-	}
-
-	fn dropout_add_kept(&self, dx: &mut [f32], t: &[f32], mask: &DropSaved) {
-		Cpu.dropout_add_kept(dx, t, mask)
-	}
-
-	fn sum_squares(&self, x: &[f32]) -> f64 {
-		Cpu.sum_squares(x)
-	}
-
-	fn adamw(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], step: AdamWStep) {
-		Cpu.adamw(params, grads, m, v, step)
-	}
-
-	fn cross_entropy(&self, logits: &mut [f32], targets: &[i32], vocab: usize, scale: f32, losses: &mut [f64]) {
-		Cpu.cross_entropy(logits, targets, vocab, scale, losses)
-	}
+	cpu_operations!();
 }
 
 #[cfg(test)]

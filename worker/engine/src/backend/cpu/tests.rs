@@ -3,7 +3,11 @@
 //! Objectives are `L = Σ r ⊙ f(x)` for a fixed random `r`.
 
 use super::*;
+use crate::backend::OnHost;
 use crate::rng::Rng;
+
+/// The CPU backend's operations on host slices.
+const CPU: OnHost = OnHost(&Cpu);
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
 	let mut r = Rng::new(seed);
@@ -80,17 +84,17 @@ fn matmuls_match_an_f64_product_on_every_blocking_path() {
 		let cases: [(&str, Box<dyn Fn(&mut [f32], bool)>, (Vec<f64>, Vec<f64>)); 3] = [
 			(
 				"nt",
-				Box::new(|c: &mut [f32], acc| Cpu.matmul_nt(c, &a, &b_nk, m, k, n, acc)),
+				Box::new(|c: &mut [f32], acc| CPU.matmul_nt(c, &a, &b_nk, m, k, n, acc)),
 				naive(m, k, n, |i, p| a[i * k + p], |p, j| b_nk[j * k + p]),
 			),
 			(
 				"nn",
-				Box::new(|c: &mut [f32], acc| Cpu.matmul_nn(c, &a, &b_kn, m, k, n, acc)),
+				Box::new(|c: &mut [f32], acc| CPU.matmul_nn(c, &a, &b_kn, m, k, n, acc)),
 				naive(m, k, n, |i, p| a[i * k + p], |p, j| b_kn[p * n + j]),
 			),
 			(
 				"tn",
-				Box::new(|c: &mut [f32], acc| Cpu.matmul_tn(c, &a_km, &b_kn, m, k, n, acc)),
+				Box::new(|c: &mut [f32], acc| CPU.matmul_tn(c, &a_km, &b_kn, m, k, n, acc)),
 				naive(m, k, n, |i, p| a_km[p * m + i], |p, j| b_kn[p * n + j]),
 			),
 		];
@@ -125,11 +129,11 @@ fn matmul_rows_do_not_depend_on_the_other_rows() {
 	let w = random(n * k, 1);
 	let big = random(40 * k, 2);
 	let mut c_big = vec![0f32; 40 * n];
-	Cpu.matmul_nt(&mut c_big, &big, &w, 40, k, n, false);
+	CPU.matmul_nt(&mut c_big, &big, &w, 40, k, n, false);
 	// Few rows are tiled by columns, many by rows: the same bits either way.
 	for (start, rows) in [(0, 1), (7, 5), (13, 27), (0, 16), (20, 20)] {
 		let mut c = vec![0f32; rows * n];
-		Cpu.matmul_nt(&mut c, &big[start * k..(start + rows) * k], &w, rows, k, n, false);
+		CPU.matmul_nt(&mut c, &big[start * k..(start + rows) * k], &w, rows, k, n, false);
 		assert_eq!(c, &c_big[start * n..(start + rows) * n], "rows {start}..{}", start + rows);
 	}
 }
@@ -143,12 +147,12 @@ fn rmsnorm_backward_matches_finite_differences() {
 	let f = |x: &[f32]| {
 		let mut out = vec![0.0; rows * dim];
 		let mut rstd = vec![0.0; rows];
-		Cpu.rmsnorm_forward(&mut out, &mut rstd, x, &w, dim, 1e-5);
+		CPU.rmsnorm_forward(&mut out, &mut rstd, x, &w, dim, 1e-5);
 		(out, rstd)
 	};
 	let (_, rstd) = f(&x);
 	let mut dx = vec![0.0; rows * dim];
-	Cpu.rmsnorm_backward(&mut dx, &r, &x, &w, &rstd, dim);
+	CPU.rmsnorm_backward(&mut dx, &r, &x, &w, &rstd, dim);
 	check_grad("rmsnorm", &x, &dx, |x| dot(&f(x).0, &r));
 }
 
@@ -165,7 +169,7 @@ fn rope_uses_each_rows_position_and_its_backward_matches_finite_differences() {
 	let (cos, sin): (Vec<f32>, Vec<f32>) = angles.iter().map(|a| (a.cos(), a.sin())).unzip();
 	let f = |x: &[f32]| {
 		let mut y = x.to_vec();
-		Cpu.rope(&mut y, width, &cos, &sin, &positions, d, false);
+		CPU.rope(&mut y, width, &cos, &sin, &positions, d, false);
 		y
 	};
 	let y = f(&x);
@@ -173,20 +177,20 @@ fn rope_uses_each_rows_position_and_its_backward_matches_finite_differences() {
 	assert_eq!(&y[..width], &x[..width]);
 	assert_eq!(&y[3 * width..4 * width], &x[3 * width..4 * width]);
 	let mut alone = x[6 * width..7 * width].to_vec();
-	Cpu.rope(&mut alone, width, &cos, &sin, &[1], d, false);
+	CPU.rope(&mut alone, width, &cos, &sin, &[1], d, false);
 	assert_eq!(&alone, &y[6 * width..7 * width], "position 1 in either row");
 	let mut back = y.clone();
-	Cpu.rope(&mut back, width, &cos, &sin, &positions, d, true);
+	CPU.rope(&mut back, width, &cos, &sin, &positions, d, true);
 	assert!(back.iter().zip(&x).all(|(a, b)| (a - b).abs() < 1e-5), "inverse rotation undoes the rotation");
 	let mut dx = r.clone();
-	Cpu.rope(&mut dx, width, &cos, &sin, &positions, d, true);
+	CPU.rope(&mut dx, width, &cos, &sin, &positions, d, true);
 	check_grad("rope", &x, &dx, |x| dot(&f(x), &r));
 }
 
 /// Attention over `positions` (one row of `seq`): output and saved state.
 fn attend(q: &[f32], k: &[f32], v: &[f32], positions: &[u32], s: AttnShape) -> (Vec<f32>, AttnSaved) {
 	let mut out = vec![0.0; q.len()];
-	let saved = Cpu.attention_forward(&mut out, q, k, v, positions, s);
+	let saved = CPU.attention_forward(&mut out, q, k, v, positions, s);
 	(out, saved)
 }
 
@@ -210,7 +214,7 @@ fn attention_backward_matches_finite_differences_across_documents() {
 		}
 	}
 	let (mut dq, mut dk, mut dv) = (vec![0.0; nq], vec![0.0; nkv], vec![0.0; nkv]);
-	Cpu.attention_backward(&mut dq, &mut dk, &mut dv, &r, &saved, &q, &k, &v, &positions, s);
+	CPU.attention_backward(&mut dq, &mut dk, &mut dv, &r, &saved, &q, &k, &v, &positions, s);
 	check_grad("attention dq", &q, &dq, |q| dot(&f(q, &k, &v).0, &r));
 	check_grad("attention dk", &k, &dk, |k| dot(&f(&q, k, &v).0, &r));
 	check_grad("attention dv", &v, &dv, |v| dot(&f(&q, &k, v).0, &r));
@@ -261,7 +265,7 @@ fn swiglu_backward_matches_finite_differences() {
 	let g: Vec<f32> = g.iter().map(|x| x * 4.0).collect();
 	let f = |g: &[f32], u: &[f32]| {
 		let mut out = vec![0.0; 40];
-		Cpu.swiglu_forward(&mut out, g, u);
+		CPU.swiglu_forward(&mut out, g, u);
 		out
 	};
 	// silu(g)·u against its definition.
@@ -270,7 +274,7 @@ fn swiglu_backward_matches_finite_differences() {
 		assert!((*o as f64 - want).abs() < 1e-6, "{o} vs {want}");
 	}
 	let (mut dg, mut du) = (vec![0.0; 40], vec![0.0; 40]);
-	Cpu.swiglu_backward(&mut dg, &mut du, &r, &g, &u);
+	CPU.swiglu_backward(&mut dg, &mut du, &r, &g, &u);
 	check_grad("swiglu dgate", &g, &dg, |g| dot(&f(g, &u), &r));
 	check_grad("swiglu dup", &u, &du, |u| dot(&f(&g, u), &r));
 }
@@ -282,7 +286,7 @@ fn cross_entropy_backward_matches_finite_differences() {
 	let targets = [2, -1, 36];
 	let ce = |l: &mut [f32]| {
 		let mut losses = vec![0f64; 3];
-		Cpu.cross_entropy(l, &targets, vocab, 1.0, &mut losses);
+		CPU.cross_entropy(l, &targets, vocab, 1.0, &mut losses);
 		losses
 	};
 	let mut grad = logits.clone();
@@ -303,23 +307,24 @@ fn frozen_products_give_the_plain_matmuls_bits() {
 	// Packing the weight once changes where it is read from, not the arithmetic.
 	let (m, k, n) = (37, 389, 70);
 	let (x, w, dy) = (random(m * k, 60), random(n * k, 61), random(m * n, 62));
-	let frozen = Cpu.freeze(&w, n, k);
+	let frozen = CPU.freeze(&w, n, k);
 	let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
-	Cpu.frozen_forward(&mut a, &x, &frozen, m, false);
-	Cpu.matmul_nt(&mut b, &x, &w, m, k, n, false);
+	CPU.frozen_forward(&mut a, &x, &frozen, m, false);
+	CPU.matmul_nt(&mut b, &x, &w, m, k, n, false);
 	assert_eq!(a, b);
 	let (mut a, mut b) = (random(m * k, 63), random(m * k, 63));
-	Cpu.frozen_backward(&mut a, &dy, &frozen, m, true);
-	Cpu.matmul_nn(&mut b, &dy, &w, m, n, k, true);
+	CPU.frozen_backward(&mut a, &dy, &frozen, m, true);
+	CPU.matmul_nn(&mut b, &dy, &w, m, n, k, true);
 	assert_eq!(a, b);
 }
 
 #[test]
 fn bf16_products_match_an_f64_product_of_the_rounded_operands() {
-	let Some(bf) = CpuBf16::new() else {
+	let Some(bf16) = CpuBf16::new() else {
 		eprintln!("no AVX512_BF16 here: the bf16 backend is not available");
 		return;
 	};
+	let bf = OnHost(&bf16);
 	let round =
 		|v: &[f32]| -> Vec<f32> { v.iter().map(|&x| f32::from_bits((sgemm_bf16::to_bf16(x) as u32) << 16)).collect() };
 	// k over one and two blocks of 256 and odd (a padded pair), edge tiles both ways,
