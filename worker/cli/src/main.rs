@@ -9,6 +9,7 @@ mod validate;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -389,40 +390,41 @@ enum BackendChoice {
 /// `--backend`, as given on the command line (set once in `main`).
 static BACKEND_CHOICE: std::sync::OnceLock<BackendChoice> = std::sync::OnceLock::new();
 
-/// Where `--backend` sends the work: `Ok` for the CPU (after a one-line notice, once per
-/// process, where `auto` found no usable GPU), or why `cuda` cannot be had.
-fn device_for_backend() -> Result<()> {
-	static DECIDED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-	let choice = *BACKEND_CHOICE.get().unwrap_or(&BackendChoice::Auto);
-	let decided = DECIDED.get_or_init(|| {
-		// The CUDA backend's kernels compile (molting-cuda, NVRTC) but no training step runs
-		// on them yet: a GPU, where there is one, is named and not used.
-		let not_yet = "the CUDA backend is compiled and host-tested but does not run a training step yet";
-		match (choice, molting_cuda::detect()) {
-			(BackendChoice::Cpu, _) => Ok(()),
-			(BackendChoice::Auto, d @ molting_cuda::Detection::Unavailable(_)) => {
-				eprintln!("molt-worker: {}", d.fallback_notice().unwrap_or_default());
-				Ok(())
-			},
-			(BackendChoice::Auto, molting_cuda::Detection::Gpu { name, compute_capability: (ma, mi), .. }) => {
-				eprintln!("molt-worker: found {name} (sm_{ma}{mi}), but {not_yet}; using the CPU backend");
-				Ok(())
-			},
-			(BackendChoice::Cuda, molting_cuda::Detection::Unavailable(why)) => Err(format!("--backend cuda: {why}")),
-			(BackendChoice::Cuda, molting_cuda::Detection::Gpu { name, .. }) => {
-				Err(format!("--backend cuda: found {name}, but {not_yet}; use --backend cpu or auto"))
-			},
-		}
-	});
-	decided.clone().map_err(anyhow::Error::msg)
+/// The CUDA backend, made once per process (NVRTC compiles every kernel when it is made),
+/// or why there is none here.
+fn cuda_backend() -> Result<Arc<molting_cuda::Cuda>, String> {
+	static CUDA: std::sync::OnceLock<Result<Arc<molting_cuda::Cuda>, String>> = std::sync::OnceLock::new();
+	CUDA.get_or_init(|| molting_cuda::Cuda::new().map(Arc::new).map_err(|e| e.to_string())).clone()
 }
 
-/// The backend for `precision` (on the device `--backend` chose).
-pub(crate) fn backend_for(precision: Precision) -> Result<Box<dyn Backend>> {
-	device_for_backend()?;
+/// The backend for `precision` on the device `--backend` chose: `auto` takes the CUDA
+/// backend where a GPU, its driver and the libraries are usable, else the CPU after one
+/// line saying why (once per process); `cuda` is an error that says why where it cannot be.
+pub(crate) fn backend_for(precision: Precision) -> Result<Arc<dyn Backend>> {
+	static NOTICE: std::sync::Once = std::sync::Once::new();
+	let notice = |line: String| NOTICE.call_once(|| eprintln!("molt-worker: {line}"));
+	let choice = *BACKEND_CHOICE.get().unwrap_or(&BackendChoice::Auto);
+	if choice != BackendChoice::Cpu {
+		let cuda = match molting_cuda::detect() {
+			molting_cuda::Detection::Unavailable(why) => Err(format!("no CUDA GPU to train on ({why})")),
+			molting_cuda::Detection::Gpu { .. } => cuda_backend(),
+		};
+		match (choice, cuda, precision) {
+			(_, Ok(cuda), Precision::Fp32) => {
+				notice(format!("training on {} ({})", cuda.device, cuda.class()));
+				return Ok(cuda);
+			},
+			(BackendChoice::Cuda, Ok(_), Precision::Bf16) => {
+				bail!("--backend cuda: the CUDA backend trains fp32 only (no bf16 class yet); use --backend cpu for bf16")
+			},
+			(BackendChoice::Cuda, Err(why), _) => bail!("--backend cuda: {why}"),
+			(_, Ok(_), Precision::Bf16) => notice("the CUDA backend has no bf16 class yet; using the CPU backend".into()),
+			(_, Err(why), _) => notice(format!("{why}; using the CPU backend")),
+		}
+	}
 	Ok(match precision {
-		Precision::Fp32 => Box::new(Cpu),
-		Precision::Bf16 => Box::new(CpuBf16::new().ok_or_else(|| {
+		Precision::Fp32 => Arc::new(Cpu),
+		Precision::Bf16 => Arc::new(CpuBf16::new().ok_or_else(|| {
 			anyhow::anyhow!(
 				"precision bf16 needs a CPU with AVX-512F and AVX512_BF16 whose vdpbf16ps computes the class's \
 				 documented order (worker/README.md); this one's path is {}",
@@ -633,7 +635,8 @@ fn run(cli: Cli) -> Result<()> {
 				None => None,
 			};
 			let context = model.config.max_position_embeddings.min(4096);
-			let mut generator = Generator::new(&Cpu, &model, adapter.as_ref(), context);
+			let backend = backend_for(Precision::Fp32)?;
+			let mut generator = Generator::new(backend.as_ref(), &model, adapter.as_ref(), context);
 			let sampling = Sampling { temperature, top_p, seed };
 			let mut answer = |user: &str| -> Result<()> {
 				let mut messages = Vec::new();

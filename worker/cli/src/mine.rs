@@ -228,7 +228,7 @@ fn state_name<Ba, B>(s: &jobs::ClaimState<Ba, B>) -> &'static str {
 }
 
 /// The backend a recipe trains on here, and its class.
-fn backend_for_recipe(recipe: &Recipe) -> Result<Box<dyn Backend>> {
+fn backend_for_recipe(recipe: &Recipe) -> Result<std::sync::Arc<dyn Backend>> {
 	crate::backend_for(recipe.train.precision)
 }
 

@@ -94,29 +94,41 @@ fn bad_arguments_and_inputs_are_one_line_errors() {
 }
 
 #[test]
-fn backend_auto_without_a_gpu_trains_on_the_cpu_after_one_line_and_cuda_says_why_not() {
+fn backend_auto_trains_on_a_usable_gpu_else_on_the_cpu_after_one_line_and_cuda_says_why_not() {
 	let dir = tempfile::tempdir().unwrap();
 	let spec = write_tiny_job(dir.path(), |s| s.replace("steps = 12", "steps = 2"));
 	let train = |backend: &str, out: &str| {
 		worker().args(["--backend", backend, "train", "--spec"]).arg(&spec).arg("--out").arg(dir.path().join(out)).output().unwrap()
 	};
-	let gpu = matches!(molting_cuda::detect(), molting_cuda::Detection::Gpu { .. });
+	let gpu = molting_cuda::Cuda::new();
 	let auto = train("auto", "auto");
 	let err = String::from_utf8_lossy(&auto.stderr);
 	assert!(auto.status.success(), "{err}");
-	let notices: Vec<&str> = err.lines().filter(|l| l.contains("using the CPU backend")).collect();
-	assert_eq!(notices.len(), 1, "one notice line:\n{err}");
-	if !gpu {
-		assert!(notices[0].starts_with("molt-worker: no CUDA GPU to train on ("), "{}", notices[0]);
-	}
 	let cpu = train("cpu", "cpu");
 	assert!(cpu.status.success());
-	assert!(!String::from_utf8_lossy(&cpu.stderr).contains("CPU backend"), "no notice for --backend cpu");
-	assert_eq!(final_hash(&dir.path().join("auto")), final_hash(&dir.path().join("cpu")), "auto fell back to the same CPU class");
+	assert!(!String::from_utf8_lossy(&cpu.stderr).contains("molt-worker: "), "no notice for --backend cpu");
 	let cuda = train("cuda", "cuda");
-	assert!(!cuda.status.success(), "no CUDA training step exists yet");
-	let err = String::from_utf8_lossy(&cuda.stderr);
-	assert_eq!(err.lines().count(), 1, "{err}");
-	assert!(err.starts_with("molt-worker: --backend cuda: "), "{err}");
-	assert!(!dir.path().join("cuda").join("summary.json").exists(), "nothing trained");
+	let cuda_err = String::from_utf8_lossy(&cuda.stderr);
+	match gpu {
+		Err(why) => {
+			eprintln!("no CUDA backend here ({why}): auto falls back, cuda refuses");
+			let notices: Vec<&str> = err.lines().filter(|l| l.starts_with("molt-worker: ")).collect();
+			assert_eq!(notices.len(), 1, "one notice line:\n{err}");
+			assert!(notices[0].ends_with("; using the CPU backend"), "{}", notices[0]);
+			if matches!(molting_cuda::detect(), molting_cuda::Detection::Unavailable(_)) {
+				assert!(notices[0].starts_with("molt-worker: no CUDA GPU to train on ("), "{}", notices[0]);
+			}
+			assert_eq!(final_hash(&dir.path().join("auto")), final_hash(&dir.path().join("cpu")), "auto fell back to the CPU class");
+			assert!(!cuda.status.success(), "--backend cuda without a usable GPU");
+			assert_eq!(cuda_err.lines().count(), 1, "{cuda_err}");
+			assert!(cuda_err.starts_with("molt-worker: --backend cuda: "), "{cuda_err}");
+			assert!(!dir.path().join("cuda").join("summary.json").exists(), "nothing trained");
+		},
+		Ok(g) => {
+			let line = format!("molt-worker: training on {} ({})", g.device, molting_engine::backend::Backend::class(&g));
+			assert!(err.lines().any(|l| l == line), "auto names the GPU and its class:\n{err}");
+			assert!(cuda.status.success(), "{cuda_err}");
+			assert_eq!(final_hash(&dir.path().join("auto")), final_hash(&dir.path().join("cuda")), "auto is the CUDA class");
+		},
+	}
 }

@@ -61,6 +61,46 @@ extern "C" __global__ void attention_forward(float* __restrict__ out, float* __r
 	}
 }
 
+// Generation: n new queries (rows of q, at positions past .. past + n - 1) over a KV cache
+// of at least past + n positions; query i sees cache positions 0 ..= past + i. One block
+// per (new query, head), the same order of operations as the forward. Shared memory:
+// past + n scores, then [blockDim] for the reductions.
+extern "C" __global__ void attention_cached(float* __restrict__ out, const float* __restrict__ q,
+	const float* __restrict__ k_cache, const float* __restrict__ v_cache, int past, int heads, int kv_heads,
+	int head_dim, float scale) {
+	extern __shared__ float sh[];
+	const int i = blockIdx.x, h = blockIdx.y;
+	float* score = sh;
+	float* red = sh + past + gridDim.x;
+	const int group = heads / kv_heads, kvh = h / group;
+	const long long qw = (long long)heads * head_dim, kvw = (long long)kv_heads * head_dim;
+	const int n = past + i + 1;
+	const float* qi = q + (long long)i * qw + (long long)h * head_dim;
+	const float* kb = k_cache + (long long)kvh * head_dim;
+	const float* vb = v_cache + (long long)kvh * head_dim;
+	float m = NEG_INF;
+	for (int j = threadIdx.x; j < n; j += blockDim.x) {
+		const float s = dot_seq(qi, kb + j * kvw, head_dim) * scale;
+		score[j] = s;
+		m = fmaxf(m, s);
+	}
+	m = block_max(m, red);
+	float sum = 0.0f;
+	for (int j = threadIdx.x; j < n; j += blockDim.x) {
+		const float p = expf(score[j] - m);
+		score[j] = p;
+		sum += p;
+	}
+	sum = block_sum(sum, red);
+	const float inv = 1.0f / sum;
+	float* o = out + (long long)i * qw + (long long)h * head_dim;
+	for (int c = threadIdx.x; c < head_dim; c += blockDim.x) {
+		float acc = 0.0f;
+		for (int j = 0; j < n; ++j) acc += score[j] * vb[j * kvw + c];
+		o[c] = acc * inv;
+	}
+}
+
 // delta[b,h,i] = sum_c dout[i,h,c] * out[i,h,c]: the softmax backward's row term. One
 // block per (row, head, batch row).
 extern "C" __global__ void attention_delta(float* __restrict__ delta, const float* __restrict__ dout,

@@ -44,3 +44,13 @@ extern "C" __global__ void scatter_rows(float* __restrict__ dst, const float* __
 	const long long r = i / dim;
 	dst[(long long)index[r] * dim + i % dim] = src[i];
 }
+
+// dst[o * rows + j] += src[j * cols + o]: src ([rows x cols]) added transposed (LoRA's dB
+// from its transpose). One thread per element of src; one rounding each.
+extern "C" __global__ void add_transposed(float* __restrict__ dst, const float* __restrict__ src, long long rows,
+	long long cols) {
+	const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= rows * cols) return;
+	const long long j = i / cols, o = i % cols;
+	dst[o * rows + j] += src[i];
+}

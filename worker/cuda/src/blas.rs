@@ -122,14 +122,25 @@ impl Blas {
 		Ok(Blas { blas, stream, _workspace: workspace })
 	}
 
-	/// `c (+)= product(a, b)` in f32 (row-major, as the engine's `Backend::matmul_*`).
+	/// cuBLAS's version (`major·10000 + minor·100 + patch`), part of the class.
+	pub fn version(&self) -> Result<i32, BlasError> {
+		let mut v: c_int = 0;
+		// SAFETY: the handle is live; cuBLAS writes one int.
+		unsafe { sys::cublasGetVersion_v2(*self.blas.handle(), &mut v) }
+			.result()
+			.map_err(|err| BlasError::Cublas { what: "read its version", err })?;
+		Ok(v)
+	}
+
+	/// `c (+)= product(a, b)` in f32 (row-major, as the engine's `Backend::matmul_*`), on
+	/// slices or views of them.
 	#[allow(clippy::too_many_arguments)]
-	pub fn matmul(
+	pub fn matmul<C: DevicePtrMut<f32>, AB: DevicePtr<f32>>(
 		&self,
 		product: Product,
-		c: &mut CudaSlice<f32>,
-		a: &CudaSlice<f32>,
-		b: &CudaSlice<f32>,
+		c: &mut C,
+		a: &AB,
+		b: &AB,
 		m: usize,
 		k: usize,
 		n: usize,
@@ -142,12 +153,12 @@ impl Blas {
 	/// frozen weights' products. (Whether cuBLAS runs it on tensor cores under pedantic
 	/// math is to be seen in a profile on a GPU.)
 	#[allow(clippy::too_many_arguments)]
-	pub fn matmul_bf16(
+	pub fn matmul_bf16<C: DevicePtrMut<f32>, AB: DevicePtr<half::bf16>>(
 		&self,
 		product: Product,
-		c: &mut CudaSlice<f32>,
-		a: &CudaSlice<half::bf16>,
-		b: &CudaSlice<half::bf16>,
+		c: &mut C,
+		a: &AB,
+		b: &AB,
 		m: usize,
 		k: usize,
 		n: usize,
@@ -157,12 +168,12 @@ impl Blas {
 	}
 
 	#[allow(clippy::too_many_arguments)]
-	fn gemm<T>(
+	fn gemm<T, C: DevicePtrMut<f32>, AB: DevicePtr<T>>(
 		&self,
 		product: Product,
-		c: &mut CudaSlice<f32>,
-		a: &CudaSlice<T>,
-		b: &CudaSlice<T>,
+		c: &mut C,
+		a: &AB,
+		b: &AB,
 		(m, k, n): (usize, usize, usize),
 		accumulate: bool,
 		input: cudaDataType,

@@ -27,7 +27,13 @@ pub const KERNELS: &[KernelSource] = &[
 	KernelSource {
 		file: "attention.cu",
 		source: include_str!("../kernels/attention.cu"),
-		entries: &["attention_forward", "attention_delta", "attention_backward_dq", "attention_backward_dkdv"],
+		entries: &[
+			"attention_forward",
+			"attention_cached",
+			"attention_delta",
+			"attention_backward_dq",
+			"attention_backward_dkdv",
+		],
 	},
 	KernelSource {
 		file: "swiglu.cu",
@@ -48,7 +54,7 @@ pub const KERNELS: &[KernelSource] = &[
 	KernelSource {
 		file: "elementwise.cu",
 		source: include_str!("../kernels/elementwise.cu"),
-		entries: &["add_assign", "axpy", "scale", "add_bias", "gather_rows", "scatter_rows"],
+		entries: &["add_assign", "axpy", "scale", "add_bias", "add_transposed", "gather_rows", "scatter_rows"],
 	},
 ];
 
@@ -121,4 +127,15 @@ pub fn compile_source(file: &str, source: &str, arch: &'static str) -> Result<Pt
 /// Every kernel compiled for `arch`, in [`KERNELS`]' order.
 pub fn compile_all(arch: &'static str) -> Result<Vec<(&'static KernelSource, Ptx)>, CompileError> {
 	KERNELS.iter().map(|k| compile(k, arch).map(|p| (k, p))).collect()
+}
+
+/// NVRTC's version `(major, minor)`: it compiles the kernels, so it is part of the class.
+pub fn nvrtc_version() -> Result<(i32, i32), CompileError> {
+	crate::detect::nvrtc_loads().map_err(CompileError::NoCompiler)?;
+	let (mut major, mut minor) = (0, 0);
+	// SAFETY: NVRTC writes two ints.
+	unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }
+		.result()
+		.map_err(|e| CompileError::Nvrtc { file: "-".into(), message: format!("nvrtcVersion: {e:?}") })?;
+	Ok((major, minor))
 }

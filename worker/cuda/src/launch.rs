@@ -139,6 +139,29 @@ pub fn attention(a: Attention, shared_limit: u32) -> Result<Option<AttentionPlan
 	}))
 }
 
+/// Generation's attention: one block per (new query, head) over a cache of `past + new`
+/// positions, `past + new` scores and a reduction's worth of shared memory.
+pub fn attention_cached(past: u64, new: u64, heads: u64, kv_heads: u64, shared_limit: u32) -> Result<Option<Plan>, LaunchError> {
+	let kernel = "attention_cached";
+	if kv_heads == 0 || heads % kv_heads != 0 {
+		return Err(LaunchError::Shape { kernel, message: format!("{heads} heads cannot share {kv_heads} key/value heads") });
+	}
+	if new == 0 || heads == 0 {
+		return Ok(None);
+	}
+	too_large(kernel, "the cached positions", past + new, i32::MAX as u64)?;
+	too_large(kernel, "the new positions", new, MAX_GRID_X)?;
+	too_large(kernel, "the number of heads", heads, MAX_GRID_YZ)?;
+	let bytes = 4 * (past + new + u64::from(ATTENTION_BLOCK));
+	too_large(kernel, "its shared memory (bytes)", bytes, u64::from(shared_limit))?;
+	Ok(Some(Plan { grid: (new as u32, heads as u32, 1), block: ATTENTION_BLOCK, shared_bytes: bytes as u32 }))
+}
+
+/// `add_transposed`: one thread per element of the `[rows × cols]` source.
+pub fn add_transposed(rows: u64, cols: u64) -> Result<Option<Plan>, LaunchError> {
+	elementwise("add_transposed", rows.saturating_mul(cols))
+}
+
 /// The two passes of the sum of squares of `n` gradients: the partials (one per block
 /// of [`SUMSQ_PER_BLOCK`] elements) and their sum (one block). The number of partials is
 /// a function of `n` alone, so the order of the sum is too.
@@ -213,6 +236,19 @@ mod tests {
 		assert!(attention(Attention { heads: 8, kv_heads: 3, ..a }, DEFAULT_SHARED_LIMIT).is_err());
 		assert!(attention(Attention { head_dim: 513, ..a }, DEFAULT_SHARED_LIMIT).is_err());
 		assert_eq!(attention(Attention { batch: 0, ..a }, DEFAULT_SHARED_LIMIT), Ok(None));
+	}
+
+	#[test]
+	fn cached_attention_covers_each_new_query_and_head_and_fits_its_scores() {
+		// SmolLM2-135M decoding one token after 1000 cached.
+		let p = attention_cached(1000, 1, 9, 3, DEFAULT_SHARED_LIMIT).unwrap().unwrap();
+		assert_eq!((p.grid, p.shared_bytes), ((1, 9, 1), 4 * (1001 + 128)));
+		assert_eq!(attention_cached(5, 0, 9, 3, DEFAULT_SHARED_LIMIT), Ok(None));
+		assert!(attention_cached(0, 4, 9, 2, DEFAULT_SHARED_LIMIT).is_err());
+		assert_eq!(
+			attention_cached(12_200, 1, 9, 3, DEFAULT_SHARED_LIMIT).unwrap_err().to_string(),
+			"attention_cached: its shared memory (bytes) is 49316, more than the 49152 a launch allows"
+		);
 	}
 
 	#[test]

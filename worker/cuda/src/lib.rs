@@ -17,11 +17,13 @@
 //! fixed workspace and pedantic math on one stream: [`blas`]), and [`KERNELS_VERSION`]. Every kernel here reduces in a
 //! fixed order that depends only on its launch plan ([`launch`]), with no atomics.
 
+pub mod backend;
 pub mod blas;
 pub mod detect;
 pub mod kernels;
 pub mod launch;
 
+pub use backend::{Cuda, CudaError};
 pub use detect::{detect, Detection};
 pub use kernels::{compile, compile_all, CompileError, KernelSource, KERNELS};
 

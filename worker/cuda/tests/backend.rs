@@ -1,0 +1,149 @@
+//! The CUDA backend as the engine runs it, against the CPU reference: a whole training
+//! step's loss and every adapter gradient, the logits of a forward, generation through the
+//! KV cache, a training run twice to the same hash and resumed to it. They need a GPU, its
+//! driver, libnvrtc and libcublas; without one each prints `SKIPPED` and why.
+//!
+//! Tolerances: the GPU's sums run in other orders than the CPU's (tree reductions over a
+//! block, cuBLAS's blocking), each in f32; per element the two agree to a few units in the
+//! last place of the sums they come from. A gradient is compared coordinate by coordinate,
+//! each within `1e-3` of its own magnitude plus `1e-4` of the root mean square of its
+//! LoRA tensor (a coordinate near zero is the difference of larger terms).
+
+use molting_cuda::Cuda;
+use molting_engine::backend::cpu::Cpu;
+use molting_engine::backend::Backend;
+use molting_engine::engine::{Batch, Engine};
+use molting_engine::generate::Generator;
+use molting_engine::lora::{Adapter, LoraConfig, Target};
+use molting_engine::model::Model;
+use molting_engine::rng::Rng;
+use molting_engine::testing::{random_model, tiny_config, write_tiny_job};
+use molting_engine::train::{self, Job, RunOptions};
+
+fn cuda() -> Option<Cuda> {
+	match Cuda::new() {
+		Ok(c) => {
+			eprintln!("on {} ({})", c.device, c.class());
+			Some(c)
+		},
+		Err(e) => {
+			eprintln!("SKIPPED: {e}");
+			None
+		},
+	}
+}
+
+/// An adapter on every target with random `B` too (a zero `B` would hide `∂L/∂A`).
+fn random_adapter(model: &Model, dropout: f32) -> Adapter {
+	let cfg = LoraConfig { rank: 4, alpha: 8.0, dropout, targets: Target::ALL.to_vec() };
+	let mut a = Adapter::init(&model.config, cfg, 5);
+	let mut r = Rng::new(9);
+	a.params.iter_mut().for_each(|p| *p = r.uniform() * 0.6 - 0.3);
+	a
+}
+
+/// Two rows of 40: the first holds documents of 25 and 15 tokens; every third target
+/// ignored, as a chat's non-assistant tokens are.
+fn packed_batch(vocab: usize) -> Batch {
+	let mut r = Rng::new(3);
+	let n = 80;
+	let tokens = (0..n).map(|_| r.below(vocab) as u32).collect();
+	let mut targets: Vec<i32> = (0..n).map(|i| if i % 3 == 1 { -1 } else { r.below(vocab) as i32 }).collect();
+	targets[24] = -1;
+	let mut b = Batch::unpacked(tokens, targets, 2, 40);
+	b.positions[25..40].iter_mut().enumerate().for_each(|(i, p)| *p = i as u32);
+	b
+}
+
+/// Each element within `rel` of the largest magnitude of its row of `row` elements.
+#[track_caller]
+fn close_by_row(what: &str, got: &[f32], want: &[f32], row: usize, rel: f32) {
+	assert_eq!(got.len(), want.len(), "{what}: length");
+	for (r, (g, w)) in got.chunks(row).zip(want.chunks(row)).enumerate() {
+		let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+		for (i, (a, b)) in g.iter().zip(w).enumerate() {
+			assert!((a - b).abs() <= rel * scale, "{what}: row {r} element {i}: GPU {a} vs CPU {b} (row scale {scale})");
+		}
+	}
+}
+
+#[test]
+fn a_training_step_gives_the_cpus_loss_and_every_adapter_gradient() {
+	let Some(gpu) = cuda() else { return };
+	let model = random_model(tiny_config(300), 6);
+	let b = packed_batch(300);
+	for dropout in [0.0, 0.1] {
+		let adapter = random_adapter(&model, dropout);
+		let step = |be: &dyn Backend| {
+			let mut grads = vec![0f32; adapter.params.len()];
+			let loss = Engine::new(be, &model, Some(&adapter), 64).step(&b, Some(5), Some((&mut grads, 0.25)));
+			(loss, grads)
+		};
+		let ((lc, gc), (lg, gg)) = (step(&Cpu), step(&gpu));
+		assert_eq!(lg.count, lc.count);
+		assert!((lg.sum - lc.sum).abs() <= 1e-5 * lc.sum.abs(), "dropout {dropout}: loss GPU {} vs CPU {}", lg.sum, lc.sum);
+		let layout = &adapter.layout;
+		for s in &layout.slots {
+			for (name, range) in [("A", layout.a_range(s)), ("B", layout.b_range(s))] {
+				let (c, g) = (&gc[range.clone()], &gg[range]);
+				let rms = (c.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / c.len() as f64).sqrt() as f32;
+				assert!(rms > 0.0, "layer {} {:?} {name}: a gradient to compare", s.layer, s.target);
+				for (i, (x, y)) in g.iter().zip(c).enumerate() {
+					let tol = 1e-3 * y.abs() + 1e-4 * rms;
+					assert!(
+						(x - y).abs() <= tol,
+						"dropout {dropout}: layer {} {:?} {name}[{i}]: GPU {x} vs CPU {y} (tolerance {tol:.2e})",
+						s.layer,
+						s.target
+					);
+				}
+			}
+		}
+		// The same inputs twice: the same bits.
+		let again = step(&gpu);
+		assert!(again.0.sum.to_bits() == lg.sum.to_bits() && again.1 == gg, "dropout {dropout}: a second GPU step differs");
+	}
+}
+
+#[test]
+fn the_forward_and_generation_through_the_kv_cache_give_the_cpus_logits() {
+	let Some(gpu) = cuda() else { return };
+	let model = random_model(tiny_config(300), 21);
+	let adapter = random_adapter(&model, 0.0);
+	let b = packed_batch(300);
+	let v = model.config.vocab_size;
+	let logits = |be: &dyn Backend| Engine::new(be, &model, Some(&adapter), 64).logits_of(&b);
+	close_by_row("logits", &logits(&gpu), &logits(&Cpu), v, 1e-5);
+	let tokens: Vec<u32> = b.tokens[..30].to_vec();
+	let generate = |be: &dyn Backend| {
+		let mut g = Generator::new(be, &model, Some(&adapter), 64);
+		let mut out = g.feed(&tokens[..20]);
+		for &t in &tokens[20..] {
+			out.extend(g.feed(&[t]));
+		}
+		out
+	};
+	close_by_row("prefill and one token at a time", &generate(&gpu), &generate(&Cpu), v, 1e-5);
+}
+
+#[test]
+fn the_tiny_job_trains_twice_to_one_hash_is_resumed_to_it_and_learns_as_on_the_cpu() {
+	let Some(gpu) = cuda() else { return };
+	let dir = tempfile::tempdir().unwrap();
+	let spec = write_tiny_job(dir.path(), |s| s);
+	let job = Job::prepare(&spec).unwrap();
+	let run = |be: &dyn Backend, out: &str| train::train(&job, &dir.path().join(out), be, RunOptions::default()).unwrap().unwrap();
+	let (a, b, cpu) = (run(&gpu, "a"), run(&gpu, "b"), run(&Cpu, "cpu"));
+	assert_eq!(a.final_state_hash, b.final_state_hash, "two GPU runs, one hash");
+	assert_eq!(a.backend, gpu.class());
+	// Stopped at a checkpoint (as if killed) and resumed: the same hash.
+	let stop = Some(job.recipe.train.checkpoint_every);
+	let stopped = train::train(&job, &dir.path().join("c"), &gpu, RunOptions { stop_after: stop, on_step: None }).unwrap();
+	assert!(stopped.is_none(), "stopped early");
+	let (_, resumed) = train::resume(&dir.path().join("c"), &gpu, RunOptions::default()).unwrap();
+	assert_eq!(resumed.unwrap().final_state_hash, a.final_state_hash, "resumed to the uninterrupted hash");
+	// Another class, so other bits; the same training all the same.
+	let (ga, ca) = (a.eval_loss_after().unwrap(), cpu.eval_loss_after().unwrap());
+	assert!((ga - ca).abs() <= 1e-3 * ca, "eval loss after training: GPU {ga} vs CPU {ca}");
+	assert!(ga < a.eval_loss_before().unwrap(), "the GPU run learned");
+}
