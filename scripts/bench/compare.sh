@@ -6,7 +6,17 @@
 # Prints a markdown table: tokens/s, trained (assistant) tokens/s, step time, peak
 # memory, useful GFLOP/s and its share of the best GEMM rate each side measured here.
 # Extra arguments (--spec, --steps, --warmup) go to the worker.
+#
+#   compare.sh --gpu [ARGS...]   the GPU path: `molt-worker --backend cuda bench` (fp32: the
+#                                CUDA backend has no bf16 class yet) beside PyTorch on the same
+#                                GPU, fp32 (TF32 off) and bf16 autocast. Peak memory: the
+#                                worker's host RSS, PyTorch's device allocation.
 set -euo pipefail
+gpu=0
+if [ "${1:-}" = "--gpu" ]; then
+	gpu=1
+	shift
+fi
 source "$(dirname "$0")/../lib.sh"
 cd "$REPO"
 say "building molt-worker"
@@ -16,6 +26,30 @@ WORKER="$CARGO_TARGET_DIR/debug/molt-worker"
 "$REPO/scripts/fetch-models.sh" >/dev/null
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+if [ "$gpu" = 1 ]; then
+	say "worker fp32 on the GPU"
+	w32=$("$WORKER" --backend cuda bench --json --precision fp32 --batches-out "$tmp/batches.json" "$@")
+	say "PyTorch fp32 on the GPU"
+	t32=$("$REPO/scripts/reference/run.sh" bench --batches "$tmp/batches.json" --json --dtype fp32 --device cuda 2>/dev/null | tail -1)
+	say "PyTorch bf16 autocast on the GPU"
+	t16=$("$REPO/scripts/reference/run.sh" bench --batches "$tmp/batches.json" --json --dtype bf16 --device cuda 2>/dev/null | tail -1)
+	python3 - "$w32" "$t32" "$t16" <<'PY'
+import json, sys
+w, t32, t16 = (json.loads(a) for a in sys.argv[1:])
+print(f"\nbatch {w['batch']} x seq {w['seq']} x accum {w['grad_accum']}, LoRA r={w['rank']} on "
+      f"{','.join(w['targets'])}, the same {w['steps']} timed steps of Keeper data on each side (median), one GPU\n")
+print("| implementation | tokens/s | trained tokens/s | step time (s) | peak memory (MiB) | useful GFLOP/s | % of best GEMM | worker / this row |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for name, r in [(f"molt-worker fp32 ({w['backend']})", w), (t32["impl"], t32), (t16["impl"] + " autocast", t16)]:
+    print(f"| {name} | {r['tokens_per_second']:.1f} | {r['trained_tokens_per_second']:.1f} | {r['step_seconds']:.3f} | "
+          f"{r['peak_rss_mib']:.0f} | {r['useful_gflops_per_second']:.1f} | {100 * r['share_of_best_gemm']:.0f}% | "
+          f"{w['tokens_per_second'] / r['tokens_per_second']:.2f}x |")
+print(f"\nuseful work: {w['useful_gflops_per_step']:.0f} GFLOP per step. Best GEMM rates measured in this run: "
+      f"worker (cuBLAS fp32, pedantic) {w['best_gemm_gflops']:.0f}, torch.mm fp32 {t32['best_gemm_gflops']:.0f}, "
+      f"bf16 {t16['best_gemm_gflops']:.0f} GFLOP/s. Peak memory: the worker's host RSS, PyTorch's GPU allocation.")
+PY
+	exit 0
+fi
 say "worker fp32"
 w32=$("$WORKER" bench --json --precision fp32 --batches-out "$tmp/batches.json" "$@")
 say "worker bf16"
