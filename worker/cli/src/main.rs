@@ -390,11 +390,17 @@ enum BackendChoice {
 /// `--backend`, as given on the command line (set once in `main`).
 static BACKEND_CHOICE: std::sync::OnceLock<BackendChoice> = std::sync::OnceLock::new();
 
-/// The CUDA backend, made once per process (NVRTC compiles every kernel when it is made),
-/// or why there is none here.
-fn cuda_backend() -> Result<Arc<molting_cuda::Cuda>, String> {
-	static CUDA: std::sync::OnceLock<Result<Arc<molting_cuda::Cuda>, String>> = std::sync::OnceLock::new();
-	CUDA.get_or_init(|| molting_cuda::Cuda::new().map(Arc::new).map_err(|e| e.to_string())).clone()
+/// The CUDA backend for `precision`, made once per process and precision (NVRTC compiles
+/// every kernel when it is made), or why there is none here.
+fn cuda_backend(precision: Precision) -> Result<Arc<molting_cuda::Cuda>, String> {
+	type Made = std::sync::OnceLock<Result<Arc<molting_cuda::Cuda>, String>>;
+	static FP32: Made = std::sync::OnceLock::new();
+	static BF16: Made = std::sync::OnceLock::new();
+	let once = match precision {
+		Precision::Fp32 => &FP32,
+		Precision::Bf16 => &BF16,
+	};
+	once.get_or_init(|| molting_cuda::Cuda::new(precision).map(Arc::new).map_err(|e| e.to_string())).clone()
 }
 
 /// The backend for `precision` on the device `--backend` chose: `auto` takes the CUDA
@@ -407,21 +413,32 @@ pub(crate) fn backend_for(precision: Precision) -> Result<Arc<dyn Backend>> {
 	if choice != BackendChoice::Cpu {
 		let cuda = match molting_cuda::detect() {
 			molting_cuda::Detection::Unavailable(why) => Err(format!("no CUDA GPU to train on ({why})")),
-			molting_cuda::Detection::Gpu { .. } => cuda_backend(),
+			molting_cuda::Detection::Gpu { .. } => cuda_backend(precision),
 		};
-		match (choice, cuda, precision) {
-			(_, Ok(cuda), Precision::Fp32) => {
+		match (choice, cuda) {
+			(_, Ok(cuda)) => {
 				notice(format!("training on {} ({})", cuda.device, cuda.class()));
 				return Ok(cuda);
 			},
-			(BackendChoice::Cuda, Ok(_), Precision::Bf16) => {
-				bail!("--backend cuda: the CUDA backend trains fp32 only (no bf16 class yet); use --backend cpu for bf16")
-			},
-			(BackendChoice::Cuda, Err(why), _) => bail!("--backend cuda: {why}"),
-			(_, Ok(_), Precision::Bf16) => notice("the CUDA backend has no bf16 class yet; using the CPU backend".into()),
-			(_, Err(why), _) => notice(format!("{why}; using the CPU backend")),
+			(BackendChoice::Cuda, Err(why)) => bail!("--backend cuda: {why}"),
+			(_, Err(why)) => notice(format!("{why}; using the CPU backend")),
 		}
 	}
+	cpu_backend(precision)
+}
+
+/// The backend a validator replays a result of `class` on (the class the miner
+/// registered): a CPU class on the CPU whatever `--backend` says (a GPU would give other
+/// bits), any other as `--backend` chooses.
+pub(crate) fn backend_to_replay(precision: Precision, class: Option<&str>) -> Result<Arc<dyn Backend>> {
+	if class.is_some_and(|c| c.starts_with("cpu")) {
+		return cpu_backend(precision);
+	}
+	backend_for(precision)
+}
+
+/// The CPU backend for `precision`.
+fn cpu_backend(precision: Precision) -> Result<Arc<dyn Backend>> {
 	Ok(match precision {
 		Precision::Fp32 => Arc::new(Cpu),
 		Precision::Bf16 => Arc::new(CpuBf16::new().ok_or_else(|| {

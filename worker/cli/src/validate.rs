@@ -473,6 +473,8 @@ impl Validator {
 		let cache_dir = self.cache.dir().to_path_buf();
 		let metrics = self.metrics.clone();
 		let (report, findings) = tokio::task::spawn_blocking(move || -> Result<(Report, Vec<String>)> {
+			// Every eval on one backend (this validator's), so its scores rank alike; each
+			// replay on the backend of the class its miner trained on.
 			let backend = crate::backend_for(recipe.train.precision)?;
 			let inputs = LocalInputs { cache: cache_dir };
 			let mut base_job = Job::from_recipe(recipe.clone(), recipe.train.seed, &inputs)?;
@@ -515,7 +517,10 @@ impl Validator {
 				job.seed = miner_seed(job.recipe.train.seed, id, &miner.0);
 				let (verdict, adapter) = match fetched {
 					Err(fault) => (Err(fault), None),
-					Ok(f) => check_training(job, backend.as_ref(), &f, &segments, &run, class.as_deref(), &metrics)?,
+					Ok(f) => {
+						let replayer = crate::backend_to_replay(job.recipe.train.precision, class.as_deref())?;
+						check_training(job, replayer.as_ref(), &f, &segments, &run, class.as_deref(), &metrics)?
+					},
 				};
 				let (replay, why) = match (&verdict, report_fail) {
 					(_, true) => (Replay::Fail(Fault::Segment), "reported failed (--report-fail)".to_string()),

@@ -100,7 +100,7 @@ fn backend_auto_trains_on_a_usable_gpu_else_on_the_cpu_after_one_line_and_cuda_s
 	let train = |backend: &str, out: &str| {
 		worker().args(["--backend", backend, "train", "--spec"]).arg(&spec).arg("--out").arg(dir.path().join(out)).output().unwrap()
 	};
-	let gpu = molting_cuda::Cuda::new();
+	let gpu = molting_cuda::Cuda::new(molting_engine::spec::Precision::Fp32);
 	let auto = train("auto", "auto");
 	let err = String::from_utf8_lossy(&auto.stderr);
 	assert!(auto.status.success(), "{err}");

@@ -54,3 +54,17 @@ extern "C" __global__ void add_transposed(float* __restrict__ dst, const float* 
 	const long long j = i / cols, o = i % cols;
 	dst[o * rows + j] += src[i];
 }
+
+// out[i] = x[i] rounded to bf16, to nearest even (a NaN becomes the quiet 0x7fc0), as the
+// CPU's bf16 class rounds: the frozen weights once, a product's activations each time.
+extern "C" __global__ void to_bf16(unsigned short* __restrict__ out, const float* __restrict__ x, long long n) {
+	const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= n) return;
+	const float v = x[i];
+	if (v != v) {
+		out[i] = 0x7fc0;
+		return;
+	}
+	const unsigned b = __float_as_uint(v);
+	out[i] = (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}

@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, CudaViewMut, PushKernelArg};
+use half::bf16;
 use molting_engine::backend::{AdamWStep, AttnSaved, AttnShape, Backend, Buf, DropSaved, Frozen, View, ViewMut};
+use molting_engine::spec::Precision;
 
 use crate::blas::{Blas, BlasError, Product};
 use crate::launch::{self, LaunchError, Plan};
@@ -44,8 +46,12 @@ fn driver(what: &'static str) -> impl Fn(cudarc::driver::DriverError) -> CudaErr
 	move |e| CudaError::Driver { what, message: format!("{e:?}") }
 }
 
-/// The CUDA backend on GPU 0 (f32 throughout; cuBLAS's products in f32 with pedantic math).
+/// The CUDA backend on GPU 0: f32 throughout, the frozen weights' products either in f32
+/// (`Precision::Fp32`) or with bf16 inputs and f32 accumulation (`Precision::Bf16`, the fast
+/// path: weights rounded to bf16 once, activations per product; LoRA, norms, attention and
+/// the optimizer stay f32). Each precision is its own class.
 pub struct Cuda {
+	precision: Precision,
 	stream: Arc<CudaStream>,
 	blas: Blas,
 	functions: HashMap<&'static str, CudaFunction>,
@@ -56,9 +62,11 @@ pub struct Cuda {
 	pub device: String,
 }
 
-/// A frozen weight on the device: the plain row-major `[out × in]` matrix.
-struct CudaFrozen {
-	w: CudaSlice<f32>,
+/// A frozen weight on the device: the plain row-major `[out × in]` matrix, in f32 or
+/// rounded to bf16.
+enum CudaFrozen {
+	F32(CudaSlice<f32>),
+	Bf16(CudaSlice<bf16>),
 }
 
 /// Attention's saved state: one log-sum-exp per (batch row, head, query row), and the
@@ -122,10 +130,10 @@ macro_rules! launch {
 }
 
 impl Cuda {
-	/// The backend on GPU 0: detection, NVRTC compiling every kernel for the GPU's
-	/// architecture, the driver loading them, cuBLAS configured. Fails with a reason where
-	/// any of those is missing.
-	pub fn new() -> Result<Self, CudaError> {
+	/// The backend on GPU 0 for `precision`'s frozen products: detection, NVRTC compiling
+	/// every kernel for the GPU's architecture, the driver loading them, cuBLAS configured.
+	/// Fails with a reason where any of those is missing.
+	pub fn new(precision: Precision) -> Result<Self, CudaError> {
 		let (name, (major, minor)) = match detect() {
 			Detection::Gpu { name, compute_capability, .. } => (name, compute_capability),
 			Detection::Unavailable(why) => return Err(CudaError::NoGpu(why)),
@@ -157,9 +165,9 @@ impl Cuda {
 		let sms = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).map_err(driver("count SMs"))?;
 		let memory = ctx.total_mem().map_err(driver("read the memory size"))?;
 		let (nvrtc_major, nvrtc_minor) = crate::kernels::nvrtc_version()?;
-		let class = class(major, minor, sms, (nvrtc_major, nvrtc_minor), blas.version()?);
+		let class = class(precision, major, minor, sms, (nvrtc_major, nvrtc_minor), blas.version()?);
 		let device = format!("{name}, {} GiB, {sms} SMs", memory >> 30);
-		Ok(Cuda { stream, blas, functions, _modules: modules, _ctx: ctx, class, device })
+		Ok(Cuda { precision, stream, blas, functions, _modules: modules, _ctx: ctx, class, device })
 	}
 
 	fn function(&self, name: &'static str) -> &CudaFunction {
@@ -172,19 +180,48 @@ impl Cuda {
 		self.stream.alloc_zeros::<T>(len.max(1)).unwrap_or_else(|e| panic!("CUDA backend: allocating {len} elements: {e:?}"))
 	}
 
-	fn upload<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + 'static>(&self, host: &[T]) -> Buf<T> {
+	/// `host` in a new device buffer.
+	fn upload_slice<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(&self, host: &[T]) -> CudaSlice<T> {
 		if host.is_empty() {
-			return Buf::new(0, self.alloc_zeros::<T>(0));
+			return self.alloc_zeros::<T>(0);
 		}
-		let d = self.stream.clone_htod(host).unwrap_or_else(|e| panic!("CUDA backend: uploading {} elements: {e:?}", host.len()));
-		Buf::new(host.len(), d)
+		self.stream.clone_htod(host).unwrap_or_else(|e| panic!("CUDA backend: uploading {} elements: {e:?}", host.len()))
+	}
+
+	fn upload<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + 'static>(&self, host: &[T]) -> Buf<T> {
+		Buf::new(host.len(), self.upload_slice(host))
 	}
 
 	fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(&self, x: CudaView<'_, T>) -> Vec<T> {
-		if x.len() == 0 {
+		if x.is_empty() {
 			return Vec::new();
 		}
 		self.stream.clone_dtoh(&x).unwrap_or_else(|e| panic!("CUDA backend: reading back {} elements: {e:?}", x.len()))
+	}
+
+	/// `x` rounded to bf16, in a new device buffer.
+	fn rounded_to_bf16(&self, x: CudaView<'_, f32>) -> CudaSlice<bf16> {
+		let n = x.len();
+		let mut out = self.alloc_zeros::<bf16>(n);
+		let n_l = long(n);
+		launch!(self, "to_bf16", launch::elementwise("to_bf16", n as u64), [&mut out, &x, &n_l]);
+		out
+	}
+
+	/// A frozen product, `Nt` (`y (+)= x Wᵀ`) or `Nn` (`dx (+)= dy W`), in the weight's
+	/// precision.
+	#[allow(clippy::too_many_arguments)]
+	fn frozen_product(&self, product: Product, c: ViewMut<f32>, a: View<f32>, w: &Frozen, m: usize, k: usize, n: usize, accumulate: bool) {
+		let len = w.out_dim * w.in_dim;
+		let mut c = wr(c);
+		let r = match w.get::<CudaFrozen>() {
+			CudaFrozen::F32(wt) => self.blas.matmul(product, &mut c, &rd(a), &wt.slice(0..len), m, k, n, accumulate),
+			CudaFrozen::Bf16(wt) => {
+				let a = self.rounded_to_bf16(rd(a));
+				self.blas.matmul_bf16(product, &mut c, &a.slice(0..m * k), &wt.slice(0..len), m, k, n, accumulate)
+			},
+		};
+		r.unwrap_or_else(|e| panic!("CUDA backend: {e}"));
 	}
 
 	#[allow(clippy::too_many_arguments)]
@@ -194,11 +231,16 @@ impl Cuda {
 	}
 }
 
-/// The CUDA class: `cuda/sm_90x132/nvrtc13.5/cublas130100/k1/v0.1.0` (architecture and
-/// SM count, NVRTC's version, cuBLAS's, the kernels', the worker's).
-pub fn class(major: u32, minor: u32, sms: i32, nvrtc: (i32, i32), cublas: i32) -> String {
+/// The CUDA class: `cuda/sm_90x132/nvrtc13.5/cublas130100/k1/v0.1.0` (`cuda-bf16/...` for
+/// the bf16 products: the precision, the architecture and SM count, NVRTC's version,
+/// cuBLAS's, the kernels', the worker's).
+pub fn class(precision: Precision, major: u32, minor: u32, sms: i32, nvrtc: (i32, i32), cublas: i32) -> String {
+	let backend = match precision {
+		Precision::Fp32 => "cuda",
+		Precision::Bf16 => "cuda-bf16",
+	};
 	format!(
-		"cuda/sm_{major}{minor}x{sms}/nvrtc{}.{}/cublas{cublas}/k{KERNELS_VERSION}/v{}",
+		"{backend}/sm_{major}{minor}x{sms}/nvrtc{}.{}/cublas{cublas}/k{KERNELS_VERSION}/v{}",
 		nvrtc.0,
 		nvrtc.1,
 		env!("CARGO_PKG_VERSION")
@@ -249,20 +291,22 @@ impl Backend for Cuda {
 
 	fn freeze(&self, w: &[f32], out_dim: usize, in_dim: usize) -> Frozen {
 		assert_eq!(w.len(), out_dim * in_dim, "weight is not out × in");
-		let w = if w.is_empty() { self.alloc_zeros(0) } else { self.stream.clone_htod(w).unwrap_or_else(|e| panic!("CUDA backend: uploading a weight: {e:?}")) };
-		Frozen::new(out_dim, in_dim, self.class.clone(), CudaFrozen { w })
+		let w32 = self.upload_slice(w);
+		let data = match self.precision {
+			Precision::Fp32 => CudaFrozen::F32(w32),
+			Precision::Bf16 => CudaFrozen::Bf16(self.rounded_to_bf16(w32.slice(0..w.len()))),
+		};
+		Frozen::new(out_dim, in_dim, self.class.clone(), data)
 	}
 
 	fn frozen_forward(&self, y: ViewMut<f32>, x: View<f32>, w: &Frozen, n: usize, accumulate: bool) {
-		let f = w.get::<CudaFrozen>();
-		let (mut c, a, b) = (wr(y), rd(x), f.w.slice(0..w.out_dim * w.in_dim));
-		self.blas.matmul(Product::Nt, &mut c, &a, &b, n, w.in_dim, w.out_dim, accumulate).unwrap_or_else(|e| panic!("CUDA backend: {e}"));
+		// y[n×out] = x[n×in] · Wᵀ, W the row-major [out × in] matrix.
+		self.frozen_product(Product::Nt, y, x, w, n, w.in_dim, w.out_dim, accumulate)
 	}
 
 	fn frozen_backward(&self, dx: ViewMut<f32>, dy: View<f32>, w: &Frozen, n: usize, accumulate: bool) {
-		let f = w.get::<CudaFrozen>();
-		let (mut c, a, b) = (wr(dx), rd(dy), f.w.slice(0..w.out_dim * w.in_dim));
-		self.blas.matmul(Product::Nn, &mut c, &a, &b, n, w.out_dim, w.in_dim, accumulate).unwrap_or_else(|e| panic!("CUDA backend: {e}"));
+		// dx[n×in] = dy[n×out] · W.
+		self.frozen_product(Product::Nn, dx, dy, w, n, w.out_dim, w.in_dim, accumulate)
 	}
 
 	fn matmul_nt(&self, c: ViewMut<f32>, a: View<f32>, b: View<f32>, m: usize, k: usize, n: usize, accumulate: bool) {
@@ -487,16 +531,18 @@ mod tests {
 
 	#[test]
 	fn the_class_names_what_cublas_and_nvrtc_make_the_bits_depend_on() {
-		let c = class(9, 0, 132, (13, 5), 130_100);
+		let f32 = Precision::Fp32;
+		let c = class(f32, 9, 0, 132, (13, 5), 130_100);
 		assert_eq!(c, format!("cuda/sm_90x132/nvrtc13.5/cublas130100/k{KERNELS_VERSION}/v{}", env!("CARGO_PKG_VERSION")));
-		assert_ne!(c, class(9, 0, 114, (13, 5), 130_100), "an H100 PCIe (114 SMs) is not an H100 SXM (132)");
-		assert_ne!(c, class(9, 0, 132, (13, 5), 130_200), "another cuBLAS");
-		assert_ne!(c, class(9, 0, 132, (13, 4), 130_100), "another NVRTC");
+		assert_ne!(c, class(f32, 9, 0, 114, (13, 5), 130_100), "an H100 PCIe (114 SMs) is not an H100 SXM (132)");
+		assert_ne!(c, class(f32, 9, 0, 132, (13, 5), 130_200), "another cuBLAS");
+		assert_ne!(c, class(f32, 9, 0, 132, (13, 4), 130_100), "another NVRTC");
+		assert!(class(Precision::Bf16, 9, 0, 132, (13, 5), 130_100).starts_with("cuda-bf16/sm_90x132/"), "bf16 products: its own class");
 	}
 
 	#[test]
 	fn without_a_gpu_the_backend_says_why_and_does_not_panic() {
-		match Cuda::new() {
+		match Cuda::new(Precision::Fp32) {
 			Ok(c) => eprintln!("a GPU here: {} ({})", c.device, c.class()),
 			Err(e) => {
 				let msg = e.to_string();

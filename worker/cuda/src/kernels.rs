@@ -54,7 +54,7 @@ pub const KERNELS: &[KernelSource] = &[
 	KernelSource {
 		file: "elementwise.cu",
 		source: include_str!("../kernels/elementwise.cu"),
-		entries: &["add_assign", "axpy", "scale", "add_bias", "add_transposed", "gather_rows", "scatter_rows"],
+		entries: &["add_assign", "axpy", "scale", "add_bias", "add_transposed", "gather_rows", "scatter_rows", "to_bf16"],
 	},
 ];
 

@@ -10,18 +10,23 @@
 //! LoRA tensor (a coordinate near zero is the difference of larger terms).
 
 use molting_cuda::Cuda;
-use molting_engine::backend::cpu::Cpu;
+use molting_engine::backend::cpu::{Cpu, CpuBf16};
 use molting_engine::backend::Backend;
 use molting_engine::engine::{Batch, Engine};
 use molting_engine::generate::Generator;
 use molting_engine::lora::{Adapter, LoraConfig, Target};
 use molting_engine::model::Model;
 use molting_engine::rng::Rng;
+use molting_engine::spec::Precision;
 use molting_engine::testing::{random_model, tiny_config, write_tiny_job};
 use molting_engine::train::{self, Job, RunOptions};
 
 fn cuda() -> Option<Cuda> {
-	match Cuda::new() {
+	cuda_with(Precision::Fp32)
+}
+
+fn cuda_with(precision: Precision) -> Option<Cuda> {
+	match Cuda::new(precision) {
 		Ok(c) => {
 			eprintln!("on {} ({})", c.device, c.class());
 			Some(c)
@@ -67,6 +72,24 @@ fn close_by_row(what: &str, got: &[f32], want: &[f32], row: usize, rel: f32) {
 	}
 }
 
+/// Every coordinate of `got` within `1e-3` of its own magnitude plus `1e-4` of the RMS of
+/// its LoRA tensor in `want`.
+#[track_caller]
+fn same_gradients(what: &str, adapter: &Adapter, got: &[f32], want: &[f32]) {
+	let layout = &adapter.layout;
+	for s in &layout.slots {
+		for (name, range) in [("A", layout.a_range(s)), ("B", layout.b_range(s))] {
+			let (c, g) = (&want[range.clone()], &got[range]);
+			let rms = (c.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / c.len() as f64).sqrt() as f32;
+			assert!(rms > 0.0, "layer {} {:?} {name}: a gradient to compare", s.layer, s.target);
+			for (i, (x, y)) in g.iter().zip(c).enumerate() {
+				let tol = 1e-3 * y.abs() + 1e-4 * rms;
+				assert!((x - y).abs() <= tol, "{what}: layer {} {:?} {name}[{i}]: GPU {x} vs CPU {y} (tolerance {tol:.2e})", s.layer, s.target);
+			}
+		}
+	}
+}
+
 #[test]
 fn a_training_step_gives_the_cpus_loss_and_every_adapter_gradient() {
 	let Some(gpu) = cuda() else { return };
@@ -82,23 +105,7 @@ fn a_training_step_gives_the_cpus_loss_and_every_adapter_gradient() {
 		let ((lc, gc), (lg, gg)) = (step(&Cpu), step(&gpu));
 		assert_eq!(lg.count, lc.count);
 		assert!((lg.sum - lc.sum).abs() <= 1e-5 * lc.sum.abs(), "dropout {dropout}: loss GPU {} vs CPU {}", lg.sum, lc.sum);
-		let layout = &adapter.layout;
-		for s in &layout.slots {
-			for (name, range) in [("A", layout.a_range(s)), ("B", layout.b_range(s))] {
-				let (c, g) = (&gc[range.clone()], &gg[range]);
-				let rms = (c.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / c.len() as f64).sqrt() as f32;
-				assert!(rms > 0.0, "layer {} {:?} {name}: a gradient to compare", s.layer, s.target);
-				for (i, (x, y)) in g.iter().zip(c).enumerate() {
-					let tol = 1e-3 * y.abs() + 1e-4 * rms;
-					assert!(
-						(x - y).abs() <= tol,
-						"dropout {dropout}: layer {} {:?} {name}[{i}]: GPU {x} vs CPU {y} (tolerance {tol:.2e})",
-						s.layer,
-						s.target
-					);
-				}
-			}
-		}
+		same_gradients(&format!("dropout {dropout}"), &adapter, &gg, &gc);
 		// The same inputs twice: the same bits.
 		let again = step(&gpu);
 		assert!(again.0.sum.to_bits() == lg.sum.to_bits() && again.1 == gg, "dropout {dropout}: a second GPU step differs");
@@ -146,4 +153,34 @@ fn the_tiny_job_trains_twice_to_one_hash_is_resumed_to_it_and_learns_as_on_the_c
 	let (ga, ca) = (a.eval_loss_after().unwrap(), cpu.eval_loss_after().unwrap());
 	assert!((ga - ca).abs() <= 1e-3 * ca, "eval loss after training: GPU {ga} vs CPU {ca}");
 	assert!(ga < a.eval_loss_before().unwrap(), "the GPU run learned");
+}
+
+#[test]
+fn the_bf16_products_give_the_cpu_bf16_classs_step_and_repeat_to_the_bit() {
+	let Some(gpu) = cuda_with(Precision::Bf16) else { return };
+	assert!(gpu.class().starts_with("cuda-bf16/"), "{}", gpu.class());
+	let model = random_model(tiny_config(300), 6);
+	let b = packed_batch(300);
+	let adapter = random_adapter(&model, 0.1);
+	let step = |be: &dyn Backend| {
+		let mut grads = vec![0f32; adapter.params.len()];
+		let loss = Engine::new(be, &model, Some(&adapter), 64).step(&b, Some(5), Some((&mut grads, 0.25)));
+		(loss, grads)
+	};
+	let (lg, gg) = step(&gpu);
+	let again = step(&gpu);
+	assert!(again.0.sum.to_bits() == lg.sum.to_bits() && again.1 == gg, "a second bf16 GPU step differs");
+	// Against the f32 reference: the error of rounding the products' inputs to bf16 (8 bits).
+	let (lf, _) = step(&Cpu);
+	assert!((lg.sum - lf.sum).abs() <= 1e-2 * lf.sum.abs(), "bf16 loss {} vs f32 {}", lg.sum, lf.sum);
+	// Against the CPU's bf16 class (the same rounding of the same inputs, f32 sums in
+	// another order), where this CPU has it: as close as two f32 backends.
+	match CpuBf16::new() {
+		Some(cpu16) => {
+			let (lc, gc) = step(&cpu16);
+			assert!((lg.sum - lc.sum).abs() <= 1e-5 * lc.sum.abs(), "loss GPU bf16 {} vs CPU bf16 {}", lg.sum, lc.sum);
+			same_gradients("bf16", &adapter, &gg, &gc);
+		},
+		None => eprintln!("no AVX512_BF16 on this CPU: the bf16 gradients are not compared coordinate by coordinate"),
+	}
 }

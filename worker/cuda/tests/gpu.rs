@@ -426,3 +426,42 @@ fn cublas_products_match_the_cpu_and_repeat_to_the_bit() {
 		assert_eq!(s.clone_dtoh(&c_).unwrap(), want, "k = 0, accumulate = {accumulate}");
 	}
 }
+
+#[test]
+fn to_bf16_rounds_to_nearest_even_as_the_half_crate_does() {
+	let Some(g) = gpu() else { return };
+	let s = &g.stream;
+	// Ties both ways, the largest finite values, infinities, denormals, signed zeros.
+	let mut x: Vec<f32> = random(10_000, 40, 3.0);
+	x.extend([
+		f32::from_bits(0x3f80_8000),
+		f32::from_bits(0x3f81_8000),
+		f32::MAX,
+		f32::MIN,
+		f32::INFINITY,
+		f32::NEG_INFINITY,
+		f32::from_bits(1),
+		f32::from_bits(0x8000_7fff),
+		0.0,
+		-0.0,
+	]);
+	let n = x.len();
+	let x_ = s.clone_htod(&x).unwrap();
+	let mut out = junk(s, n, half::bf16::from_bits(0x1234));
+	let n_i = n as i64;
+	let plan = launch::elementwise("to_bf16", n as u64).unwrap().unwrap();
+	let mut b = s.launch_builder(&g.functions["to_bf16"]);
+	b.arg(&mut out).arg(&x_).arg(&n_i);
+	unsafe { b.launch(plan.config()) }.unwrap();
+	let got = s.clone_dtoh(&out).unwrap();
+	for (i, (v, r)) in x.iter().zip(&got).enumerate() {
+		assert_eq!(r.to_bits(), half::bf16::from_f32(*v).to_bits(), "element {i}: {v:e}");
+	}
+	let nan = s.clone_htod(&[f32::NAN, -f32::NAN]).unwrap();
+	let mut out = junk(s, 2, half::bf16::from_bits(0x1234));
+	let two = 2i64;
+	let mut b = s.launch_builder(&g.functions["to_bf16"]);
+	b.arg(&mut out).arg(&nan).arg(&two);
+	unsafe { b.launch(launch::elementwise("to_bf16", 2).unwrap().unwrap().config()) }.unwrap();
+	assert!(s.clone_dtoh(&out).unwrap().iter().all(|r| r.to_bits() == 0x7fc0), "a NaN becomes the quiet 0x7fc0");
+}
