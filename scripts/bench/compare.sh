@@ -7,10 +7,10 @@
 # memory, useful GFLOP/s and its share of the best GEMM rate each side measured here.
 # Extra arguments (--spec, --steps, --warmup) go to the worker.
 #
-#   compare.sh --gpu [ARGS...]   the GPU path: `molt-worker --backend cuda bench` (fp32: the
-#                                CUDA backend has no bf16 class yet) beside PyTorch on the same
-#                                GPU, fp32 (TF32 off) and bf16 autocast. Peak memory: the
-#                                worker's host RSS, PyTorch's device allocation.
+#   compare.sh --gpu [ARGS...]   the GPU path: `molt-worker --backend cuda bench` (fp32 and
+#                                bf16) beside PyTorch on the same GPU, fp32 (TF32 off) and bf16
+#                                autocast. Peak memory: the worker's host RSS, PyTorch's
+#                                device allocation.
 set -euo pipefail
 gpu=0
 if [ "${1:-}" = "--gpu" ]; then
@@ -29,24 +29,29 @@ trap 'rm -rf "$tmp"' EXIT
 if [ "$gpu" = 1 ]; then
 	say "worker fp32 on the GPU"
 	w32=$("$WORKER" --backend cuda bench --json --precision fp32 --batches-out "$tmp/batches.json" "$@")
+	say "worker bf16 on the GPU"
+	w16=$("$WORKER" --backend cuda bench --json --precision bf16 "$@")
 	say "PyTorch fp32 on the GPU"
 	t32=$("$REPO/scripts/reference/run.sh" bench --batches "$tmp/batches.json" --json --dtype fp32 --device cuda 2>/dev/null | tail -1)
 	say "PyTorch bf16 autocast on the GPU"
 	t16=$("$REPO/scripts/reference/run.sh" bench --batches "$tmp/batches.json" --json --dtype bf16 --device cuda 2>/dev/null | tail -1)
-	python3 - "$w32" "$t32" "$t16" <<'PY'
+	python3 - "$w32" "$w16" "$t32" "$t16" <<'PY'
 import json, sys
-w, t32, t16 = (json.loads(a) for a in sys.argv[1:])
+w, w16, t32, t16 = (json.loads(a) for a in sys.argv[1:])
 print(f"\nbatch {w['batch']} x seq {w['seq']} x accum {w['grad_accum']}, LoRA r={w['rank']} on "
       f"{','.join(w['targets'])}, the same {w['steps']} timed steps of Keeper data on each side (median), one GPU\n")
 print("| implementation | tokens/s | trained tokens/s | step time (s) | peak memory (MiB) | useful GFLOP/s | % of best GEMM | worker / this row |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
-for name, r in [(f"molt-worker fp32 ({w['backend']})", w), (t32["impl"], t32), (t16["impl"] + " autocast", t16)]:
+rows = [(f"molt-worker fp32 ({w['backend']})", w, w), (f"molt-worker bf16 ({w16['backend']})", w16, w16),
+        (t32["impl"], t32, w), (t16["impl"] + " autocast", t16, w16)]
+for name, r, mine in rows:
     print(f"| {name} | {r['tokens_per_second']:.1f} | {r['trained_tokens_per_second']:.1f} | {r['step_seconds']:.3f} | "
           f"{r['peak_rss_mib']:.0f} | {r['useful_gflops_per_second']:.1f} | {100 * r['share_of_best_gemm']:.0f}% | "
-          f"{w['tokens_per_second'] / r['tokens_per_second']:.2f}x |")
+          f"{mine['tokens_per_second'] / r['tokens_per_second']:.2f}x |")
 print(f"\nuseful work: {w['useful_gflops_per_step']:.0f} GFLOP per step. Best GEMM rates measured in this run: "
-      f"worker (cuBLAS fp32, pedantic) {w['best_gemm_gflops']:.0f}, torch.mm fp32 {t32['best_gemm_gflops']:.0f}, "
-      f"bf16 {t16['best_gemm_gflops']:.0f} GFLOP/s. Peak memory: the worker's host RSS, PyTorch's GPU allocation.")
+      f"worker (cuBLAS, pedantic) fp32 {w['best_gemm_gflops']:.0f}, bf16 {w16['best_gemm_gflops']:.0f}, torch.mm fp32 {t32['best_gemm_gflops']:.0f}, "
+      f"bf16 {t16['best_gemm_gflops']:.0f} GFLOP/s. Peak memory: the worker's host RSS, PyTorch's GPU allocation. "
+      f"The ratio column: the matching worker row's tokens/s over this row's (fp32 to fp32, bf16 to bf16).")
 PY
 	exit 0
 fi
