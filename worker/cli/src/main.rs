@@ -417,7 +417,7 @@ pub(crate) fn backend_for(precision: Precision) -> Result<Arc<dyn Backend>> {
 		};
 		match (choice, cuda) {
 			(_, Ok(cuda)) => {
-				notice(format!("training on {} ({})", cuda.device, cuda.class()));
+				notice(format!("using {} ({})", cuda.device, cuda.class()));
 				return Ok(cuda);
 			},
 			(BackendChoice::Cuda, Err(why)) => bail!("--backend cuda: {why}"),

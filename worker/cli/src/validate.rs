@@ -699,6 +699,16 @@ fn fault_of(f: LocalFault) -> Fault {
 	}
 }
 
+/// Whether a checkpoint's `class` can come from a miner that registered `registered` (the
+/// class it trains fp32 on): the same class, or the same backend's bf16 class
+/// (`cpu`/`cpu-bf16`, `cuda`/`cuda-bf16`) of the same worker version. The replay, on a
+/// machine of the checkpoint's own class, is what checks the bits.
+fn same_machine_class(registered: &str, class: &str) -> bool {
+	let family = |c: &str| c.split('/').next().unwrap_or("").trim_end_matches("-bf16").to_string();
+	let version = |c: &str| c.rsplit('/').next().unwrap_or("").to_string();
+	registered == class || (family(registered) == family(class) && version(registered) == version(class) && class.split('/').next().is_some_and(|b| b.ends_with("-bf16")))
+}
+
 type Verdict = (Result<(), (LocalFault, String)>, Option<molting_engine::lora::Adapter>);
 
 /// Checkpoint 0, every drawn segment, and the adapter of a fetched result; returns the
@@ -718,8 +728,9 @@ fn check_training(
 	let last = leaves.len().saturating_sub(1);
 	if let Ok(state) = f.manifest.read_checked(run, last) {
 		// The class is the miner's word inside its own checkpoint: it must be the one the
-		// miner registered, or the checkpoint is not what it claims.
-		if registered.is_some_and(|r| r != state.class) {
+		// miner registered (its fp32 class), or that class's bf16 sibling on a job of
+		// precision bf16, or the checkpoint is not what it claims.
+		if registered.is_some_and(|r| !same_machine_class(r, &state.class)) {
 			let why = format!("the checkpoints say backend class {}, the miner registered {}", state.class, registered.unwrap_or_default());
 			return Ok((Err((LocalFault::BadManifest, why)), None));
 		}
@@ -836,6 +847,18 @@ fn from_saved(base_loss_ppm: Option<u32>, entries: &[SavedEntry]) -> Result<Repo
 
 #[cfg(test)]
 mod tests {
+
+	#[test]
+	fn a_bf16_checkpoint_matches_the_fp32_class_its_miner_registered() {
+		use super::same_machine_class as same;
+		let (cpu, cpu16) = ("cpu/x86_64-avx512f/k2/v0.1.0", "cpu-bf16/x86_64-avx512bf16/k2/v0.1.0");
+		let (cuda, cuda16) = ("cuda/sm_90x132/nvrtc13.5/cublas130100/k1/v0.1.0", "cuda-bf16/sm_90x132/nvrtc13.5/cublas130100/k1/v0.1.0");
+		assert!(same(cpu, cpu) && same(cpu, cpu16) && same(cuda, cuda) && same(cuda, cuda16));
+		assert!(!same(cpu, cuda) && !same(cuda, cpu) && !same(cpu, cuda16) && !same(cuda, cpu16), "another backend");
+		assert!(!same(cpu, "cpu/x86_64-avx2-fma-gemm@X/k2/v0.1.0"), "another fp32 class");
+		assert!(!same(cpu, "cpu-bf16/x86_64-avx512bf16/k2/v0.2.0"), "another worker version");
+	}
+
 	use super::*;
 
 	#[test]

@@ -111,6 +111,7 @@ fn backend_auto_trains_on_a_usable_gpu_else_on_the_cpu_after_one_line_and_cuda_s
 	let cuda_err = String::from_utf8_lossy(&cuda.stderr);
 	match gpu {
 		Err(why) => {
+			assert!(why.is_unavailable(), "a GPU here, but the CUDA backend cannot be made: {why}");
 			eprintln!("no CUDA backend here ({why}): auto falls back, cuda refuses");
 			let notices: Vec<&str> = err.lines().filter(|l| l.starts_with("molt-worker: ")).collect();
 			assert_eq!(notices.len(), 1, "one notice line:\n{err}");
@@ -125,7 +126,7 @@ fn backend_auto_trains_on_a_usable_gpu_else_on_the_cpu_after_one_line_and_cuda_s
 			assert!(!dir.path().join("cuda").join("summary.json").exists(), "nothing trained");
 		},
 		Ok(g) => {
-			let line = format!("molt-worker: training on {} ({})", g.device, molting_engine::backend::Backend::class(&g));
+			let line = format!("molt-worker: using {} ({})", g.device, molting_engine::backend::Backend::class(&g));
 			assert!(err.lines().any(|l| l == line), "auto names the GPU and its class:\n{err}");
 			assert!(cuda.status.success(), "{cuda_err}");
 			assert_eq!(final_hash(&dir.path().join("auto")), final_hash(&dir.path().join("cuda")), "auto is the CUDA class");

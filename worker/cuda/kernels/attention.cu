@@ -11,7 +11,7 @@
 // Scores live in dynamic shared memory: `seq` floats per block (the host's launch plan
 // checks it fits). The positions are trusted: the launcher passes only a batch whose
 // positions start every row at 0 and count up by one within a document (the engine's
-// `Batch::check`), as the RoPE tables cover every position and targets are < vocab. Layouts as the engine's: q/out [batch*seq x heads*head_dim], k/v
+// `Batch::check`), as the RoPE tables cover every position. Layouts as the engine's: q/out [batch*seq x heads*head_dim], k/v
 // [batch*seq x kv_heads*head_dim].
 #include "common.cuh"
 

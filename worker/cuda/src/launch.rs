@@ -105,10 +105,22 @@ pub struct AttentionPlans {
 	pub backward_dkdv: Plan,
 }
 
-/// Plans for `a`, with `shared_limit` bytes of dynamic shared memory per block. Above
-/// [`DEFAULT_SHARED_LIMIT`] the launcher must first raise each kernel's
-/// `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES` to the limit it plans with.
+/// Plans for `a`, forward and backward, with `shared_limit` bytes of dynamic shared memory
+/// per block. Above [`DEFAULT_SHARED_LIMIT`] the launcher must first raise each kernel's
+/// `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES` to the limit it plans with (the CUDA
+/// backend raises it to the device's opt-in maximum: 227 KiB on Hopper, rows of up to
+/// 29,000 tokens). The block size does not depend on the limit, so neither do the bits.
 pub fn attention(a: Attention, shared_limit: u32) -> Result<Option<AttentionPlans>, LaunchError> {
+	attention_plans(a, shared_limit, true)
+}
+
+/// The forward's plan alone (evaluation, no backward): only its own shared memory must
+/// fit.
+pub fn attention_forward(a: Attention, shared_limit: u32) -> Result<Option<Plan>, LaunchError> {
+	Ok(attention_plans(a, shared_limit, false)?.map(|p| p.forward))
+}
+
+fn attention_plans(a: Attention, shared_limit: u32, backward: bool) -> Result<Option<AttentionPlans>, LaunchError> {
 	let kernel = "attention";
 	if a.kv_heads == 0 || a.heads % a.kv_heads != 0 {
 		return Err(LaunchError::Shape { kernel, message: format!("{} heads cannot share {} key/value heads", a.heads, a.kv_heads) });
@@ -128,7 +140,9 @@ pub fn attention(a: Attention, shared_limit: u32) -> Result<Option<AttentionPlan
 	let dkdv_bytes = 4 * 2 * a.seq;
 	let limit = u64::from(shared_limit);
 	too_large(kernel, "the forward's shared memory (bytes)", forward_bytes, limit)?;
-	too_large(kernel, "the backward's shared memory (bytes)", dkdv_bytes, limit)?;
+	if backward {
+		too_large(kernel, "the backward's shared memory (bytes)", dkdv_bytes, limit)?;
+	}
 	let (seq, heads, kv, batch) = (a.seq as u32, a.heads as u32, a.kv_heads as u32, a.batch as u32);
 	let plan = |grid, shared: u64| Plan { grid, block: ATTENTION_BLOCK, shared_bytes: shared as u32 };
 	Ok(Some(AttentionPlans {
@@ -231,6 +245,8 @@ mod tests {
 			"attention: the backward's shared memory (bytes) is 65536, more than the 49152 a launch allows"
 		);
 		assert!(attention(long, 96 * 1024).unwrap().is_some(), "within an opted-in limit");
+		assert!(attention_forward(long, DEFAULT_SHARED_LIMIT).unwrap().is_some(), "the forward alone fits");
+		assert_eq!(attention_forward(long, DEFAULT_SHARED_LIMIT).unwrap(), Some(attention(long, 96 * 1024).unwrap().unwrap().forward));
 		let longer = Attention { seq: 16384, ..a };
 		assert!(matches!(attention(longer, DEFAULT_SHARED_LIMIT), Err(LaunchError::TooLarge { what: "the forward's shared memory (bytes)", .. })));
 		assert!(attention(Attention { heads: 8, kv_heads: 3, ..a }, DEFAULT_SHARED_LIMIT).is_err());

@@ -15,7 +15,7 @@ use molting_engine::backend::Backend;
 use molting_engine::engine::{Batch, Engine};
 use molting_engine::generate::Generator;
 use molting_engine::lora::{Adapter, LoraConfig, Target};
-use molting_engine::model::Model;
+use molting_engine::model::{Model, ModelConfig};
 use molting_engine::rng::Rng;
 use molting_engine::spec::Precision;
 use molting_engine::testing::{random_model, tiny_config, write_tiny_job};
@@ -31,10 +31,11 @@ fn cuda_with(precision: Precision) -> Option<Cuda> {
 			eprintln!("on {} ({})", c.device, c.class());
 			Some(c)
 		},
-		Err(e) => {
+		Err(e) if e.is_unavailable() => {
 			eprintln!("SKIPPED: {e}");
 			None
 		},
+		Err(e) => panic!("a GPU here, but the CUDA backend cannot be made: {e}"),
 	}
 }
 
@@ -50,13 +51,18 @@ fn random_adapter(model: &Model, dropout: f32) -> Adapter {
 /// Two rows of 40: the first holds documents of 25 and 15 tokens; every third target
 /// ignored, as a chat's non-assistant tokens are.
 fn packed_batch(vocab: usize) -> Batch {
+	packed_rows(vocab, 40)
+}
+
+/// Two rows of `seq` (at least 26), the first holding documents of 25 and `seq − 25`.
+fn packed_rows(vocab: usize, seq: usize) -> Batch {
 	let mut r = Rng::new(3);
-	let n = 80;
+	let n = 2 * seq;
 	let tokens = (0..n).map(|_| r.below(vocab) as u32).collect();
 	let mut targets: Vec<i32> = (0..n).map(|i| if i % 3 == 1 { -1 } else { r.below(vocab) as i32 }).collect();
 	targets[24] = -1;
-	let mut b = Batch::unpacked(tokens, targets, 2, 40);
-	b.positions[25..40].iter_mut().enumerate().for_each(|(i, p)| *p = i as u32);
+	let mut b = Batch::unpacked(tokens, targets, 2, seq);
+	b.positions[25..seq].iter_mut().enumerate().for_each(|(i, p)| *p = i as u32);
 	b
 }
 
@@ -113,6 +119,29 @@ fn a_training_step_gives_the_cpus_loss_and_every_adapter_gradient() {
 }
 
 #[test]
+fn a_long_batch_with_biases_gives_the_cpus_loss_and_gradients_across_lm_head_blocks() {
+	let Some(gpu) = cuda() else { return };
+	// Qwen2-style q, k, v biases (add_bias), and 2 × 200 tokens of which 266 have a target:
+	// the LM head's second block of rows (offsets into the logits, targets and losses).
+	let model = random_model(ModelConfig { attention_bias: true, ..tiny_config(300) }, 8);
+	let b = packed_rows(300, 200);
+	assert!(b.counted() > 256, "{} counted rows", b.counted());
+	let adapter = random_adapter(&model, 0.1);
+	let step = |be: &dyn Backend| {
+		let mut grads = vec![0f32; adapter.params.len()];
+		let loss = Engine::new(be, &model, Some(&adapter), 256).step(&b, Some(7), Some((&mut grads, 1.0 / 266.0)));
+		(loss, grads, Engine::new(be, &model, Some(&adapter), 256).token_losses(&b))
+	};
+	let ((lc, gc, tc), (lg, gg, tg)) = (step(&Cpu), step(&gpu));
+	assert!((lg.sum - lc.sum).abs() <= 1e-5 * lc.sum.abs(), "loss GPU {} vs CPU {}", lg.sum, lc.sum);
+	for (i, (g, c)) in tg.iter().zip(&tc).enumerate() {
+		assert!((g - c).abs() <= 1e-5 * c.abs().max(1.0), "row {i}'s loss: GPU {g} vs CPU {c}");
+		assert_eq!(*g == 0.0, *c == 0.0, "row {i}: a loss where one is taken, 0 elsewhere");
+	}
+	same_gradients("long batch", &adapter, &gg, &gc);
+}
+
+#[test]
 fn the_forward_and_generation_through_the_kv_cache_give_the_cpus_logits() {
 	let Some(gpu) = cuda() else { return };
 	let model = random_model(tiny_config(300), 21);
@@ -122,9 +151,11 @@ fn the_forward_and_generation_through_the_kv_cache_give_the_cpus_logits() {
 	let logits = |be: &dyn Backend| Engine::new(be, &model, Some(&adapter), 64).logits_of(&b);
 	close_by_row("logits", &logits(&gpu), &logits(&Cpu), v, 1e-5);
 	let tokens: Vec<u32> = b.tokens[..30].to_vec();
+	// A prefill, several tokens at once over a filled cache, then one at a time.
 	let generate = |be: &dyn Backend| {
 		let mut g = Generator::new(be, &model, Some(&adapter), 64);
-		let mut out = g.feed(&tokens[..20]);
+		let mut out = g.feed(&tokens[..12]);
+		out.extend(g.feed(&tokens[12..20]));
 		for &t in &tokens[20..] {
 			out.extend(g.feed(&[t]));
 		}
@@ -174,12 +205,21 @@ fn the_bf16_products_give_the_cpu_bf16_classs_step_and_repeat_to_the_bit() {
 	let (lf, _) = step(&Cpu);
 	assert!((lg.sum - lf.sum).abs() <= 1e-2 * lf.sum.abs(), "bf16 loss {} vs f32 {}", lg.sum, lf.sum);
 	// Against the CPU's bf16 class (the same rounding of the same inputs, f32 sums in
-	// another order), where this CPU has it: as close as two f32 backends.
+	// another order), where this CPU has it: ten times closer than to f32 (an f32 sum one
+	// ulp apart can round to the next bf16, 2⁻⁸ away, as it enters the next product).
 	match CpuBf16::new() {
 		Some(cpu16) => {
 			let (lc, gc) = step(&cpu16);
-			assert!((lg.sum - lc.sum).abs() <= 1e-5 * lc.sum.abs(), "loss GPU bf16 {} vs CPU bf16 {}", lg.sum, lc.sum);
-			same_gradients("bf16", &adapter, &gg, &gc);
+			assert!((lg.sum - lc.sum).abs() <= 1e-3 * lc.sum.abs(), "loss GPU bf16 {} vs CPU bf16 {}", lg.sum, lc.sum);
+			let layout = &adapter.layout;
+			for s in &layout.slots {
+				for range in [layout.a_range(s), layout.b_range(s)] {
+					let (c, g) = (&gc[range.clone()], &gg[range]);
+					let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+					let diff: Vec<f32> = g.iter().zip(c).map(|(a, b)| a - b).collect();
+					assert!(norm(&diff) <= 1e-2 * norm(c), "layer {} {:?}: bf16 gradients GPU vs CPU differ by {:.2e} of their norm", s.layer, s.target, norm(&diff) / norm(c));
+				}
+			}
 		},
 		None => eprintln!("no AVX512_BF16 on this CPU: the bf16 gradients are not compared coordinate by coordinate"),
 	}

@@ -240,7 +240,7 @@ fn attention_forward_and_backward_match_the_cpu_across_documents() {
 	let mut out = vec![0f32; tokens * qw];
 	let saved = CPU.attention_forward(&mut out, &q, &k, &v, &positions, shape);
 	let (mut dq, mut dk, mut dv) = (vec![0f32; q.len()], vec![0f32; k.len()], vec![0f32; v.len()]);
-	CPU.attention_backward(&mut dq, &mut dk, &mut dv, &dout, &saved, &q, &k, &v, &positions, shape);
+	CPU.attention_backward(&mut dq, &mut dk, &mut dv, &dout, &out, &saved, &q, &k, &v, &positions, shape);
 
 	let plans = launch::attention(
 		launch::Attention { batch: 2, seq: t as u64, heads: 6, kv_heads: 2, head_dim: 32 },

@@ -197,7 +197,9 @@ pub trait Backend: Send + Sync {
 		positions: View<u32>,
 		s: AttnShape,
 	) -> AttnSaved;
-	/// Gradients of the above from its saved state; `dq`, `dk`, `dv` are overwritten.
+	/// Gradients of the above from its saved state and its output `out` (which the engine
+	/// keeps anyway: a flash-style backward needs `Σ dout ⊙ out` per row); `dq`, `dk`, `dv`
+	/// are overwritten.
 	#[allow(clippy::too_many_arguments)]
 	fn attention_backward(
 		&self,
@@ -205,6 +207,7 @@ pub trait Backend: Send + Sync {
 		dk: ViewMut<f32>,
 		dv: ViewMut<f32>,
 		dout: View<f32>,
+		out: View<f32>,
 		saved: &AttnSaved,
 		q: View<f32>,
 		k: View<f32>,

@@ -106,6 +106,7 @@ impl OnHost<'_> {
 		dk: &mut [f32],
 		dv: &mut [f32],
 		dout: &[f32],
+		out: &[f32],
 		saved: &AttnSaved,
 		q: &[f32],
 		k: &[f32],
@@ -113,13 +114,15 @@ impl OnHost<'_> {
 		positions: &[u32],
 		s: AttnShape,
 	) {
-		let (dout, q, k, v, p) = (self.up(dout), self.up(q), self.up(k), self.up(v), self.0.upload_u32(positions));
+		let (dout, out, q, k, v) = (self.up(dout), self.up(out), self.up(q), self.up(k), self.up(v));
+		let p = self.0.upload_u32(positions);
 		let (mut gq, mut gk, mut gv) = (self.up(dq), self.up(dk), self.up(dv));
 		self.0.attention_backward(
 			gq.view_mut(),
 			gk.view_mut(),
 			gv.view_mut(),
 			dout.view(),
+			out.view(),
 			saved,
 			q.view(),
 			k.view(),

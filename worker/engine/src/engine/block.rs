@@ -155,6 +155,7 @@ impl Engine<'_> {
 			dk.view_mut(),
 			dv.view_mut(),
 			datt.view(),
+			a.att.view(),
 			&a.attn,
 			a.q.view(),
 			a.k.view(),

@@ -387,6 +387,10 @@ impl<'a> Engine<'a> {
 		let c = &self.model.config;
 		let (h, v) = (c.hidden_size, c.vocab_size);
 		let counted: Vec<usize> = (0..targets.len()).filter(|&i| targets[i] >= 0).collect();
+		if let Some(&t) = targets.iter().find(|&&t| t >= 0 && t as usize >= v) {
+			// Checked here, before any backend sees it: a kernel would not say which.
+			panic!("target {t} outside the model's vocabulary of {v}");
+		}
 		if counted.is_empty() {
 			return RowLosses { rows: targets.len(), counted, losses: None };
 		}

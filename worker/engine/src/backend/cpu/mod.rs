@@ -258,6 +258,8 @@ macro_rules! cpu_operations {
 			dk: ViewMut<f32>,
 			dv: ViewMut<f32>,
 			dout: View<f32>,
+			// The CPU keeps the softmax: it needs no output.
+			_out: View<f32>,
 			saved: &AttnSaved,
 			q: View<f32>,
 			k: View<f32>,

@@ -214,7 +214,7 @@ fn attention_backward_matches_finite_differences_across_documents() {
 		}
 	}
 	let (mut dq, mut dk, mut dv) = (vec![0.0; nq], vec![0.0; nkv], vec![0.0; nkv]);
-	CPU.attention_backward(&mut dq, &mut dk, &mut dv, &r, &saved, &q, &k, &v, &positions, s);
+	CPU.attention_backward(&mut dq, &mut dk, &mut dv, &r, &out, &saved, &q, &k, &v, &positions, s);
 	check_grad("attention dq", &q, &dq, |q| dot(&f(q, &k, &v).0, &r));
 	check_grad("attention dk", &k, &dk, |k| dot(&f(&q, k, &v).0, &r));
 	check_grad("attention dv", &v, &dv, |v| dot(&f(&q, &k, v).0, &r));
