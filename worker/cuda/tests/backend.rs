@@ -224,3 +224,32 @@ fn the_bf16_products_give_the_cpu_bf16_classs_step_and_repeat_to_the_bit() {
 		None => eprintln!("no AVX512_BF16 on this CPU: the bf16 gradients are not compared coordinate by coordinate"),
 	}
 }
+
+#[test]
+fn the_persona_demo_trains_on_the_gpu_and_learns_what_the_cpu_learns() {
+	let Some(gpu) = cuda() else { return };
+	// The demo's job (jobs/keeper.toml: SmolLM2-135M-Instruct, the Keeper persona), trained
+	// on the GPU and on the CPU of the same machine; the times printed side by side.
+	let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/keeper.toml");
+	let job = Job::prepare(&spec).unwrap_or_else(|e| panic!("{}: {e} (scripts/fetch-models.sh fetches SmolLM2)", spec.display()));
+	let dir = tempfile::tempdir().unwrap();
+	let timed = |be: &dyn Backend, out: &str| {
+		let t0 = std::time::Instant::now();
+		let s = train::train(&job, &dir.path().join(out), be, RunOptions::default()).unwrap().unwrap();
+		(s, t0.elapsed().as_secs_f64())
+	};
+	let ((g, gt), (c, ct)) = (timed(&gpu, "gpu"), timed(&Cpu, "cpu"));
+	eprintln!(
+		"persona demo: {} steps in {gt:.1} s on {} ({}), {ct:.1} s on the CPU ({}, {} cores): {:.1}x",
+		job.recipe.train.steps,
+		gpu.device,
+		gpu.class(),
+		Cpu.class(),
+		std::thread::available_parallelism().map_or(1, |n| n.get()),
+		ct / gt
+	);
+	let (before, after, cpu_after) = (g.eval_loss_before().unwrap(), g.eval_loss_after().unwrap(), c.eval_loss_after().unwrap());
+	assert!((before - c.eval_loss_before().unwrap()).abs() <= 1e-4 * before, "the base model's eval loss: GPU {before} vs CPU {}", c.eval_loss_before().unwrap());
+	assert!(after < before, "the GPU run learned: {before} -> {after}");
+	assert!((after - cpu_after).abs() <= 1e-2 * cpu_after, "eval loss after the demo: GPU {after} vs CPU {cpu_after}");
+}
