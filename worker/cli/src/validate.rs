@@ -847,10 +847,11 @@ fn from_saved(base_loss_ppm: Option<u32>, entries: &[SavedEntry]) -> Result<Repo
 
 #[cfg(test)]
 mod tests {
+	use super::*;
 
 	#[test]
 	fn a_bf16_checkpoint_matches_the_fp32_class_its_miner_registered() {
-		use super::same_machine_class as same;
+		let same = same_machine_class;
 		let (cpu, cpu16) = ("cpu/x86_64-avx512f/k2/v0.1.0", "cpu-bf16/x86_64-avx512bf16/k2/v0.1.0");
 		let (cuda, cuda16) = ("cuda/sm_90x132/nvrtc13.5/cublas130100/k1/v0.1.0", "cuda-bf16/sm_90x132/nvrtc13.5/cublas130100/k1/v0.1.0");
 		assert!(same(cpu, cpu) && same(cpu, cpu16) && same(cuda, cuda) && same(cuda, cuda16));
@@ -858,8 +859,6 @@ mod tests {
 		assert!(!same(cpu, "cpu/x86_64-avx2-fma-gemm@X/k2/v0.1.0"), "another fp32 class");
 		assert!(!same(cpu, "cpu-bf16/x86_64-avx512bf16/k2/v0.2.0"), "another worker version");
 	}
-
-	use super::*;
 
 	#[test]
 	fn a_saved_report_reads_back_to_the_same_commitment() {
