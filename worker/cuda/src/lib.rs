@@ -5,7 +5,7 @@
 //!
 //! Nothing of CUDA is linked: `cudarc` opens `libnvrtc`, `libcuda` and `libcublas` when
 //! they are first used (its `dynamic-loading`), so this crate builds and the worker runs,
-//! on the CPU, on machines without a GPU, a driver or a toolkit. [`detect`] says which
+//! on the CPU, on machines without a GPU, a driver or a toolkit. [`detect()`] says which
 //! of those this machine has without ever panicking.
 //!
 //! Kept apart from the engine (`molting-engine`: no CUDA at all) so that a change here
