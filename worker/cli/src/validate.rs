@@ -699,14 +699,22 @@ fn fault_of(f: LocalFault) -> Fault {
 	}
 }
 
-/// Whether a checkpoint's `class` can come from a miner that registered `registered` (the
-/// class it trains fp32 on): the same class, or the same backend's bf16 class
-/// (`cpu`/`cpu-bf16`, `cuda`/`cuda-bf16`) of the same worker version. The replay, on a
-/// machine of the checkpoint's own class, is what checks the bits.
-fn same_machine_class(registered: &str, class: &str) -> bool {
-	let family = |c: &str| c.split('/').next().unwrap_or("").trim_end_matches("-bf16").to_string();
-	let version = |c: &str| c.rsplit('/').next().unwrap_or("").to_string();
-	registered == class || (family(registered) == family(class) && version(registered) == version(class) && class.split('/').next().is_some_and(|b| b.ends_with("-bf16")))
+/// The class a miner that registered `registered` (the class it trains fp32 on) trains a
+/// job of `precision` on: the same class for fp32; for bf16 the same backend's bf16 class on
+/// the same machine (`cuda/…` → `cuda-bf16/…`; `cpu/x86_64-avx512f/kK/vV` →
+/// `cpu-bf16/x86_64-avx512bf16/kK/vV`, the only CPU path with a bf16 class), `None` where
+/// that backend has none.
+fn class_for_precision(registered: &str, precision: molting_engine::spec::Precision) -> Option<String> {
+	use molting_engine::spec::Precision;
+	match precision {
+		Precision::Fp32 => Some(registered.to_string()),
+		Precision::Bf16 => {
+			if let Some(rest) = registered.strip_prefix("cuda/") {
+				return Some(format!("cuda-bf16/{rest}"));
+			}
+			registered.strip_prefix("cpu/x86_64-avx512f/").map(|rest| format!("cpu-bf16/x86_64-avx512bf16/{rest}"))
+		},
+	}
 }
 
 type Verdict = (Result<(), (LocalFault, String)>, Option<molting_engine::lora::Adapter>);
@@ -730,7 +738,8 @@ fn check_training(
 		// The class is the miner's word inside its own checkpoint: it must be the one the
 		// miner registered (its fp32 class), or that class's bf16 sibling on a job of
 		// precision bf16, or the checkpoint is not what it claims.
-		if registered.is_some_and(|r| !same_machine_class(r, &state.class)) {
+		let precision = job.recipe.train.precision;
+		if registered.is_some_and(|r| class_for_precision(r, precision).as_deref() != Some(state.class.as_str())) {
 			let why = format!("the checkpoints say backend class {}, the miner registered {}", state.class, registered.unwrap_or_default());
 			return Ok((Err((LocalFault::BadManifest, why)), None));
 		}
@@ -850,14 +859,19 @@ mod tests {
 	use super::*;
 
 	#[test]
-	fn a_bf16_checkpoint_matches_the_fp32_class_its_miner_registered() {
-		let same = same_machine_class;
+	fn a_checkpoints_class_must_be_its_miners_for_the_jobs_precision() {
+		use molting_engine::spec::Precision::{Bf16, Fp32};
 		let (cpu, cpu16) = ("cpu/x86_64-avx512f/k2/v0.1.0", "cpu-bf16/x86_64-avx512bf16/k2/v0.1.0");
 		let (cuda, cuda16) = ("cuda/sm_90x132/nvrtc13.5/cublas130100/k1/v0.1.0", "cuda-bf16/sm_90x132/nvrtc13.5/cublas130100/k1/v0.1.0");
-		assert!(same(cpu, cpu) && same(cpu, cpu16) && same(cuda, cuda) && same(cuda, cuda16));
-		assert!(!same(cpu, cuda) && !same(cuda, cpu) && !same(cpu, cuda16) && !same(cuda, cpu16), "another backend");
-		assert!(!same(cpu, "cpu/x86_64-avx2-fma-gemm@X/k2/v0.1.0"), "another fp32 class");
-		assert!(!same(cpu, "cpu-bf16/x86_64-avx512bf16/k2/v0.2.0"), "another worker version");
+		let want = |r: &str, p| class_for_precision(r, p);
+		assert_eq!((want(cpu, Fp32).as_deref(), want(cpu, Bf16).as_deref()), (Some(cpu), Some(cpu16)));
+		assert_eq!((want(cuda, Fp32).as_deref(), want(cuda, Bf16).as_deref()), (Some(cuda), Some(cuda16)));
+		// The engine's own bf16 class is what the mapping gives for this build.
+		assert_eq!(want(&format!("cpu/x86_64-avx512f/k{}/v{}", molting_engine::backend::cpu::KERNELS_VERSION, env!("CARGO_PKG_VERSION")), Bf16), Some(molting_engine::backend::cpu::bf16_class()));
+		assert_eq!(want("cpu/x86_64-avx2-fma-gemm@X/k2/v0.1.0", Bf16), None, "no bf16 class on that path");
+		assert_ne!(want(cpu, Fp32).as_deref(), Some(cpu16), "a bf16 class on an fp32 job");
+		assert_ne!(want(cpu, Bf16).as_deref(), Some(cpu), "an fp32 class on a bf16 job");
+		assert_ne!(want(cpu, Bf16).as_deref(), Some("cpu-bf16/anything/k9/v0.1.0"));
 	}
 
 	#[test]

@@ -5,7 +5,7 @@
 //! of the per-row losses, the clipping norm and the state at a step's end.
 //!
 //! Everything that can fail for a reason of the machine (no driver, no GPU, no libnvrtc or
-//! libcublas, PTX newer than the driver, a kernel the driver will not load) fails in
+//! libcublas, an architecture NVRTC does not know, machine code the driver will not load) fails in
 //! [`Cuda::new`], with a message that says which. After that, an operation panics only on a
 //! driver error mid-step (a lost device, out of memory), naming the operation: the engine's
 //! interface is infallible, and a training run resumes from its last checkpoint.
@@ -32,6 +32,8 @@ use crate::{detect, CompileError, Detection, KERNELS_VERSION};
 pub enum CudaError {
 	#[error("no CUDA GPU to train on: {0}")]
 	NoGpu(String),
+	#[error("NVRTC {nvrtc} cannot compile for this GPU's architecture sm_{arch} (it knows {known})")]
+	UnsupportedArch { arch: u32, nvrtc: String, known: String },
 	#[error(transparent)]
 	Compile(#[from] CompileError),
 	#[error("the CUDA driver cannot load kernels/{file} ({message}){hint}")]
@@ -49,7 +51,7 @@ impl CudaError {
 	/// tests skip on the first and fail on the second.
 	pub fn is_unavailable(&self) -> bool {
 		match self {
-			CudaError::NoGpu(_) | CudaError::Compile(CompileError::NoCompiler(_)) | CudaError::Blas(BlasError::NoLibrary(_)) => true,
+			CudaError::NoGpu(_) | CudaError::UnsupportedArch { .. } | CudaError::Compile(CompileError::NoCompiler(_)) | CudaError::Blas(BlasError::NoLibrary(_)) => true,
 			CudaError::Load { hint, .. } => !hint.is_empty(),
 			_ => false,
 		}
@@ -155,8 +157,14 @@ impl Cuda {
 			Detection::Unavailable(why) => return Err(CudaError::NoGpu(why)),
 		};
 		detect::cublas_loads().map_err(BlasError::NoLibrary)?;
-		// Once per process: the architecture string NVRTC's options borrow for 'static.
-		let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
+		// Machine code for this GPU's own architecture (no JIT by the driver).
+		let sm = format!("sm_{major}{minor}");
+		let known = crate::kernels::nvrtc_architectures()?;
+		if !known.contains(&((major * 10 + minor) as i32)) {
+			let (a, b) = crate::kernels::nvrtc_version()?;
+			let known = known.iter().map(|k| format!("sm_{k}")).collect::<Vec<_>>().join(" ");
+			return Err(CudaError::UnsupportedArch { arch: major * 10 + minor, nvrtc: format!("{a}.{b}"), known });
+		}
 		let ctx = CudaContext::new(0).map_err(driver("open GPU 0"))?;
 		// SAFETY: one stream does all the work, so nothing needs cudarc's cross-stream
 		// events (two per allocation otherwise).
@@ -164,11 +172,11 @@ impl Cuda {
 		let stream = ctx.default_stream();
 		let mut functions = HashMap::new();
 		let mut modules = Vec::new();
-		for (k, ptx) in crate::compile_all(arch)? {
-			let m = ctx.load_module(ptx).map_err(|e| {
+		for (k, cubin) in crate::kernels::compile_all_cubin(&sm)? {
+			let m = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin)).map_err(|e| {
 				let message = format!("{e:?}");
-				let hint = if message.contains("UNSUPPORTED_PTX_VERSION") {
-					": the driver is older than NVRTC's PTX; install a newer driver or fetch an NVRTC no newer than it"
+				let hint = if message.contains("UNSUPPORTED_PTX_VERSION") || message.contains("NO_BINARY_FOR_GPU") {
+					": the driver cannot run NVRTC's machine code for this GPU; install a newer driver or use an NVRTC no newer than it"
 				} else {
 					""
 				};
@@ -280,6 +288,10 @@ pub fn class(precision: Precision, major: u32, minor: u32, sms: i32, nvrtc: (i32
 impl Backend for Cuda {
 	fn class(&self) -> String {
 		self.class.clone()
+	}
+
+	fn max_train_row(&self) -> Option<usize> {
+		Some(launch::longest_attention_row(self.shared_limit))
 	}
 
 	fn upload_f32(&self, host: &[f32]) -> Buf<f32> {

@@ -124,6 +124,82 @@ pub fn compile_source(file: &str, source: &str, arch: &'static str) -> Result<Pt
 	})
 }
 
+/// The command-line form of [`options`] for `arch` (NVRTC's own flags).
+fn option_flags(arch: &str) -> Vec<String> {
+	["--ftz=false", "--prec-sqrt=true", "--prec-div=true", "--fmad=false", "--std=c++17"]
+		.iter()
+		.map(|s| s.to_string())
+		.chain([format!("--gpu-architecture={arch}")])
+		.collect()
+}
+
+/// Compiles `kernel` to machine code (a CUBIN) for the real architecture `sm` (`sm_90`),
+/// with the same options as [`compile`], and checks its entry points. What the CUDA
+/// backend loads: machine code needs no JIT by the driver, so a driver older than NVRTC
+/// loads it (PTX of a newer CUDA it refuses), and the machine code is NVRTC's alone, so the
+/// class need not name the driver.
+pub fn compile_cubin(kernel: &KernelSource, sm: &str) -> Result<Vec<u8>, CompileError> {
+	use cudarc::nvrtc::{result, sys};
+	crate::detect::nvrtc_loads().map_err(CompileError::NoCompiler)?;
+	let nvrtc = |message: String| CompileError::Nvrtc { file: kernel.file.into(), message };
+	let src = std::ffi::CString::new(full_source(kernel)).map_err(|e| nvrtc(format!("source: {e}")))?;
+	let name = std::ffi::CString::new(kernel.file).map_err(|e| nvrtc(format!("name: {e}")))?;
+	let prog = result::create_program(&src, Some(&name)).map_err(|e| nvrtc(format!("create: {e:?}")))?;
+	// SAFETY: `prog` is a live program until destroyed below; NVRTC writes at most the
+	// sizes it reported into buffers of those sizes.
+	let out = unsafe {
+		let compiled = result::compile_program(prog, &option_flags(sm));
+		let out = match compiled {
+			Err(_) => {
+				let log = result::get_program_log(prog).map(|l| {
+					let bytes: Vec<u8> = l.iter().map(|&c| c as u8).take_while(|&b| b != 0).collect();
+					String::from_utf8_lossy(&bytes).trim_end().to_string()
+				});
+				Err(CompileError::Refused { file: kernel.file.into(), arch: sm.into(), log: log.unwrap_or_default() })
+			},
+			Ok(()) => {
+				let mut size = 0usize;
+				match sys::nvrtcGetCUBINSize(prog, &mut size).result() {
+					Err(e) => Err(nvrtc(format!("CUBIN size: {e:?}"))),
+					Ok(()) => {
+						let mut cubin = vec![0u8; size];
+						sys::nvrtcGetCUBIN(prog, cubin.as_mut_ptr().cast()).result().map(|()| cubin).map_err(|e| nvrtc(format!("CUBIN: {e:?}")))
+					},
+				}
+			},
+		};
+		let _ = result::destroy_program(prog);
+		out
+	}?;
+	if !out.starts_with(b"\x7fELF") {
+		return Err(nvrtc(format!("NVRTC's CUBIN for {sm} is not an ELF image")));
+	}
+	for entry in kernel.entries {
+		if !out.windows(entry.len() + 1).any(|w| &w[..entry.len()] == entry.as_bytes() && w[entry.len()] == 0) {
+			return Err(CompileError::MissingEntry { file: kernel.file.into(), arch: sm.into(), entry: (*entry).into() });
+		}
+	}
+	Ok(out)
+}
+
+/// The real architectures this NVRTC compiles machine code for (`90` for `sm_90`).
+pub fn nvrtc_architectures() -> Result<Vec<i32>, CompileError> {
+	use cudarc::nvrtc::sys;
+	crate::detect::nvrtc_loads().map_err(CompileError::NoCompiler)?;
+	let fail = |e| CompileError::Nvrtc { file: "-".into(), message: format!("its supported architectures: {e:?}") };
+	let mut n = 0;
+	// SAFETY: NVRTC writes one int, then that many ints into a buffer of that size.
+	unsafe { sys::nvrtcGetNumSupportedArchs(&mut n) }.result().map_err(fail)?;
+	let mut archs = vec![0i32; n.max(0) as usize];
+	unsafe { sys::nvrtcGetSupportedArchs(archs.as_mut_ptr()) }.result().map_err(fail)?;
+	Ok(archs)
+}
+
+/// Every kernel compiled to machine code for `sm`, in [`KERNELS`]' order.
+pub fn compile_all_cubin(sm: &str) -> Result<Vec<(&'static KernelSource, Vec<u8>)>, CompileError> {
+	KERNELS.iter().map(|k| compile_cubin(k, sm).map(|c| (k, c))).collect()
+}
+
 /// Every kernel compiled for `arch`, in [`KERNELS`]' order.
 pub fn compile_all(arch: &'static str) -> Result<Vec<(&'static KernelSource, Ptx)>, CompileError> {
 	KERNELS.iter().map(|k| compile(k, arch).map(|p| (k, p))).collect()

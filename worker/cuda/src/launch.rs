@@ -114,6 +114,13 @@ pub fn attention(a: Attention, shared_limit: u32) -> Result<Option<AttentionPlan
 	attention_plans(a, shared_limit, true)
 }
 
+/// The longest row attention's backward takes within `shared_limit` bytes (dK/dV keep
+/// two floats per key in shared memory; the forward needs less): 6,144 tokens in the
+/// default 48 KiB, 29,056 in Hopper's 227 KiB.
+pub fn longest_attention_row(shared_limit: u32) -> usize {
+	(shared_limit / 8) as usize
+}
+
 /// The forward's plan alone (evaluation, no backward): only its own shared memory must
 /// fit.
 pub fn attention_forward(a: Attention, shared_limit: u32) -> Result<Option<Plan>, LaunchError> {
@@ -246,6 +253,11 @@ mod tests {
 		);
 		assert!(attention(long, 96 * 1024).unwrap().is_some(), "within an opted-in limit");
 		assert!(attention_forward(long, DEFAULT_SHARED_LIMIT).unwrap().is_some(), "the forward alone fits");
+		for limit in [DEFAULT_SHARED_LIMIT, 227 * 1024] {
+			let at = longest_attention_row(limit) as u64;
+			assert!(attention(Attention { seq: at, ..a }, limit).unwrap().is_some(), "{at} tokens fit {limit} bytes");
+			assert!(attention(Attention { seq: at + 1, ..a }, limit).is_err(), "{} tokens do not", at + 1);
+		}
 		assert_eq!(attention_forward(long, DEFAULT_SHARED_LIMIT).unwrap(), Some(attention(long, 96 * 1024).unwrap().unwrap().forward));
 		let longer = Attention { seq: 16384, ..a };
 		assert!(matches!(attention(longer, DEFAULT_SHARED_LIMIT), Err(LaunchError::TooLarge { what: "the forward's shared memory (bytes)", .. })));

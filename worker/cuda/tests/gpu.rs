@@ -40,19 +40,14 @@ fn gpu() -> Option<Gpu> {
 		eprintln!("SKIPPED: a GPU but {why}");
 		return None;
 	}
-	let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
 	let ctx = CudaContext::new(0).expect("GPU 0");
 	let stream = ctx.default_stream();
 	let mut functions = HashMap::new();
 	let mut modules = Vec::new();
-	for (k, ptx) in molting_cuda::compile_all(arch).unwrap_or_else(|e| panic!("{e}")) {
-		let m = match ctx.load_module(ptx) {
+	// Machine code for this GPU, as the backend loads it.
+	for (k, cubin) in molting_cuda::kernels::compile_all_cubin(&format!("sm_{major}{minor}")).unwrap_or_else(|e| panic!("{e}")) {
+		let m = match ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin)) {
 			Ok(m) => m,
-			// PTX of a newer CUDA than the driver's: this machine needs an older NVRTC.
-			Err(e) if format!("{e:?}").contains("UNSUPPORTED_PTX_VERSION") => {
-				eprintln!("SKIPPED: the driver is older than NVRTC's PTX ({e:?}); fetch an NVRTC no newer than the driver");
-				return None;
-			},
 			Err(e) => panic!("{}: {e:?}", k.file),
 		};
 		for e in k.entries {

@@ -37,6 +37,35 @@ fn every_kernel_compiles_for_ampere_and_hopper_with_its_entry_points() {
 }
 
 #[test]
+fn every_kernel_compiles_to_machine_code_for_ampere_and_hopper_and_its_errors_are_named() {
+	if !nvrtc_here() {
+		return;
+	}
+	let archs = molting_cuda::kernels::nvrtc_architectures().unwrap();
+	assert!(archs.contains(&80) && archs.contains(&90), "NVRTC knows Ampere and Hopper: {archs:?}");
+	// What the CUDA backend loads: a CUBIN per file for the GPU's own architecture.
+	for sm in ["sm_80", "sm_90"] {
+		for k in KERNELS {
+			let cubin = molting_cuda::kernels::compile_cubin(k, sm).unwrap_or_else(|e| panic!("{e}"));
+			assert!(cubin.starts_with(b"\x7fELF") && cubin.len() > 1000, "{} for {sm}: {} bytes", k.file, cubin.len());
+		}
+	}
+	let broken = molting_cuda::KernelSource { file: "broken.cu", source: "extern \"C\" __global__ void broken(float* x) { x[0] = nope; }\n", entries: &["broken"] };
+	match molting_cuda::kernels::compile_cubin(&broken, "sm_90") {
+		Err(CompileError::Refused { file, arch, log }) => {
+			assert_eq!((file.as_str(), arch.as_str()), ("broken.cu", "sm_90"));
+			assert!(log.contains("nope"), "the compiler's log names the error: {log}");
+		},
+		other => panic!("a refused kernel: {other:?}"),
+	}
+	let missing = molting_cuda::KernelSource { file: "one.cu", source: "extern \"C\" __global__ void one(float* x) { x[0] = 1.0f; }\n", entries: &["one", "two"] };
+	match molting_cuda::kernels::compile_cubin(&missing, "sm_90") {
+		Err(CompileError::MissingEntry { entry, .. }) => assert_eq!(entry, "two"),
+		other => panic!("a declared entry point missing from the machine code: {other:?}"),
+	}
+}
+
+#[test]
 fn a_kernel_nvrtc_refuses_is_reported_with_its_file_and_the_compilers_log() {
 	if !nvrtc_here() {
 		return;

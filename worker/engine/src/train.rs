@@ -52,6 +52,8 @@ pub enum TrainError {
 	RunExists { path: PathBuf, what: &'static str },
 	#[error("{0}")]
 	Io(String),
+	#[error("rows of {seq_len} tokens are longer than backend {backend} trains ({limit} at most)")]
+	RowTooLong { seq_len: usize, backend: String, limit: usize },
 }
 
 /// A job with its inputs loaded and checked.
@@ -266,6 +268,15 @@ impl Job {
 		Ok(())
 	}
 
+	/// `Ok` if `backend` can train this job's rows (before any step, not in the middle of one).
+	pub fn check_backend(&self, backend: &dyn Backend) -> Result<(), TrainError> {
+		let seq_len = self.recipe.train.seq_len;
+		match backend.max_train_row() {
+			Some(limit) if seq_len > limit => Err(TrainError::RowTooLong { seq_len, backend: backend.class(), limit }),
+			_ => Ok(()),
+		}
+	}
+
 	/// The step checkpoint `index` is at: `index · checkpoint_every`, the last one at the
 	/// final step.
 	pub fn checkpoint_step(&self, index: usize) -> u64 {
@@ -469,6 +480,7 @@ pub struct RunOptions<'a> {
 
 /// Starts a fresh run of `job` in `run`.
 pub fn train(job: &Job, run: &Path, backend: &dyn Backend, opts: RunOptions) -> Result<Option<Summary>, TrainError> {
+	job.check_backend(backend)?;
 	if Manifest::path(run).exists() {
 		return Err(TrainError::RunExists { path: run.into(), what: "a run" });
 	}
@@ -495,6 +507,7 @@ pub fn resume_job(
 	backend: &dyn Backend,
 	opts: RunOptions,
 ) -> Result<Option<Summary>, TrainError> {
+	job.check_backend(backend)?;
 	let manifest = Manifest::load(run)?;
 	let last = manifest
 		.hashes
@@ -590,6 +603,7 @@ pub fn replay(run: &Path, from: usize, backend: &dyn Backend) -> Result<ReplayRe
 
 /// [`replay`] with the run's job already loaded (`Job::from_run`).
 pub fn replay_job(job: &Job, run: &Path, from: usize, backend: &dyn Backend) -> Result<ReplayReport, TrainError> {
+	job.check_backend(backend)?;
 	let manifest = Manifest::load(run)?;
 	let mut state = manifest.read_checked(run, from)?;
 	job.check_state(&state, from, &Manifest::checkpoint_path(run, from), backend)?;

@@ -114,6 +114,12 @@ pub trait Backend: Send + Sync {
 	/// The reproducibility class: runs of the same class give the same bits.
 	fn class(&self) -> String;
 
+	/// The longest row (`seq_len`) a training step can take here, where the backend has a
+	/// limit (the CUDA attention's scores live in a block's shared memory); `None`: none.
+	fn max_train_row(&self) -> Option<usize> {
+		None
+	}
+
 	// Memory. Every buffer an operation reads or writes is one of these; only what leaves a
 	// step (losses, gradients, parameters) is read back.
 
