@@ -241,7 +241,10 @@ fn the_persona_demo_trains_on_the_gpu_and_learns_what_the_cpu_learns() {
 	}
 	// The demo's job (jobs/keeper.toml: SmolLM2-135M-Instruct, the Keeper persona), trained
 	// on the GPU and on the CPU of the same machine; the times printed side by side.
-	let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/keeper.toml");
+	// From the source tree it was built in, or (a binary carried to a GPU machine by
+	// scripts/gpu/prepare.sh) from the repository root it runs in.
+	let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/keeper.toml");
+	let spec = if built.is_file() { built } else { std::path::PathBuf::from("worker/jobs/keeper.toml") };
 	let job = Job::prepare(&spec).unwrap_or_else(|e| panic!("{}: {e} (scripts/fetch-models.sh fetches SmolLM2)", spec.display()));
 	let dir = tempfile::tempdir().unwrap();
 	let timed = |be: &dyn Backend, out: &str| {
