@@ -26,49 +26,28 @@ WORKER="$CARGO_TARGET_DIR/debug/molt-worker"
 "$REPO/scripts/fetch-models.sh" >/dev/null
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# The same four runs on either device: the worker's two classes, then PyTorch's two on the
+# worker's batches.
 if [ "$gpu" = 1 ]; then
-	say "worker fp32 on the GPU"
-	w32=$("$WORKER" --backend cuda bench --json --precision fp32 --batches-out "$tmp/batches.json" "$@")
-	say "worker bf16 on the GPU"
-	w16=$("$WORKER" --backend cuda bench --json --precision bf16 "$@")
-	say "PyTorch fp32 on the GPU"
-	t32=$("$REPO/scripts/reference/run.sh" bench --batches "$tmp/batches.json" --json --dtype fp32 --device cuda 2>/dev/null | tail -1)
-	say "PyTorch bf16 autocast on the GPU"
-	t16=$("$REPO/scripts/reference/run.sh" bench --batches "$tmp/batches.json" --json --dtype bf16 --device cuda 2>/dev/null | tail -1)
-	python3 - "$w32" "$w16" "$t32" "$t16" <<'PY'
-import json, sys
-w, w16, t32, t16 = (json.loads(a) for a in sys.argv[1:])
-print(f"\nbatch {w['batch']} x seq {w['seq']} x accum {w['grad_accum']}, LoRA r={w['rank']} on "
-      f"{','.join(w['targets'])}, the same {w['steps']} timed steps of Keeper data on each side (median), one GPU\n")
-print("| implementation | tokens/s | trained tokens/s | step time (s) | peak memory (MiB) | useful GFLOP/s | % of best GEMM | worker / this row |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
-rows = [(f"molt-worker fp32 ({w['backend']})", w, w), (f"molt-worker bf16 ({w16['backend']})", w16, w16),
-        (t32["impl"], t32, w), (t16["impl"] + " autocast", t16, w16)]
-for name, r, mine in rows:
-    print(f"| {name} | {r['tokens_per_second']:.1f} | {r['trained_tokens_per_second']:.1f} | {r['step_seconds']:.3f} | "
-          f"{r['peak_rss_mib']:.0f} | {r['useful_gflops_per_second']:.1f} | {100 * r['share_of_best_gemm']:.0f}% | "
-          f"{mine['tokens_per_second'] / r['tokens_per_second']:.2f}x |")
-print(f"\nuseful work: {w['useful_gflops_per_step']:.0f} GFLOP per step. Best GEMM rates measured in this run: "
-      f"worker (cuBLAS, pedantic) fp32 {w['best_gemm_gflops']:.0f}, bf16 {w16['best_gemm_gflops']:.0f}, torch.mm fp32 {t32['best_gemm_gflops']:.0f}, "
-      f"bf16 {t16['best_gemm_gflops']:.0f} GFLOP/s. Peak memory: the worker's host RSS, PyTorch's GPU allocation. "
-      f"The ratio column: the matching worker row's tokens/s over this row's (fp32 to fp32, bf16 to bf16).")
-PY
-	exit 0
+	backend=(--backend cuda) device=cuda where="on the GPU" place="one GPU" memory="the worker's host RSS, PyTorch's GPU allocation"
+else
+	backend=() device=cpu where="" place="" memory=""
 fi
-say "worker fp32"
-w32=$("$WORKER" bench --json --precision fp32 --batches-out "$tmp/batches.json" "$@")
-say "worker bf16"
-w16=$("$WORKER" bench --json --precision bf16 "$@")
-say "PyTorch fp32"
-t32=$("$REPO/scripts/reference/run.sh" bench --batches "$tmp/batches.json" --json --dtype fp32 2>/dev/null | tail -1)
-say "PyTorch bf16 autocast"
-t16=$("$REPO/scripts/reference/run.sh" bench --batches "$tmp/batches.json" --json --dtype bf16 2>/dev/null | tail -1)
-python3 - "$w32" "$w16" "$t32" "$t16" <<'PY'
+say "worker fp32 $where"
+w32=$("$WORKER" "${backend[@]}" bench --json --precision fp32 --batches-out "$tmp/batches.json" "$@")
+say "worker bf16 $where"
+w16=$("$WORKER" "${backend[@]}" bench --json --precision bf16 "$@")
+say "PyTorch fp32 $where"
+t32=$("$REPO/scripts/reference/run.sh" bench --batches "$tmp/batches.json" --json --dtype fp32 --device "$device" 2>/dev/null | tail -1)
+say "PyTorch bf16 autocast $where"
+t16=$("$REPO/scripts/reference/run.sh" bench --batches "$tmp/batches.json" --json --dtype bf16 --device "$device" 2>/dev/null | tail -1)
+python3 - "$w32" "$w16" "$t32" "$t16" "$place" "$memory" <<'PY'
 import json, sys
-w32, w16, t32, t16 = (json.loads(a) for a in sys.argv[1:])
+w32, w16, t32, t16 = (json.loads(a) for a in sys.argv[1:5])
+place = sys.argv[5] or f"{w32['threads']} threads"
 print(f"\nbatch {w32['batch']} x seq {w32['seq']} x accum {w32['grad_accum']}, LoRA r={w32['rank']} on "
       f"{','.join(w32['targets'])}, the same {w32['steps']} timed steps of Keeper data on each side (median), "
-      f"{w32['threads']} threads\n")
+      f"{place}\n")
 print("| implementation | tokens/s | trained tokens/s | step time (s) | peak memory (MiB) | useful GFLOP/s | % of best GEMM | worker fp32 / bf16 speed ratio |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
 rows = [(f"molt-worker fp32 ({w32['backend']})", w32, w32), (f"molt-worker bf16 ({w16['backend']})", w16, w16),
@@ -80,5 +59,6 @@ for name, r, mine in rows:
 print(f"\nuseful work: {w32['useful_gflops_per_step']:.0f} GFLOP per step. Best GEMM rates measured in this run: "
       f"worker fp32 {w32['best_gemm_gflops']:.0f}, worker bf16 {w16['best_gemm_gflops']:.0f}, "
       f"torch.mm fp32 {t32['best_gemm_gflops']:.0f}, bf16 {t16['best_gemm_gflops']:.0f} GFLOP/s. "
-      f"The ratio column is the matching worker row's tokens/s over this row's (fp32 to fp32, bf16 to bf16).")
+      f"The ratio column is the matching worker row's tokens/s over this row's (fp32 to fp32, bf16 to bf16)."
+      + (f" Peak memory: {sys.argv[6]}." if sys.argv[6] else ""))
 PY

@@ -22,21 +22,12 @@ __device__ __forceinline__ float dot_seq(const float* a, const float* b, int d) 
 	return s;
 }
 
-extern "C" __global__ void attention_forward(float* __restrict__ out, float* __restrict__ lse,
-	const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-	const unsigned* __restrict__ positions, int seq, int heads, int kv_heads, int head_dim, float scale) {
-	extern __shared__ float sh[]; // [seq] scores, then [blockDim] for the reductions
-	float* score = sh;
-	float* red = sh + seq;
-	const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-	const int group = heads / kv_heads, kvh = h / group;
-	const long long qw = (long long)heads * head_dim, kvw = (long long)kv_heads * head_dim;
-	const long long row = (long long)b * seq + i;
-	const int first = i - (int)positions[row];
-	const int n = i - first + 1;
-	const float* qi = q + row * qw + (long long)h * head_dim;
-	const float* kb = k + ((long long)b * seq + first) * kvw + (long long)kvh * head_dim;
-	const float* vb = v + ((long long)b * seq + first) * kvw + (long long)kvh * head_dim;
+// One query row's softmax attention over `n` keys and values (rows `kvw` apart), by the
+// whole block: scores into `score` (shared, n floats), the fixed-order max and sum over the
+// block (`red`), then `o[c] = sum_j p_j v_j[c] / sum` in key order. Returns the row's
+// log-sum-exp. Shared by the training forward and generation, so both compute alike.
+__device__ __forceinline__ float attend_row(float* __restrict__ o, const float* qi, const float* kb,
+	const float* vb, int n, long long kvw, int head_dim, float scale, float* score, float* red) {
 	float m = NEG_INF;
 	for (int j = threadIdx.x; j < n; j += blockDim.x) {
 		const float s = dot_seq(qi, kb + j * kvw, head_dim) * scale;
@@ -52,13 +43,32 @@ extern "C" __global__ void attention_forward(float* __restrict__ out, float* __r
 	}
 	sum = block_sum(sum, red);
 	const float inv = 1.0f / sum;
-	if (threadIdx.x == 0) lse[((long long)b * heads + h) * seq + i] = m + logf(sum);
-	float* o = out + row * qw + (long long)h * head_dim;
 	for (int c = threadIdx.x; c < head_dim; c += blockDim.x) {
 		float acc = 0.0f;
 		for (int j = 0; j < n; ++j) acc += score[j] * vb[j * kvw + c];
 		o[c] = acc * inv;
 	}
+	return m + logf(sum);
+}
+
+extern "C" __global__ void attention_forward(float* __restrict__ out, float* __restrict__ lse,
+	const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+	const unsigned* __restrict__ positions, int seq, int heads, int kv_heads, int head_dim, float scale) {
+	extern __shared__ float sh[]; // [seq] scores, then [blockDim] for the reductions
+	float* score = sh;
+	float* red = sh + seq;
+	const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+	const int group = heads / kv_heads, kvh = h / group;
+	const long long qw = (long long)heads * head_dim, kvw = (long long)kv_heads * head_dim;
+	const long long row = (long long)b * seq + i;
+	const int first = i - (int)positions[row];
+	const int n = i - first + 1;
+	const float* qi = q + row * qw + (long long)h * head_dim;
+	const float* kb = k + ((long long)b * seq + first) * kvw + (long long)kvh * head_dim;
+	const float* vb = v + ((long long)b * seq + first) * kvw + (long long)kvh * head_dim;
+	float* o = out + row * qw + (long long)h * head_dim;
+	const float l = attend_row(o, qi, kb, vb, n, kvw, head_dim, scale, score, red);
+	if (threadIdx.x == 0) lse[((long long)b * heads + h) * seq + i] = l;
 }
 
 // Generation: n new queries (rows of q, at positions past .. past + n - 1) over a KV cache
@@ -78,27 +88,8 @@ extern "C" __global__ void attention_cached(float* __restrict__ out, const float
 	const float* qi = q + (long long)i * qw + (long long)h * head_dim;
 	const float* kb = k_cache + (long long)kvh * head_dim;
 	const float* vb = v_cache + (long long)kvh * head_dim;
-	float m = NEG_INF;
-	for (int j = threadIdx.x; j < n; j += blockDim.x) {
-		const float s = dot_seq(qi, kb + j * kvw, head_dim) * scale;
-		score[j] = s;
-		m = fmaxf(m, s);
-	}
-	m = block_max(m, red);
-	float sum = 0.0f;
-	for (int j = threadIdx.x; j < n; j += blockDim.x) {
-		const float p = expf(score[j] - m);
-		score[j] = p;
-		sum += p;
-	}
-	sum = block_sum(sum, red);
-	const float inv = 1.0f / sum;
 	float* o = out + (long long)i * qw + (long long)h * head_dim;
-	for (int c = threadIdx.x; c < head_dim; c += blockDim.x) {
-		float acc = 0.0f;
-		for (int j = 0; j < n; ++j) acc += score[j] * vb[j * kvw + c];
-		o[c] = acc * inv;
-	}
+	attend_row(o, qi, kb, vb, n, kvw, head_dim, scale, score, red);
 }
 
 // delta[b,h,i] = sum_c dout[i,h,c] * out[i,h,c]: the softmax backward's row term. One
