@@ -538,9 +538,7 @@ impl Miner {
 				bail!("it requires class {want}; this worker trains its recipe on {}", backend.class());
 			}
 		}
-		if let Some(limit) = backend.max_train_row().filter(|&l| recipe.train.seq_len > l) {
-			bail!("its rows of {} tokens are longer than {} trains ({limit} at most)", recipe.train.seq_len, backend.class());
-		}
+		train::check_rows(&recipe.train, backend.as_ref())?;
 		self.fetch_inputs(&recipe).await?;
 		// Will it finish in time? One real step, timed. A probe that never came back (the
 		// recipe crashed or hung this process) is not tried again.

@@ -158,12 +158,12 @@ impl Cuda {
 		};
 		detect::cublas_loads().map_err(BlasError::NoLibrary)?;
 		// Machine code for this GPU's own architecture (no JIT by the driver).
-		let sm = format!("sm_{major}{minor}");
+		let (arch, sm) = (major * 10 + minor, format!("sm_{major}{minor}"));
 		let known = crate::kernels::nvrtc_architectures()?;
-		if !known.contains(&((major * 10 + minor) as i32)) {
+		if !known.iter().any(|&k| k as u32 == arch) {
 			let (a, b) = crate::kernels::nvrtc_version()?;
 			let known = known.iter().map(|k| format!("sm_{k}")).collect::<Vec<_>>().join(" ");
-			return Err(CudaError::UnsupportedArch { arch: major * 10 + minor, nvrtc: format!("{a}.{b}"), known });
+			return Err(CudaError::UnsupportedArch { arch, nvrtc: format!("{a}.{b}"), known });
 		}
 		let ctx = CudaContext::new(0).map_err(driver("open GPU 0"))?;
 		// SAFETY: one stream does all the work, so nothing needs cudarc's cross-stream

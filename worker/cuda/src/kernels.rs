@@ -4,7 +4,7 @@
 //! and the engine's counter-based random stream); the header is spliced in here, so
 //! NVRTC needs no include path and the compiled source is exactly what is embedded.
 
-use cudarc::nvrtc::{CompileOptions, Ptx};
+use cudarc::nvrtc::Ptx;
 
 /// One kernel file: its name, source, and the `extern "C"` entry points it defines.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +67,7 @@ pub enum CompileError {
 	Refused { file: String, arch: String, log: String },
 	#[error("kernels/{file}: NVRTC failed before it compiled anything: {message}")]
 	Nvrtc { file: String, message: String },
-	#[error("kernels/{file} compiled for {arch}, but its PTX lacks the entry point `{entry}`")]
+	#[error("kernels/{file} compiled for {arch}, but its code lacks the entry point `{entry}`")]
 	MissingEntry { file: String, arch: String, entry: String },
 }
 
@@ -78,25 +78,64 @@ pub fn full_source(kernel: &KernelSource) -> String {
 	kernel.source.replace("#include \"common.cuh\"", &header)
 }
 
-/// The options every kernel is compiled with: IEEE division and square roots, denormals
-/// kept, and no fused multiply-add (see the crate doc: the bits then do not depend on
-/// the PTX assembler's contractions).
-pub fn options(arch: &'static str) -> CompileOptions {
-	CompileOptions {
-		ftz: Some(false),
-		prec_div: Some(true),
-		prec_sqrt: Some(true),
-		fmad: Some(false),
-		arch: Some(arch),
-		options: vec!["--std=c++17".into()],
-		..Default::default()
+/// The flags every kernel is compiled with for `arch`: IEEE division and square roots,
+/// denormals kept, and no fused multiply-add (see the crate doc: the bits then do not
+/// depend on the PTX assembler's contractions).
+pub fn flags(arch: &str) -> Vec<String> {
+	["--ftz=false", "--prec-div=true", "--prec-sqrt=true", "--fmad=false", "--std=c++17"]
+		.iter()
+		.map(|s| s.to_string())
+		.chain([format!("--gpu-architecture={arch}")])
+		.collect()
+}
+
+/// What [`nvrtc_compile`] reads back from the compiled program.
+enum Output {
+	Ptx,
+	Cubin,
+}
+
+/// Compiles CUDA C `source` (named `file` in errors) for `arch` with [`flags`], and reads
+/// back its PTX (a virtual architecture, `compute_90`) or its machine code (a real one,
+/// `sm_90`).
+fn nvrtc_compile(file: &str, source: &str, arch: &str, output: Output) -> Result<Vec<u8>, CompileError> {
+	use cudarc::nvrtc::{result, sys};
+	crate::detect::nvrtc_loads().map_err(CompileError::NoCompiler)?;
+	let nvrtc = |message: String| CompileError::Nvrtc { file: file.into(), message };
+	let text = |chars: Vec<std::ffi::c_char>| {
+		let bytes: Vec<u8> = chars.iter().map(|&c| c as u8).take_while(|&b| b != 0).collect();
+		String::from_utf8_lossy(&bytes).trim_end().to_string()
+	};
+	let src = std::ffi::CString::new(source).map_err(|e| nvrtc(format!("source: {e}")))?;
+	let name = std::ffi::CString::new(file).map_err(|e| nvrtc(format!("name: {e}")))?;
+	let prog = result::create_program(&src, Some(&name)).map_err(|e| nvrtc(format!("create: {e:?}")))?;
+	// SAFETY: `prog` is a live program until destroyed below; NVRTC writes at most the
+	// sizes it reported into buffers of those sizes.
+	unsafe {
+		let out = match result::compile_program(prog, &flags(arch)) {
+			Err(_) => {
+				let log = result::get_program_log(prog).map(text).unwrap_or_default();
+				Err(CompileError::Refused { file: file.into(), arch: arch.into(), log })
+			},
+			Ok(()) => match output {
+				Output::Ptx => result::get_ptx(prog).map(|p| text(p).into_bytes()).map_err(|e| nvrtc(format!("PTX: {e:?}"))),
+				Output::Cubin => {
+					let mut size = 0usize;
+					sys::nvrtcGetCUBINSize(prog, &mut size).result().map_err(|e| nvrtc(format!("CUBIN size: {e:?}"))).and_then(|()| {
+						let mut cubin = vec![0u8; size];
+						sys::nvrtcGetCUBIN(prog, cubin.as_mut_ptr().cast()).result().map(|()| cubin).map_err(|e| nvrtc(format!("CUBIN: {e:?}")))
+					})
+				},
+			},
+		};
+		let _ = result::destroy_program(prog);
+		out
 	}
 }
 
 /// Compiles `kernel` for the virtual architecture `arch` (`compute_80`, `compute_90`)
 /// and checks that every entry point it declares is in the PTX.
-pub fn compile(kernel: &KernelSource, arch: &'static str) -> Result<Ptx, CompileError> {
-	crate::detect::nvrtc_loads().map_err(CompileError::NoCompiler)?;
+pub fn compile(kernel: &KernelSource, arch: &str) -> Result<Ptx, CompileError> {
 	let ptx = compile_source(kernel.file, &full_source(kernel), arch)?;
 	let text = ptx.to_src();
 	for entry in kernel.entries {
@@ -107,72 +146,21 @@ pub fn compile(kernel: &KernelSource, arch: &'static str) -> Result<Ptx, Compile
 	Ok(ptx)
 }
 
-/// Compiles CUDA C `source` (named `file` in errors) with the kernels' options.
-pub fn compile_source(file: &str, source: &str, arch: &'static str) -> Result<Ptx, CompileError> {
-	crate::detect::nvrtc_loads().map_err(CompileError::NoCompiler)?;
-	let opts = CompileOptions { name: Some(file.to_string()), ..options(arch) };
-	cudarc::nvrtc::compile_ptx_with_opts(source, opts).map_err(|e| match e {
-		cudarc::nvrtc::CompileError::CompileError { log, .. } => {
-			CompileError::Refused { file: file.into(), arch: arch.into(), log: log.to_string_lossy().trim_end().to_string() }
-		},
-		cudarc::nvrtc::CompileError::CreationError(err)
-		| cudarc::nvrtc::CompileError::GetLogError(err)
-		| cudarc::nvrtc::CompileError::GetPtxError(err)
-		| cudarc::nvrtc::CompileError::DestroyError(err) => {
-			CompileError::Nvrtc { file: file.into(), message: format!("{err:?}") }
-		},
-	})
-}
-
-/// The command-line form of [`options`] for `arch` (NVRTC's own flags).
-fn option_flags(arch: &str) -> Vec<String> {
-	["--ftz=false", "--prec-sqrt=true", "--prec-div=true", "--fmad=false", "--std=c++17"]
-		.iter()
-		.map(|s| s.to_string())
-		.chain([format!("--gpu-architecture={arch}")])
-		.collect()
+/// Compiles CUDA C `source` (named `file` in errors) to PTX with the kernels' flags.
+pub fn compile_source(file: &str, source: &str, arch: &str) -> Result<Ptx, CompileError> {
+	let ptx = nvrtc_compile(file, source, arch, Output::Ptx)?;
+	Ok(Ptx::from_src(String::from_utf8_lossy(&ptx).into_owned()))
 }
 
 /// Compiles `kernel` to machine code (a CUBIN) for the real architecture `sm` (`sm_90`),
-/// with the same options as [`compile`], and checks its entry points. What the CUDA
+/// with the same flags as [`compile`], and checks its entry points. What the CUDA
 /// backend loads: machine code needs no JIT by the driver, so a driver older than NVRTC
 /// loads it (PTX of a newer CUDA it refuses), and the machine code is NVRTC's alone, so the
 /// class need not name the driver.
 pub fn compile_cubin(kernel: &KernelSource, sm: &str) -> Result<Vec<u8>, CompileError> {
-	use cudarc::nvrtc::{result, sys};
-	crate::detect::nvrtc_loads().map_err(CompileError::NoCompiler)?;
-	let nvrtc = |message: String| CompileError::Nvrtc { file: kernel.file.into(), message };
-	let src = std::ffi::CString::new(full_source(kernel)).map_err(|e| nvrtc(format!("source: {e}")))?;
-	let name = std::ffi::CString::new(kernel.file).map_err(|e| nvrtc(format!("name: {e}")))?;
-	let prog = result::create_program(&src, Some(&name)).map_err(|e| nvrtc(format!("create: {e:?}")))?;
-	// SAFETY: `prog` is a live program until destroyed below; NVRTC writes at most the
-	// sizes it reported into buffers of those sizes.
-	let out = unsafe {
-		let compiled = result::compile_program(prog, &option_flags(sm));
-		let out = match compiled {
-			Err(_) => {
-				let log = result::get_program_log(prog).map(|l| {
-					let bytes: Vec<u8> = l.iter().map(|&c| c as u8).take_while(|&b| b != 0).collect();
-					String::from_utf8_lossy(&bytes).trim_end().to_string()
-				});
-				Err(CompileError::Refused { file: kernel.file.into(), arch: sm.into(), log: log.unwrap_or_default() })
-			},
-			Ok(()) => {
-				let mut size = 0usize;
-				match sys::nvrtcGetCUBINSize(prog, &mut size).result() {
-					Err(e) => Err(nvrtc(format!("CUBIN size: {e:?}"))),
-					Ok(()) => {
-						let mut cubin = vec![0u8; size];
-						sys::nvrtcGetCUBIN(prog, cubin.as_mut_ptr().cast()).result().map(|()| cubin).map_err(|e| nvrtc(format!("CUBIN: {e:?}")))
-					},
-				}
-			},
-		};
-		let _ = result::destroy_program(prog);
-		out
-	}?;
+	let out = nvrtc_compile(kernel.file, &full_source(kernel), sm, Output::Cubin)?;
 	if !out.starts_with(b"\x7fELF") {
-		return Err(nvrtc(format!("NVRTC's CUBIN for {sm} is not an ELF image")));
+		return Err(CompileError::Nvrtc { file: kernel.file.into(), message: format!("NVRTC's CUBIN for {sm} is not an ELF image") });
 	}
 	for entry in kernel.entries {
 		if !out.windows(entry.len() + 1).any(|w| &w[..entry.len()] == entry.as_bytes() && w[entry.len()] == 0) {
@@ -201,7 +189,7 @@ pub fn compile_all_cubin(sm: &str) -> Result<Vec<(&'static KernelSource, Vec<u8>
 }
 
 /// Every kernel compiled for `arch`, in [`KERNELS`]' order.
-pub fn compile_all(arch: &'static str) -> Result<Vec<(&'static KernelSource, Ptx)>, CompileError> {
+pub fn compile_all(arch: &str) -> Result<Vec<(&'static KernelSource, Ptx)>, CompileError> {
 	KERNELS.iter().map(|k| compile(k, arch).map(|p| (k, p))).collect()
 }
 

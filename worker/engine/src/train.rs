@@ -270,11 +270,7 @@ impl Job {
 
 	/// `Ok` if `backend` can train this job's rows (before any step, not in the middle of one).
 	pub fn check_backend(&self, backend: &dyn Backend) -> Result<(), TrainError> {
-		let seq_len = self.recipe.train.seq_len;
-		match backend.max_train_row() {
-			Some(limit) if seq_len > limit => Err(TrainError::RowTooLong { seq_len, backend: backend.class(), limit }),
-			_ => Ok(()),
-		}
+		check_rows(&self.recipe.train, backend)
 	}
 
 	/// The step checkpoint `index` is at: `index · checkpoint_every`, the last one at the
@@ -476,6 +472,16 @@ pub struct RunOptions<'a> {
 	pub stop_after: Option<u64>,
 	/// Called after each step.
 	pub on_step: Option<&'a mut dyn FnMut(&StepReport)>,
+}
+
+/// `Ok` if `backend` can train rows of `train.seq_len` tokens (its attention may have a
+/// limit): checked before any step, by a run and by a miner before it claims.
+pub fn check_rows(train: &crate::spec::TrainSection, backend: &dyn Backend) -> Result<(), TrainError> {
+	let seq_len = train.seq_len;
+	match backend.max_train_row() {
+		Some(limit) if seq_len > limit => Err(TrainError::RowTooLong { seq_len, backend: backend.class(), limit }),
+		_ => Ok(()),
+	}
 }
 
 /// Starts a fresh run of `job` in `run`.
